@@ -7,6 +7,7 @@ indices as numbers: `tasks.0.medmnist=data/x.npz`), and validates every field; a
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -316,7 +317,7 @@ def load_config(source: str | Path | dict, overrides: list[str] | tuple[str, ...
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         base = path.resolve().parent
-    raw = dict(raw or {})
+    raw = copy.deepcopy(dict(raw or {}))
     for assignment in overrides:
         apply_override(raw, assignment)
     config = from_dict(Config, raw)

@@ -1,0 +1,233 @@
+"""`lorkd`: the headless twin of every GUI action.
+
+    lorkd demo [--kind classification] [--out RUN] [--quick]
+    lorkd decompose CONFIG [--out RUN] [--device D] [--set key=value ...] [--no-export]
+    lorkd evaluate RUN
+    lorkd export RUN [--out DIR]
+    lorkd apply EXPERT IMAGE --out OUT
+    lorkd bench [--quick] [--json FILE]
+
+Bad input prints one line `error: ...` and exits with code 2 (`--debug` shows the traceback).
+Ctrl-C stops a run at the next step; running the same command again resumes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from core.errors import LorkdError
+from core.train.events import Control, EvalEvent, NullObserver, RunInfo, StepEvent
+
+
+class ProgressObserver(NullObserver):
+    """Terminal progress: one tqdm bar per phase, evaluation lines, log lines."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.bar = None
+        self.phase = None
+
+    def _write(self, text: str) -> None:
+        from tqdm import tqdm
+
+        tqdm.write(text, file=self.stream)
+
+    def on_start(self, info: RunInfo) -> None:
+        self._write(f"run {info.run_dir}: tasks {', '.join(info.tasks)} on {info.device}")
+
+    def on_step(self, event: StepEvent) -> None:
+        from tqdm import tqdm
+
+        if self.phase != event.phase:
+            self._close()
+            self.phase = event.phase
+            self.bar = tqdm(total=event.steps_total, desc=event.phase, unit="step", file=self.stream,
+                            dynamic_ncols=True, leave=True)
+        self.bar.n = event.step
+        self.bar.set_postfix(loss=f"{event.loss:.3f}", lr=f"{event.lr:.2g}", refresh=False)
+        self.bar.refresh()
+
+    def on_eval(self, event: EvalEvent) -> None:
+        parts = [f"{task} " + " ".join(f"{k}={v:.3f}" for k, v in m.items() if isinstance(v, float))
+                 for task, m in event.metrics.items()]
+        self._write(f"[{event.phase} epoch {event.epoch + 1} {event.model}] " + " | ".join(parts))
+
+    def on_log(self, message: str) -> None:
+        self._write(message)
+
+    def on_end(self, summary: dict[str, Any]) -> None:
+        self._close()
+
+    def on_error(self, error: BaseException) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _interruptible(control: Control):
+    def handler(signum, frame):
+        if control.stopping:
+            raise KeyboardInterrupt
+        print("\nstopping at the next step (Ctrl-C again to abort)...", file=sys.stderr)
+        control.stop()
+
+    return signal.signal(signal.SIGINT, handler)
+
+
+def _run(config, out: str | None, export: bool = True) -> dict:
+    from core.train.run import Decomposition
+
+    control = Control()
+    run_dir = out or str(Path("runs") / config.name)
+    previous = _interruptible(control)
+    try:
+        summary = Decomposition(config, run_dir, ProgressObserver(), control).run(export=export)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    _print_summary(summary)
+    return summary
+
+
+def _print_summary(summary: dict) -> None:
+    if summary.get("status") != "completed":
+        print(f"run {summary.get('status')}: {summary.get('run_dir', '')}")
+        return
+    print(f"\n{'task':<20}{'metric':<8}{'teacher':>9}{'expert':>9}{'expert params':>15}")
+    for task in summary["tasks"]:
+        teacher = "-" if task["teacher"] is None else f"{task['teacher']:.3f}"
+        print(f"{task['name']:<20}{task['metric']:<8}{teacher:>9}{task['expert']:>9.3f}"
+              f"{task['params']['expert_model']:>15,}")
+    t, b = summary["teacher"], summary["backbone"]
+    print(f"foundation model {t['arch']}: {t['params']:,} params, {t['macs']:,} MACs; "
+          f"backbone {b['arch']}: {b['params']:,} params, {b['macs']:,} MACs")
+
+
+def cmd_decompose(args) -> int:
+    from core.config import load_config
+
+    overrides = list(args.set or [])
+    if args.device:
+        overrides.append(f"device={args.device}")
+    config = load_config(args.config, overrides)
+    summary = _run(config, args.out, export=not args.no_export)
+    return 0 if summary.get("status") == "completed" else 130
+
+
+def cmd_demo(args) -> int:
+    from core.config import load_config
+    from core.data.demo import build_demo
+
+    if args.kind != "classification":
+        raise LorkdError(f"demo kind {args.kind!r} is not available yet (available: classification)")
+    out = Path(args.out or "runs/demo")
+    raw = build_demo(out / "data", **({"n_per_task": 200} if args.quick else {}))
+    overrides = list(args.set or [])
+    if args.quick:
+        overrides += ["teacher.epochs=1", "train.epochs=1"]
+    config = load_config(raw, overrides)
+    summary = _run(config, str(out))
+    return 0 if summary.get("status") == "completed" else 130
+
+
+def cmd_evaluate(args) -> int:
+    from core.train.run import open_run, write_text_atomic
+
+    run = open_run(args.run, ProgressObserver())
+    summary = run.evaluate()
+    write_text_atomic(run.folder.summary, json.dumps(summary, indent=2))
+    summary["status"] = "completed"
+    _print_summary(summary)
+    return 0
+
+
+def cmd_export(args) -> int:
+    from core.train.run import open_run
+
+    run = open_run(args.run, ProgressObserver())
+    for path in run.export(args.out):
+        print(path)
+    return 0
+
+
+def cmd_apply(args) -> int:
+    from core.infer.apply import apply_expert
+
+    result = apply_expert(args.expert, args.image, args.out)
+    print(json.dumps({k: result[k] for k in ("prediction", "scores") if k in result}, indent=2))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from benchmarks.run import main as bench_main
+
+    return bench_main(quick=args.quick, json_path=args.json)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lorkd", description="LoRKD Studio: decompose a foundation model "
+                                     "into low-rank task experts.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("decompose", help="foundation -> decomposition -> evaluation -> export from a YAML config")
+    p.add_argument("config")
+    p.add_argument("--out", help="run folder (default runs/<name>); an existing one is resumed")
+    p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
+    p.add_argument("--no-export", action="store_true", help="skip writing expert bundles")
+    p.set_defaults(func=cmd_decompose)
+
+    p = sub.add_parser("demo", help="run the embedded demo (no downloads)")
+    p.add_argument("--kind", default="classification", help="classification")
+    p.add_argument("--out", help="run folder (default runs/demo)")
+    p.add_argument("--quick", action="store_true", help="fewer samples and epochs (a smoke test)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("evaluate", help="evaluate teacher and experts of a finished run on its test split")
+    p.add_argument("run")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="write one MONAI bundle per task")
+    p.add_argument("run")
+    p.add_argument("--out", help="folder for the bundles (default RUN/experts)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("apply", help="apply an exported expert to an image (PNG/JPEG, .npy, NIfTI, DICOM)")
+    p.add_argument("expert", help="expert bundle folder")
+    p.add_argument("image")
+    p.add_argument("--out", required=True, help="scores file (.json or .csv)")
+    p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("bench", help="measure speed ratios (knowledge separation vs plain backbone, ...)")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--json", help="also write the results as JSON")
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except LorkdError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("aborted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,192 @@
+"""One training phase (foundation pre-training or decomposition): optimizer, schedule, AMP, clipping,
+events, pause/stop, metrics.jsonl, and an atomic checkpoint after every epoch for exact resume.
+
+Exact resume: each epoch's data order and augmentation are a function of (seed, phase, epoch) only
+(`seed_epoch` + the sampler's `set_epoch`), and the checkpoint holds model, optimizer, schedule and
+scaler state, so a run resumed at an epoch boundary replays exactly what an uninterrupted run does.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.config import TrainConfig
+from core.errors import RunStopped
+from core.train.checkpoint import atomic_save
+from core.train.events import Control, EvalEvent, Observer, StepEvent
+from core.train.metrics_log import MetricsLog
+
+# compute_loss(batch) -> (mean loss over the batch, {task name: (summed loss, sample count)})
+LossFn = Callable[[dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, tuple[float, int]]]]
+EvalFn = Callable[[int], dict[str, dict[str, float]]]
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def seed_epoch(seed: int, phase: str, epoch: int) -> None:
+    """Reseed every RNG at an epoch start from (seed, phase, epoch) only."""
+    seed_everything((seed * 1_000_003 + zlib.crc32(phase.encode()) * 7919 + epoch) % 2**31)
+
+
+def build_optimizer(params: Iterable[nn.Parameter], train: TrainConfig, lr: float) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=train.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=train.momentum, weight_decay=train.weight_decay)
+
+
+def build_schedule(optimizer: torch.optim.Optimizer, train: TrainConfig, total_steps: int, steps_per_epoch: int):
+    warmup = int(round(train.warmup_epochs * steps_per_epoch))
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if train.schedule == "constant":
+            return 1.0
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    """bf16 autocast on CUDA GPUs that support it, fp16 otherwise; none on CPU."""
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+@dataclass
+class Phase:
+    """Everything one phase needs; `modules` are saved in the checkpoint under their names."""
+
+    name: str
+    modules: dict[str, nn.Module]
+    params: list[nn.Parameter]
+    compute_loss: LossFn
+    loader: Any  # DataLoader whose batch_sampler has set_epoch
+    epochs: int
+    lr: float
+    evaluate: EvalFn | None = None
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def run_phase(
+    phase: Phase,
+    train: TrainConfig,
+    *,
+    seed: int,
+    device: torch.device,
+    checkpoint_path: Path,
+    observer: Observer,
+    control: Control,
+    log: MetricsLog,
+    resume_state: dict[str, Any] | None = None,
+    extra_state: dict[str, Any] | None = None,
+) -> None:
+    """Train one phase to its last epoch (or resume it), checkpointing after every epoch.
+
+    Raises RunStopped when `control` asks to stop (after the epoch checkpoint when stopping after
+    the epoch). The checkpoint dict: phase, epoch (epochs done), step, models, optimizer, schedule,
+    scaler, plus `extra_state`.
+    """
+    steps_per_epoch = len(phase.loader)
+    total = steps_per_epoch * phase.epochs
+    optimizer = build_optimizer(phase.params, train, phase.lr)
+    schedule = build_schedule(optimizer, train, total, steps_per_epoch)
+    dtype = amp_dtype(device, train.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
+    start_epoch, step = 0, 0
+    if resume_state is not None:
+        for key, module in phase.modules.items():
+            module.load_state_dict(resume_state["models"][key])
+        optimizer.load_state_dict(resume_state["optimizer"])
+        schedule.load_state_dict(resume_state["schedule"])
+        scaler.load_state_dict(resume_state["scaler"])
+        start_epoch, step = int(resume_state["epoch"]), int(resume_state["step"])
+        observer.on_log(f"{phase.name}: resuming after epoch {start_epoch} (step {step})")
+
+    for epoch in range(start_epoch, phase.epochs):
+        seed_epoch(seed, phase.name, epoch)
+        phase.loader.batch_sampler.set_epoch(epoch)
+        if hasattr(phase.loader.dataset, "set_epoch"):
+            phase.loader.dataset.set_epoch(epoch)
+        for module in phase.modules.values():
+            module.train()
+        window: dict[str, list[float]] = {}
+        window_loss, window_samples, window_start = 0.0, 0, time.perf_counter()
+        for batch in phase.loader:
+            control.checkpoint()
+            batch = to_device(batch, device)
+            optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss, per_task = phase.compute_loss(batch)
+            scaler.scale(loss).backward()
+            if train.grad_clip:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(phase.params, train.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            schedule.step()
+            step += 1
+            n = int(batch["task"].shape[0])
+            window_loss += float(loss.detach()) * n
+            window_samples += n
+            for task, (total_loss, count) in per_task.items():
+                acc = window.setdefault(task, [0.0, 0])
+                acc[0] += total_loss
+                acc[1] += count
+            if step % train.log_every == 0 or step % steps_per_epoch == 0:
+                elapsed = max(time.perf_counter() - window_start, 1e-9)
+                event = StepEvent(
+                    phase=phase.name,
+                    epoch=epoch,
+                    step=step,
+                    steps_total=total,
+                    task_losses={t: s / max(c, 1) for t, (s, c) in window.items()},
+                    loss=window_loss / max(window_samples, 1),
+                    lr=optimizer.param_groups[0]["lr"],
+                    samples_per_s=window_samples / elapsed,
+                )
+                log.step(event)
+                observer.on_step(event)
+                window, window_loss, window_samples, window_start = {}, 0.0, 0, time.perf_counter()
+        if phase.evaluate is not None:
+            metrics = phase.evaluate(epoch)
+            event = EvalEvent(phase=phase.name, epoch=epoch, metrics=metrics)
+            log.eval(event, step)
+            observer.on_eval(event)
+        atomic_save(
+            {
+                "phase": phase.name,
+                "epoch": epoch + 1,
+                "step": step,
+                "models": {k: m.state_dict() for k, m in phase.modules.items()},
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "scaler": scaler.state_dict(),
+                **(extra_state or {}),
+            },
+            checkpoint_path,
+        )
+        if control.stopping_after_epoch and epoch + 1 < phase.epochs:
+            observer.on_log(f"{phase.name}: stopped after epoch {epoch + 1} as asked; the run can be resumed")
+            raise RunStopped()
