@@ -46,8 +46,8 @@ class ProgressObserver(NullObserver):
         if self.phase != event.phase:
             self._close()
             self.phase = event.phase
-            self.bar = tqdm(total=event.steps_total, desc=event.phase, unit="step", file=self.stream,
-                            dynamic_ncols=True, leave=True)
+            self.bar = tqdm(total=event.steps_total, initial=event.step, desc=event.phase, unit="step",
+                            file=self.stream, dynamic_ncols=True, leave=True)
         self.bar.n = event.step
         self.bar.set_postfix(loss=f"{event.loss:.3f}", lr=f"{event.lr:.2g}", refresh=False)
         self.bar.refresh()
@@ -138,7 +138,8 @@ def cmd_demo(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from core.train.run import open_run, write_text_atomic
+    from core.files import write_text_atomic
+    from core.train.run import open_run
 
     run = open_run(args.run, ProgressObserver())
     summary = run.evaluate()

@@ -19,7 +19,7 @@ import yaml
 
 from core.errors import ConfigError
 
-TEACHER_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "densenet121")
+TEACHER_ARCHS = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "densenet121")
 BACKBONE_ARCHS = ("compact", "resnet10", "resnet18", "resnet34")
 
 

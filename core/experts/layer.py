@@ -184,9 +184,11 @@ class ExpertConv(nn.Module):
         parts = plan.split(x)
         if self.form == "factorized" and not self._dense_pays(x, plan):
             y = self._op(x, self.weight, self.bias)
-            deltas = [self._up(self._op(part, self.lora_A[t], None), t) for t, part in zip(plan.tasks, parts, strict=True)]
+            pairs = zip(plan.tasks, parts, strict=True)
+            deltas = [self._up(self._op(part, self.lora_A[t], None), t) for t, part in pairs]
             return y + plan.join(deltas)
-        outs = [self._op(part, self.weight + self.delta_weight(t), self.bias) for t, part in zip(plan.tasks, parts, strict=True)]
+        pairs = zip(plan.tasks, parts, strict=True)
+        outs = [self._op(part, self.weight + self.delta_weight(t), self.bias) for t, part in pairs]
         return plan.join(outs)
 
     def _dense_pays(self, x: torch.Tensor, plan: RoutePlan) -> bool:
@@ -254,4 +256,5 @@ class ExpertConv(nn.Module):
         return plain
 
     def extra_repr(self) -> str:
-        return f"{self.base_type.__name__}{tuple(self.weight.shape)}, form={self.form}, ranks={self.ranks}, alpha={self.alpha}"
+        shape = tuple(self.weight.shape)
+        return f"{self.base_type.__name__}{shape}, form={self.form}, ranks={self.ranks}, alpha={self.alpha}"

@@ -23,7 +23,7 @@ from torch import nn
 
 from core.config import TrainConfig
 from core.errors import RunStopped
-from core.train.checkpoint import atomic_save
+from core.files import atomic_save
 from core.train.events import Control, EvalEvent, Observer, StepEvent
 from core.train.metrics_log import MetricsLog
 
@@ -83,6 +83,7 @@ class Phase:
     epochs: int
     lr: float
     evaluate: EvalFn | None = None
+    model: str = "student"  # which model the phase trains, for the eval events
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -171,7 +172,7 @@ def run_phase(
                 window, window_loss, window_samples, window_start = {}, 0.0, 0, time.perf_counter()
         if phase.evaluate is not None:
             metrics = phase.evaluate(epoch)
-            event = EvalEvent(phase=phase.name, epoch=epoch, metrics=metrics)
+            event = EvalEvent(phase=phase.name, epoch=epoch, metrics=metrics, model=phase.model)
             log.eval(event, step)
             observer.on_eval(event)
         atomic_save(

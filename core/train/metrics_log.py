@@ -26,7 +26,8 @@ class MetricsLog:
     def step(self, event: StepEvent) -> None:
         base = {"phase": event.phase, "kind": "train", "epoch": event.epoch, "step": event.step}
         records = [{**base, "task": task, "loss": loss} for task, loss in event.task_losses.items()]
-        records.append({**base, "task": "all", "loss": event.loss, "lr": event.lr, "samples_per_s": event.samples_per_s})
+        overall = {"task": "all", "loss": event.loss, "lr": event.lr, "samples_per_s": event.samples_per_s}
+        records.append({**base, **overall})
         self.write(records)
 
     def eval(self, event: EvalEvent, step: int) -> None:

@@ -8,8 +8,6 @@ experts/<task>/. Running `decompose` again on a folder with a checkpoint resumes
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,11 +23,11 @@ from core.data.multitask import MultiTaskDataset, make_loader, task_labels
 from core.data.tasks import TaskSpec, build_task_specs, resolve_in_channels
 from core.errors import ConfigError, LorkdError, RunStopped
 from core.experts import attach_experts, expert_parameters, merge_expert, route
+from core.files import safe_load, write_text_atomic
 from core.models.checkpoint import load_teacher, save_teacher
 from core.models.complexity import count_macs, count_parameters
 from core.models.heads import Projector
 from core.models.multitask import MultiTaskNet, build_backbone, build_teacher, expert_network
-from core.train.checkpoint import safe_load
 from core.train.events import Control, EvalEvent, NullObserver, Observer, RunInfo
 from core.train.loop import Phase, run_phase, seed_everything
 from core.train.losses import kd_loss, task_loss
@@ -78,20 +76,6 @@ class RunFolder:
     @property
     def experts(self) -> Path:
         return self.path / "experts"
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class Workspace:
@@ -235,6 +219,7 @@ class Decomposition:
             epochs=cfg.teacher.epochs,
             lr=cfg.teacher.lr or cfg.train.lr,
             evaluate=lambda epoch: self._eval(lambda x, t: teacher(x, t), ws.val_set),
+            model="teacher",
         )
         self._run_phase(phase, resume)
 

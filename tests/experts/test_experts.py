@@ -220,7 +220,8 @@ def test_every_conv_kind_and_linear(dims):
     x = torch.randn(4, 2, *([8] * dims))
     model(x)  # materialise the lazy linear
     attach_experts(model, T, rank=2, linear=True)
-    assert [type(m).__name__ for m in model] == ["ExpertConv", "ExpertConv", "Conv" + f"{dims}d", "Flatten", "ExpertConv"]
+    names = [type(m).__name__ for m in model]
+    assert names == ["ExpertConv", "ExpertConv", f"Conv{dims}d", "Flatten", "ExpertConv"]
     randomize_experts(model)
     task_ids = torch.tensor([2, 0, 1, 2])
     with torch.no_grad():

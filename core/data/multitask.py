@@ -1,0 +1,369 @@
+"""Mixed-task data: one dataset over all tasks, task-sorted batches, and the loader the engine uses.
+
+- `MultiTaskDataset` loads each task's split once (`read_split` + `core.infer.runtime.prepare`, the one
+  preprocessing function shared with inference) and concatenates the tasks: task t occupies the indices
+  `task_offsets[t] .. task_offsets[t] + task_sizes[t] - 1`.
+- `MultiTaskBatchSampler` yields mixed-task batches of dataset indices, each sorted by task so the
+  knowledge-separation convolutions see contiguous task segments; epoch e's batches are a function of
+  (seed, e) only, so a resumed run replays them exactly.
+- `make_loader` wraps both in a `DataLoader` whose batches are dicts `{"image", "label", "task"}`.
+
+Labels of all tasks share one float tensor of width `label_width` (L): a multi-class sample stores
+its class index in column 0 (the other columns are 0); a multi-label sample stores its C 0/1 labels in
+columns 0..C-1. `task_labels` turns the rows of one task back into class indices or label columns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from monai.networks.layers import AffineTransform
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from core.data.medmnist import SPLITS, read_split
+from core.data.tasks import TaskSpec
+from core.infer.runtime import prepare
+
+# Training augmentation: small random affine and mild intensity jitter (no flips: left/right and
+# up/down carry meaning in some medical labels, e.g. organ laterality).
+ROTATE_DEGREES = 10.0
+SCALE_RANGE = 0.10  # zoom factor in [0.9, 1.1]
+TRANSLATE_FRACTION = 0.06  # shift up to 6 % of the image side along each axis
+GAIN_RANGE = 0.10  # intensity x (1 +- 0.1)
+OFFSET_RANGE = 0.10  # intensity + (+-0.1), in normalised units ((x - 0.5) / 0.5 lies in [-1, 1])
+
+PREPARE_CHUNK = 4096  # images per `prepare` call: bounds the float copies of a large split
+
+
+def collate_batch(items: dict[str, torch.Tensor] | list[tuple[torch.Tensor, torch.Tensor, int]]) -> dict:
+    """Collate `(image, label, task_id)` items into `{"image", "label", "task"}`; a dict that
+    `MultiTaskDataset.__getitems__` already built is returned as is."""
+    if isinstance(items, dict):
+        return items
+    images, labels, tasks = zip(*items, strict=True)
+    return {
+        "image": torch.stack(images),
+        "label": torch.stack(labels),
+        "task": torch.as_tensor(tasks, dtype=torch.int64),
+    }
+
+
+class MultiTaskDataset(Dataset):
+    """All tasks' samples of one split, preprocessed once at construction.
+
+    Items are `(image float32 (C, S, S[, S]), label float32 (L,), task_id int)` with C = `in_channels`
+    and L = `label_width`. Grey tasks under `in_channels=3` are stored with one channel and repeated
+    on access (the same values `prepare(..., in_channels=3)` gives, at a third of the memory).
+
+    augment: random affine + intensity jitter, applied to the `train` split only. The random
+    parameters of sample i in epoch e depend only on (seed, e, i) (see `set_epoch`), so augmentation
+    is reproducible whatever the batch order or the number of loader workers.
+    max_per_task: keep the first `max_per_task` samples of each task after a shuffle seeded by
+    (seed, task index).
+    """
+
+    def __init__(
+        self,
+        specs: Sequence[TaskSpec],
+        split: str,
+        image_size: int,
+        in_channels: int,
+        augment: bool = False,
+        max_per_task: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        if not specs:
+            raise ValueError("MultiTaskDataset needs at least one task")
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if in_channels not in (1, 3):
+            raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+        dims = {spec.spatial_dims for spec in specs}
+        if len(dims) != 1:
+            raise ValueError(f"all tasks must have the same spatial_dims, got {sorted(dims)}")
+        self.specs = list(specs)
+        self.split = split
+        self.image_size = int(image_size)
+        self.in_channels = int(in_channels)
+        self.spatial_dims = dims.pop()
+        self.augment = bool(augment) and split == "train"
+        self.seed = int(seed)
+        self.epoch = 0
+        self.label_width = max(spec.num_classes if spec.kind == "multilabel" else 1 for spec in self.specs)
+
+        self._images: list[torch.Tensor] = []
+        labels: list[torch.Tensor] = []
+        for t, spec in enumerate(self.specs):
+            raw, lab = read_split(spec.source, split, spec.num_classes)
+            if max_per_task is not None and len(raw) > max_per_task:
+                rng = np.random.default_rng([self.seed, t])
+                keep = np.sort(rng.permutation(len(raw))[:max_per_task])
+                raw, lab = raw[keep], lab[keep]
+            self._images.append(self._prepare(raw, spec))
+            rows = torch.zeros(len(lab), self.label_width, dtype=torch.float32)
+            if spec.kind == "multiclass":
+                rows[:, 0] = torch.as_tensor(lab, dtype=torch.float32)
+            else:
+                rows[:, : spec.num_classes] = torch.as_tensor(lab, dtype=torch.float32)
+            labels.append(rows)
+        self.task_sizes: list[int] = [len(x) for x in self._images]
+        self.task_offsets: list[int] = [int(v) for v in np.cumsum([0] + self.task_sizes[:-1])]
+        self.labels = torch.cat(labels)
+        self.task_ids = torch.repeat_interleave(
+            torch.arange(len(self.specs), dtype=torch.int64), torch.as_tensor(self.task_sizes)
+        )
+        self._ends = np.cumsum(self.task_sizes)
+        self._affine = AffineTransform(normalized=False, padding_mode="border", zero_centered=True)
+
+    def _prepare(self, raw: np.ndarray, spec: TaskSpec) -> torch.Tensor:
+        """`prepare` on the whole split (in chunks of PREPARE_CHUNK images)."""
+        channels = 1 if (not spec.rgb and self.in_channels == 3) else self.in_channels
+        chunks = [
+            prepare(raw[i : i + PREPARE_CHUNK], self.image_size, channels, self.spatial_dims)
+            for i in range(0, len(raw), PREPARE_CHUNK)
+        ]
+        return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
+
+    def __len__(self) -> int:
+        return int(self._ends[-1])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select epoch `epoch`'s augmentation (a function of (seed, epoch, sample index) only)."""
+        self.epoch = int(epoch)
+
+    def task_of(self, index: int) -> int:
+        """The task id of dataset index `index`."""
+        return int(np.searchsorted(self._ends, index, side="right"))
+
+    def _check(self, index: int) -> int:
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} samples")
+        return index
+
+    def _image(self, task: int, local: torch.Tensor) -> torch.Tensor:
+        x = self._images[task].index_select(0, local)
+        if x.shape[1] != self.in_channels:
+            x = x.expand(-1, self.in_channels, *x.shape[2:])
+        return x
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        index = self._check(index)
+        task = self.task_of(index)
+        image = self._image(task, torch.tensor([index - self.task_offsets[task]]))
+        if self.augment:
+            image = self._augment(image, [index])
+        return image[0].contiguous(), self.labels[index].clone(), task
+
+    def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        """A whole batch at once (DataLoader uses this instead of one `__getitem__` per sample)."""
+        idx = torch.as_tensor([self._check(i) for i in indices], dtype=torch.int64)
+        tasks = self.task_ids[idx]
+        images = torch.empty((len(idx), self.in_channels) + (self.image_size,) * self.spatial_dims)
+        for task in torch.unique(tasks).tolist():
+            where = torch.nonzero(tasks == task).flatten()
+            images[where] = self._image(task, idx[where] - self.task_offsets[task])
+        if self.augment:
+            images = self._augment(images, idx.tolist())
+        return {"image": images, "label": self.labels[idx], "task": tasks}
+
+    def augment_params(self, indices: Sequence[int]) -> dict[str, np.ndarray]:
+        """The random augmentation of the given samples in the current epoch, a pure function of
+        (seed, epoch, index): "angles" (n, 1 or 3) radians, "zoom" (n,), "shift" (n, dims) pixels,
+        "gain" (n,), "offset" (n,)."""
+        dims = self.spatial_dims
+        n_angles = 1 if dims == 2 else 3
+        u = counter_uniform(self.seed, self.epoch, indices, n_angles + 1 + dims + 2)
+        limit = math.radians(ROTATE_DEGREES)
+        cols = iter(range(u.shape[1]))
+        take = lambda k: u[:, [next(cols) for _ in range(k)]] * 2 - 1  # noqa: E731 - uniform in [-1, 1)
+        return {
+            "angles": take(n_angles) * limit,
+            "zoom": 1 + take(1)[:, 0] * SCALE_RANGE,
+            "shift": take(dims) * TRANSLATE_FRACTION * self.image_size,
+            "gain": 1 + take(1)[:, 0] * GAIN_RANGE,
+            "offset": take(1)[:, 0] * OFFSET_RANGE,
+        }
+
+    def _augment(self, images: torch.Tensor, indices: Sequence[int]) -> torch.Tensor:
+        """Random affine (MONAI `AffineTransform`, one matrix per sample, border padding, about the image
+        centre) + intensity jitter, for the whole batch in one call."""
+        p = self.augment_params(indices)
+        theta = affine_matrices(p["angles"], p["zoom"], p["shift"])
+        out = self._affine(images.contiguous(), torch.as_tensor(theta, dtype=torch.float32))
+        shape = (-1,) + (1,) * (out.ndim - 1)
+        gain = torch.as_tensor(p["gain"], dtype=out.dtype).reshape(shape)
+        offset = torch.as_tensor(p["offset"], dtype=out.dtype).reshape(shape)
+        return out * gain + offset
+
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """The SplitMix64 finaliser on a uint64 array (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        z = (x + np.uint64(0x9E3779B97F4A7C15)) & _MASK64
+        z = ((z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)) & _MASK64
+        z = ((z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)) & _MASK64
+        return z ^ (z >> np.uint64(31))
+
+
+def counter_uniform(seed: int, epoch: int, indices: Sequence[int], count: int) -> np.ndarray:
+    """(len(indices), count) floats in [0, 1) that depend only on (seed, epoch, index, column):
+    counter-based randomness, so a sample's augmentation does not depend on batch order or workers."""
+    idx = np.asarray(indices, dtype=np.int64).astype(np.uint64)
+    key = _splitmix64(np.full(1, seed % 2**64, dtype=np.uint64))
+    key = _splitmix64(key ^ np.uint64(epoch % 2**64))
+    rows = _splitmix64(key ^ idx)[:, None]
+    z = _splitmix64(rows ^ np.arange(count, dtype=np.uint64)[None] * np.uint64(0xD1B54A32D192ED03))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def affine_matrices(angles: np.ndarray, zoom: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """(n, d+1, d+1) homogeneous matrices `translate @ rotate @ scale` (output -> input pixel coordinates,
+    about the image centre; the convention of MONAI's `create_rotate`/`create_scale`/`create_translate`).
+    angles: (n, 1) in 2D or (n, 3) in 3D (intrinsic rotations about axes 0, 1, 2, MONAI's "XYZ" order)."""
+    n, dims = shift.shape
+    c, s = np.cos(angles), np.sin(angles)
+    if dims == 2:
+        rot = np.stack([np.stack([c[:, 0], -s[:, 0]], -1), np.stack([s[:, 0], c[:, 0]], -1)], 1)
+    else:
+        one, zero = np.ones(n), np.zeros(n)
+        rx = np.stack([np.stack([one, zero, zero], -1), np.stack([zero, c[:, 0], -s[:, 0]], -1),
+                       np.stack([zero, s[:, 0], c[:, 0]], -1)], 1)
+        ry = np.stack([np.stack([c[:, 1], zero, s[:, 1]], -1), np.stack([zero, one, zero], -1),
+                       np.stack([-s[:, 1], zero, c[:, 1]], -1)], 1)
+        rz = np.stack([np.stack([c[:, 2], -s[:, 2], zero], -1), np.stack([s[:, 2], c[:, 2], zero], -1),
+                       np.stack([zero, zero, one], -1)], 1)
+        rot = rx @ ry @ rz
+    out = np.zeros((n, dims + 1, dims + 1))
+    out[:, :dims, :dims] = rot * zoom[:, None, None]
+    out[:, :dims, dims] = shift
+    out[:, dims, dims] = 1.0
+    return out
+
+
+class MultiTaskBatchSampler(Sampler[list[int]]):
+    """Batches of dataset indices over tasks laid out contiguously (sizes `task_sizes`).
+
+    sampling "natural": every sample equally likely (a shuffled pass over the data);
+    "balanced": every task equally likely, samples drawn with replacement within the task, with as many
+    batches per epoch as "natural". Every batch is sorted by task id (stable: random order within a task).
+    The order of epoch e depends only on (seed, e): call `set_epoch(e)` before iterating.
+    shuffle=False: every sample once, in index order (for evaluation; `sampling` is ignored).
+    drop_last: drop a final incomplete batch (a dataset smaller than one batch still gives one batch).
+    """
+
+    def __init__(
+        self,
+        task_sizes: Sequence[int],
+        batch_size: int,
+        sampling: str = "natural",
+        seed: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = True,
+    ) -> None:
+        if sampling not in ("natural", "balanced"):
+            raise ValueError(f"sampling must be natural or balanced, got {sampling!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.task_sizes = [int(n) for n in task_sizes]
+        if any(n < 0 for n in self.task_sizes):
+            raise ValueError(f"task sizes must be >= 0, got {self.task_sizes}")
+        self.batch_size = int(batch_size)
+        self.sampling = sampling
+        self.seed = int(seed)
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.epoch = 0
+        self.total = sum(self.task_sizes)
+        self._offsets = np.cumsum([0] + self.task_sizes[:-1]).astype(np.int64)
+        self._task_of = np.repeat(np.arange(len(self.task_sizes)), self.task_sizes)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration yield epoch `epoch`'s batches."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        if self.total == 0:
+            return 0
+        if self.drop_last and self.shuffle:
+            return max(1, self.total // self.batch_size)
+        return math.ceil(self.total / self.batch_size)
+
+    def _sizes(self) -> list[int]:
+        """Batch sizes of one epoch."""
+        n, b = self.total, self.batch_size
+        full = n // b
+        if self.shuffle and self.drop_last:
+            return [b] * full if full else ([n] if n else [])
+        return [b] * full + ([n - full * b] if n % b else [])
+
+    def __iter__(self) -> Iterator[list[int]]:
+        sizes = self._sizes()
+        if not self.shuffle:
+            start = 0
+            for size in sizes:
+                yield list(range(start, start + size))
+                start += size
+            return
+        rng = np.random.default_rng([self.seed, self.epoch])
+        count = sum(sizes)
+        if self.sampling == "natural":
+            order = rng.permutation(self.total)[:count]
+        else:
+            present = np.flatnonzero(np.asarray(self.task_sizes) > 0)
+            tasks = present[rng.integers(0, len(present), count)]
+            sizes_of = np.asarray(self.task_sizes)[tasks]
+            within = np.minimum((rng.random(count) * sizes_of).astype(np.int64), sizes_of - 1)
+            order = self._offsets[tasks] + within
+        start = 0
+        for size in sizes:
+            batch = order[start : start + size]
+            start += size
+            batch = batch[np.argsort(self._task_of[batch], kind="stable")]
+            yield [int(i) for i in batch]
+
+
+def make_loader(
+    dataset: MultiTaskDataset,
+    batch_size: int,
+    sampling: str = "natural",
+    seed: int = 0,
+    train: bool = True,
+    num_workers: int = 0,
+) -> DataLoader:
+    """DataLoader over `dataset` with a `MultiTaskBatchSampler` as its `batch_sampler`.
+
+    train=True: shuffled task-sorted batches (`sampling`), incomplete last batch dropped;
+    train=False: every sample once in order, last batch kept. Batches are dicts
+    `{"image": (B, C, S, S[, S]) float32, "label": (B, L) float32, "task": (B,) int64}`.
+    Call `loader.batch_sampler.set_epoch(e)` (and `dataset.set_epoch(e)`) at each epoch start.
+    """
+    sampler = MultiTaskBatchSampler(
+        dataset.task_sizes,
+        batch_size,
+        sampling=sampling if train else "natural",
+        seed=seed,
+        shuffle=train,
+        drop_last=train,
+    )
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_batch,
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def task_labels(label: torch.Tensor, spec: TaskSpec) -> torch.Tensor:
+    """One task's targets from its (n, L) batch rows: (n,) int64 class indices for a multi-class task,
+    (n, C) float 0/1 labels for a multi-label task."""
+    if spec.kind == "multiclass":
+        return label[:, 0].round().long()
+    return label[:, : spec.num_classes].float()
