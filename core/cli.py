@@ -51,6 +51,8 @@ class ProgressObserver(NullObserver):
         self.bar.n = event.step
         self.bar.set_postfix(loss=f"{event.loss:.3f}", lr=f"{event.lr:.2g}", refresh=False)
         self.bar.refresh()
+        if event.step >= event.steps_total:
+            self._close()
 
     def on_eval(self, event: EvalEvent) -> None:
         parts = [f"{task} " + " ".join(f"{k}={v:.3f}" for k, v in m.items() if isinstance(v, float))

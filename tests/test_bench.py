@@ -1,0 +1,21 @@
+"""The benchmark runs and reports a ratio for every form (no assertion on time: machines are noisy)."""
+
+from __future__ import annotations
+
+import json
+
+from benchmarks.run import FORMS, main, step_ratios
+
+
+def test_every_form_gives_a_ratio():
+    ratios = step_ratios(arch="resnet10", image_size=16, batch=8, tasks=3, forms=FORMS, repeats=1, warmup=0)
+    assert set(ratios) == set(FORMS)
+    assert all(r > 0 for r in ratios.values())
+
+
+def test_quick_bench_prints_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(quick=True, json_path=str(out)) == 0
+    assert "factorized" in capsys.readouterr().out
+    rows = json.loads(out.read_text())
+    assert rows and all(r["ratios"] for r in rows)

@@ -1,0 +1,155 @@
+"""End to end on generated MedMNIST-format files: foundation -> decomposition -> evaluation -> export,
+the bundles against `lorkd apply` and `python -m monai.bundle run`, and exact resume after a stop."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from core.cli import main as lorkd
+from core.config import load_config
+from core.data.synthetic import write_fake_medmnist
+from core.export.bundle import bundle_command
+from core.train.events import NullObserver
+from core.train.metrics_log import read_metrics
+from core.train.run import Decomposition, open_run
+
+TASKS = {  # name -> write_fake_medmnist arguments: RGB, grey with flat labels, multi-label
+    "blood": {"rgb": True, "num_classes": 4, "seed": 1},
+    "organ": {"flat_labels": True, "num_classes": 3, "seed": 2},
+    "chest": {"multilabel": True, "num_classes": 4, "seed": 3},
+}
+
+
+def make_config(data_dir: Path, n: int = 128, **train):
+    tasks = []
+    for name, kwargs in TASKS.items():
+        path = write_fake_medmnist(data_dir / f"{name}.npz", n=n, n_eval=40, **kwargs)
+        tasks.append({"name": name, "medmnist": str(path)})
+    raw = {
+        "name": "e2e",
+        "tasks": tasks,
+        "teacher": {"arch": "resnet10", "epochs": 2},
+        "backbone": {"arch": "resnet10", "rank": 4, "alpha": 16},
+        "train": {"epochs": 3, "batch_size": 32, "lr": 0.05, **train},
+        "device": "cpu",
+        "seed": 0,
+    }
+    return raw
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    config = load_config(make_config(root / "data"))
+    summary = Decomposition(config, root / "run").run()
+    return root / "run", summary
+
+
+def test_summary_is_complete_and_experts_beat_chance(finished):
+    run_dir, summary = finished
+    assert summary["status"] == "completed"
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    assert [t["name"] for t in on_disk["tasks"]] == list(TASKS)
+    for key in ("params", "macs"):
+        assert on_disk["teacher"][key] >= on_disk["backbone"][key] > 0  # the same arch in this test
+    for task in on_disk["tasks"]:
+        assert task["metric"] == ("auc" if task["name"] == "chest" else "acc")
+        chance = 0.5 if task["metric"] == "auc" else 1 / task["num_classes"]
+        assert task["expert"] >= chance + 0.25, task
+        assert task["teacher"] >= chance + 0.25, task
+        assert task["params"]["expert_model"] < on_disk["teacher"]["params"]
+        assert task["params"]["expert_low_rank"] > 0
+        assert set(task["expert_metrics"]) >= {"acc", "auc"}
+    records = read_metrics(run_dir / "metrics.jsonl")
+    phases = {r["phase"] for r in records}
+    assert {"foundation", "decompose", "test"} <= phases
+    losses = {r["task"] for r in records if r.get("kind") == "train"}
+    assert set(TASKS) <= losses
+
+
+def test_bundles_match_lorkd_apply_and_monai_bundle_run(finished, tmp_path, capsys):
+    run_dir, _ = finished
+    rng = np.random.default_rng(0)
+    image = tmp_path / "image.png"
+    Image.fromarray(rng.integers(0, 255, (28, 28, 3), dtype=np.uint8)).save(image)
+    procs = {}
+    for task in TASKS:
+        bundle = run_dir / "experts" / task
+        assert (bundle / "configs" / "metadata.json").is_file()
+        out = tmp_path / f"{task}-monai.json"
+        procs[task] = (subprocess.Popen([sys.executable, *bundle_command(bundle, image, out)], cwd=tmp_path,
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT), out)
+    for task, (proc, out) in procs.items():
+        mine = tmp_path / f"{task}-lorkd.json"
+        assert lorkd(["apply", str(run_dir / "experts" / task), str(image), "--out", str(mine)]) == 0
+        log = proc.communicate(timeout=120)[0].decode()
+        assert proc.returncode == 0, log
+        theirs = json.loads(out.read_text())
+        ours = json.loads(mine.read_text())
+        assert theirs["prediction"] == ours["prediction"]
+        np.testing.assert_allclose(list(theirs["scores"].values()), list(ours["scores"].values()), atol=1e-6)
+
+
+def test_evaluate_and_export_of_a_finished_run(finished, tmp_path):
+    run_dir, summary = finished
+    run = open_run(run_dir)
+    again = run.evaluate()
+    for before, after in zip(summary["tasks"], again["tasks"], strict=True):
+        assert after["expert"] == pytest.approx(before["expert"], abs=1e-9)
+    paths = run.export(tmp_path / "bundles")
+    assert sorted(p.name for p in paths) == sorted(TASKS)
+
+
+class StopAfterFirstEpoch(NullObserver):
+    def __init__(self, control, phase: str):
+        self.control, self.phase = control, phase
+
+    def on_eval(self, event):
+        if event.phase == self.phase and event.epoch == 0:
+            self.control.stop_after_epoch()
+
+
+@pytest.mark.parametrize("phase", ["foundation", "decompose"])
+def test_stopped_run_resumes_to_the_same_metrics(tmp_path, phase):
+    from core.train.events import Control
+
+    raw = make_config(tmp_path / "data", n=64, epochs=2)
+    reference = Decomposition(load_config(raw), tmp_path / "reference").run(export=False)
+
+    control = Control()
+    stopped = Decomposition(load_config(raw), tmp_path / "run", StopAfterFirstEpoch(control, phase), control)
+    assert stopped.run(export=False)["status"] == "stopped"
+    assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
+    assert not (tmp_path / "run" / "summary.json").exists()
+    resumed = Decomposition(load_config(raw), tmp_path / "run").run(export=False)
+    assert resumed["status"] == "completed"
+    for ref, res in zip(reference["tasks"], resumed["tasks"], strict=True):
+        for key in ("acc", "auc"):
+            if key in ref["expert_metrics"]:
+                assert res["expert_metrics"][key] == pytest.approx(ref["expert_metrics"][key], abs=1e-4), key
+
+
+def test_a_folder_made_with_another_config_is_refused(tmp_path, capsys):
+    raw = make_config(tmp_path / "data", n=16)
+    config_file = tmp_path / "run.yaml"
+    import yaml
+
+    config_file.write_text(yaml.safe_dump(raw))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump({**load_config(raw).to_dict(), "seed": 5}))
+    assert lorkd(["decompose", str(config_file), "--out", str(run_dir)]) == 2
+    assert "different config" in capsys.readouterr().err
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]
+
+
+def test_cli_module_runs_as_a_script():
+    result = subprocess.run([sys.executable, "-m", "core.cli", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "decompose" in result.stdout
