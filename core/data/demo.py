@@ -6,8 +6,8 @@ Sources (see /work/shared/DATA.md):
   package data, read with nibabel; nilearn itself is never imported). Template licence: Copyright (C)
   1993-2009 Louis Collins, McConnell Brain Imaging Centre, Montreal Neurological Institute, McGill
   University; permissive notice, see `MNI_NOTICE`.
-- pydicom's test CT images (`CT_small.dcm` and the 5-slice `CT5N` series), skimage's bundled fundus
-  photograph (`retina`) and immunohistochemistry image.
+- pydicom's test CT image `CT_small.dcm` (128 x 128; the `dicomdirtests` CT series are only 16 x 16,
+  see `MIN_CT_SIDE`), skimage's bundled fundus photograph (`retina`) and immunohistochemistry image.
 
 Tasks (every sample is a random oblique crop with a small rotation, intensity change and noise, so
 the tasks are learnable but not trivial):
@@ -37,7 +37,7 @@ from scipy import ndimage
 from core.data.medmnist import SPLITS
 from core.errors import DataError
 
-DEMO_VERSION = 1  # bump when the generator changes: cached files of other versions are not reused
+DEMO_VERSION = 2  # bump when the generator changes: cached files of other versions are not reused
 TASK_LABELS: dict[str, list[str]] = {
     "plane": ["axial", "coronal", "sagittal"],
     "level": ["inferior", "middle", "superior"],
@@ -46,6 +46,9 @@ TASK_LABELS: dict[str, list[str]] = {
 }
 TASK_KINDS = {"plane": "multiclass", "level": "multiclass", "tissue": "multilabel", "modality": "multiclass"}
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
+# CT sources with a shorter side below this are skipped: pydicom's CT5N series is stored at 16 x 16, and its
+# crops upsampled to 28+ px are near-uniform grey squares, not CT images
+MIN_CT_SIDE = 64
 # a tissue is "present" when its probability is > 0.5 on at least this share of the crop (about half the
 # crops have each label)
 TISSUE_MIN_FRACTION = {"grey matter": 0.45, "white matter": 0.25, "csf": 0.03}
@@ -167,7 +170,8 @@ class _Brain:
 
 
 def _ct_images() -> list[np.ndarray]:
-    """pydicom's real CT test images in Hounsfield units: CT_small plus the CT5N series slices."""
+    """pydicom's real CT test images in Hounsfield units (CT_small plus any CT5N series slice of at least
+    `MIN_CT_SIDE` pixels; pydicom 3.0 ships those at 16 x 16, so today only CT_small)."""
     import pydicom
     from pydicom.data import get_testdata_file
 
@@ -181,8 +185,12 @@ def _ct_images() -> list[np.ndarray]:
         if not path.is_file():
             continue
         ds = pydicom.dcmread(path)
+        if min(int(ds.Rows), int(ds.Columns)) < MIN_CT_SIDE:
+            continue
         hu = ds.pixel_array.astype(np.float32) * float(ds.get("RescaleSlope", 1) or 1)
         images.append(hu + float(ds.get("RescaleIntercept", 0) or 0))
+    if not images:
+        raise DataError(f"{small}: pydicom's CT test images are smaller than {MIN_CT_SIDE} px; the demo needs one")
     return images
 
 
@@ -358,7 +366,8 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _task_seed(seed: int, task: str) -> np.random.Generator:
-    return np.random.default_rng([seed, list(TASK_LABELS).index(task), DEMO_VERSION])
+    # % 2**64: default_rng rejects negative seeds; identity for the usual non-negative ones
+    return np.random.default_rng([seed % 2**64, list(TASK_LABELS).index(task), DEMO_VERSION])
 
 
 def _generate(paths: dict[str, Path], size: int, n_per_task: int, seed: int) -> None:

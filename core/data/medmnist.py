@@ -13,6 +13,7 @@ message that starts with the file's path.
 from __future__ import annotations
 
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,6 +88,8 @@ def _check_archive(path: Path) -> None:
         raise _fail(path, "no such file")
     if not path.is_file():
         raise _fail(path, "not a file")
+    if path.stat().st_size == 0:
+        raise _fail(path, "empty file (0 bytes); not a MedMNIST .npz file")
     if not zipfile.is_zipfile(path):
         raise _fail(path, "not a MedMNIST .npz file (not a zip archive)")
 
@@ -108,7 +111,8 @@ def _read_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                     else:  # (3, 0): utf-8 field names; same header layout as 2.0
                         shape, _, dtype = np.lib.format._read_array_header(f, version)
                 headers[member[: -len(".npy")]] = (tuple(int(n) for n in shape), np.dtype(dtype))
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as error:
+        # zlib.error: a damaged compressed member (np.savez_compressed files)
         raise _fail(path, f"corrupt .npz archive ({_one_line(error)})") from error
     return headers
 
@@ -152,6 +156,8 @@ def _labels_2d(path: Path, name: str, labels: np.ndarray) -> np.ndarray:
     if labels.dtype == np.bool_:
         return labels.astype(np.int64)
     if labels.dtype.kind in "iu":
+        if labels.dtype.kind == "u" and labels.size and int(labels.max()) > np.iinfo(np.int64).max:
+            raise _fail(path, f"{name} holds label {int(labels.max())}, too large for a class index")
         return labels.astype(np.int64)
     if labels.dtype.kind == "f":
         if labels.size and not (np.isfinite(labels).all() and (labels == np.round(labels)).all()):
@@ -165,7 +171,8 @@ def inspect_medmnist(path: str | Path, num_classes: int | None = None) -> MedMNI
 
     The class count is the MedMNIST table's when the file name starts with a known flag
     (`pathmnist.npz`, `organmnist3d_64.npz`), else `num_classes` when given, else the largest
-    label + 1 over all splits. Multi-label files (labels (N, C) with C > 1) have C labels.
+    label + 1 over all splits. Multi-label files (labels (N, C) with C > 1) have C labels (and a given
+    `num_classes` must equal C).
     Raises `DataError` naming the file for anything that does not fit the format.
     """
     path = Path(path)
@@ -182,6 +189,8 @@ def inspect_medmnist(path: str | Path, num_classes: int | None = None) -> MedMNI
     for split in SPLITS:
         name = f"{split}_images"
         shape, dtype = headers[name]
+        if not shape or shape[0] == 0:
+            raise _fail(path, f"the {split} split is empty ({name} has shape {shape})")
         split_geometry = _image_geometry(path, name, shape, dtype)
         if geometry is None:
             geometry = split_geometry
@@ -189,8 +198,6 @@ def inspect_medmnist(path: str | Path, num_classes: int | None = None) -> MedMNI
             raise _fail(path, f"{name} has shape {shape}, which does not match train_images "
                         f"{headers['train_images'][0]}")
         counts[split] = shape[0]
-        if shape[0] == 0:
-            raise _fail(path, f"the {split} split is empty")
     assert geometry is not None
     rgb, spatial_dims, size = geometry
 
@@ -217,6 +224,8 @@ def inspect_medmnist(path: str | Path, num_classes: int | None = None) -> MedMNI
                 raise _fail(path, f"multi-label values must be 0 or 1, found {int(bad[0])} in {name}")
         if flag is not None and columns != MEDMNIST_CLASSES[flag]:
             raise _fail(path, f"{columns} label columns, but {flag} has {MEDMNIST_CLASSES[flag]} labels")
+        if num_classes is not None and columns != int(num_classes):
+            raise _fail(path, f"{columns} label columns, but {int(num_classes)} labels are configured")
         classes = columns
     else:
         for name, lab in labels.items():

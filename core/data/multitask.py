@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from core.data.medmnist import SPLITS, read_split
 from core.data.tasks import TaskSpec
+from core.errors import DataError
 from core.infer.runtime import prepare
 
 # Training augmentation: small random affine and mild intensity jitter (no flips: left/right and
@@ -98,8 +99,11 @@ class MultiTaskDataset(Dataset):
         labels: list[torch.Tensor] = []
         for t, spec in enumerate(self.specs):
             raw, lab = read_split(spec.source, split, spec.num_classes)
+            if (lab.ndim == 2) != (spec.kind == "multilabel"):  # the file changed since the specs were made
+                found = "multi-label" if lab.ndim == 2 else "multi-class"
+                raise DataError(f"{spec.source}: holds {found} labels, but task {spec.name!r} is {spec.kind}")
             if max_per_task is not None and len(raw) > max_per_task:
-                rng = np.random.default_rng([self.seed, t])
+                rng = np.random.default_rng([_seed_word(self.seed), t])
                 keep = np.sort(rng.permutation(len(raw))[:max_per_task])
                 raw, lab = raw[keep], lab[keep]
             self._images.append(self._prepare(raw, spec))
@@ -201,6 +205,12 @@ class MultiTaskDataset(Dataset):
 
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+
+
+def _seed_word(value: int) -> int:
+    """`value` as a non-negative 64-bit word for `np.random.default_rng`, which rejects negative seeds
+    (a config may say `seed: -1`; torch accepts it). Identity for 0 <= value < 2**64."""
+    return int(value) % 2**64
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -311,7 +321,7 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
                 yield list(range(start, start + size))
                 start += size
             return
-        rng = np.random.default_rng([self.seed, self.epoch])
+        rng = np.random.default_rng([_seed_word(self.seed), _seed_word(self.epoch)])
         count = sum(sizes)
         if self.sampling == "natural":
             order = rng.permutation(self.total)[:count]
