@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from core.config import TrainConfig
-from core.errors import RunStopped
+from core.errors import LorkdError, RunStopped
 from core.files import atomic_save
 from core.train.events import Control, EvalEvent, Observer, StepEvent
 from core.train.metrics_log import MetricsLog
@@ -86,6 +86,41 @@ class Phase:
     model: str = "student"  # which model the phase trains, for the eval events
 
 
+NAN_LR_FACTOR = 0.1  # the learning rate is lowered once by this factor after a non-finite loss
+
+
+class Diverged(LorkdError):
+    """The loss became NaN/inf again after the learning rate had already been lowered."""
+
+
+class GoodState:
+    """An in-memory copy of the models and optimizer at the last epoch start: what a
+    non-finite loss rolls back to."""
+
+    def __init__(self, phase: Phase, optimizer) -> None:
+        self.phase, self.optimizer = phase, optimizer
+        self.save()
+
+    def save(self) -> None:
+        self.models = {k: _deep_clone(m.state_dict()) for k, m in self.phase.modules.items()}
+        self.optim = _deep_clone(self.optimizer.state_dict())
+
+    def restore(self) -> None:
+        for key, module in self.phase.modules.items():
+            module.load_state_dict(self.models[key])
+        self.optimizer.load_state_dict(self.optim)
+
+
+def _deep_clone(obj):
+    if torch.is_tensor(obj):
+        return obj.detach().clone()
+    if isinstance(obj, dict):
+        return {k: _deep_clone(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_deep_clone(v) for v in obj]
+    return obj
+
+
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
@@ -124,6 +159,8 @@ def run_phase(
         scaler.load_state_dict(resume_state["scaler"])
         start_epoch, step = int(resume_state["epoch"]), int(resume_state["step"])
         observer.on_log(f"{phase.name}: resuming after epoch {start_epoch} (step {step})")
+    lowered = bool(resume_state.get("lr_lowered")) if resume_state else False
+    good = GoodState(phase, optimizer)
 
     for epoch in range(start_epoch, phase.epochs):
         seed_epoch(seed, phase.name, epoch)
@@ -134,12 +171,32 @@ def run_phase(
             module.train()
         window: dict[str, list[float]] = {}
         window_loss, window_samples, window_start = 0.0, 0, time.perf_counter()
+        good.save()
         for batch in phase.loader:
             control.checkpoint()
             batch = to_device(batch, device)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 loss, per_task = phase.compute_loss(batch)
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value):
+                if lowered:
+                    raise Diverged(
+                        f"{phase.name}: the loss became {loss_value} again at step {step + 1} after the learning "
+                        f"rate was lowered; the run stopped (last good checkpoint: {checkpoint_path}). Try a "
+                        f"lower lr, a smaller kd_weight or grad_clip"
+                    )
+                good.restore()
+                for group in optimizer.param_groups:
+                    group["lr"] *= NAN_LR_FACTOR
+                schedule.base_lrs = [b * NAN_LR_FACTOR for b in schedule.base_lrs]
+                lowered = True
+                observer.on_log(
+                    f"{phase.name}: the loss became {loss_value} at step {step + 1}; restored the state of the "
+                    f"epoch start and lowered the learning rate to {NAN_LR_FACTOR:g}x"
+                )
+                optimizer.zero_grad(set_to_none=True)
+                continue
             scaler.scale(loss).backward()
             if train.grad_clip:
                 scaler.unscale_(optimizer)
@@ -149,7 +206,7 @@ def run_phase(
             schedule.step()
             step += 1
             n = int(batch["task"].shape[0])
-            window_loss += float(loss.detach()) * n
+            window_loss += loss_value * n
             window_samples += n
             for task, (total_loss, count) in per_task.items():
                 acc = window.setdefault(task, [0.0, 0])
@@ -184,6 +241,7 @@ def run_phase(
                 "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(),
                 "scaler": scaler.state_dict(),
+                "lr_lowered": lowered,
                 **(extra_state or {}),
             },
             checkpoint_path,
