@@ -266,6 +266,10 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
     The order of epoch e depends only on (seed, e): call `set_epoch(e)` before iterating.
     shuffle=False: every sample once, in index order (for evaluation; `sampling` is ignored).
     drop_last: drop a final incomplete batch (a dataset smaller than one batch still gives one batch).
+    rank/world_size (distributed runs): training batches are global batches of `batch_size`, of which
+    this rank keeps every world_size-th sample (still mixed and task-sorted), so the union over the
+    ranks is exactly the single-process batch; evaluation (shuffle=False) gives every rank whole
+    batches in turn.
     """
 
     def __init__(
@@ -276,7 +280,14 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         shuffle: bool = True,
         drop_last: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
     ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size), got {rank} of {world_size}")
+        if shuffle and batch_size < world_size:
+            raise ValueError(f"batch_size {batch_size} is smaller than the {world_size} processes")
+        self.rank, self.world_size = int(rank), int(world_size)
         if sampling not in ("natural", "balanced"):
             raise ValueError(f"sampling must be natural or balanced, got {sampling!r}")
         if batch_size < 1:
@@ -303,7 +314,10 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
             return 0
         if self.drop_last and self.shuffle:
             return max(1, self.total // self.batch_size)
-        return math.ceil(self.total / self.batch_size)
+        batches = math.ceil(self.total / self.batch_size)
+        if self.shuffle:
+            return batches
+        return len(range(self.rank, batches, self.world_size))
 
     def _sizes(self) -> list[int]:
         """Batch sizes of one epoch."""
@@ -316,10 +330,9 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         sizes = self._sizes()
         if not self.shuffle:
-            start = 0
-            for size in sizes:
-                yield list(range(start, start + size))
-                start += size
+            starts = np.cumsum([0] + sizes[:-1])
+            for start, size in list(zip(starts, sizes, strict=True))[self.rank :: self.world_size]:
+                yield list(range(int(start), int(start) + size))
             return
         rng = np.random.default_rng([_seed_word(self.seed), _seed_word(self.epoch)])
         count = sum(sizes)
@@ -335,7 +348,7 @@ class MultiTaskBatchSampler(Sampler[list[int]]):
         for size in sizes:
             batch = order[start : start + size]
             start += size
-            batch = batch[np.argsort(self._task_of[batch], kind="stable")]
+            batch = batch[np.argsort(self._task_of[batch], kind="stable")][self.rank :: self.world_size]
             yield [int(i) for i in batch]
 
 
@@ -346,6 +359,8 @@ def make_loader(
     seed: int = 0,
     train: bool = True,
     num_workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> DataLoader:
     """DataLoader over `dataset` with a `MultiTaskBatchSampler` as its `batch_sampler`.
 
@@ -353,6 +368,7 @@ def make_loader(
     train=False: every sample once in order, last batch kept. Batches are dicts
     `{"image": (B, C, S, S[, S]) float32, "label": (B, L) float32, "task": (B,) int64}`.
     Call `loader.batch_sampler.set_epoch(e)` (and `dataset.set_epoch(e)`) at each epoch start.
+    rank/world_size: this process's share in a distributed run (see MultiTaskBatchSampler).
     """
     sampler = MultiTaskBatchSampler(
         dataset.task_sizes,
@@ -361,6 +377,8 @@ def make_loader(
         seed=seed,
         shuffle=train,
         drop_last=train,
+        rank=rank,
+        world_size=world_size,
     )
     return DataLoader(
         dataset,

@@ -24,6 +24,8 @@ from torch import nn
 from core.config import TrainConfig
 from core.errors import LorkdError, RunStopped
 from core.files import atomic_save
+from core.train import distributed
+from core.train.distributed import SINGLE, Dist
 from core.train.events import Control, EvalEvent, Observer, StepEvent
 from core.train.metrics_log import MetricsLog
 
@@ -121,6 +123,44 @@ def _deep_clone(obj):
     return obj
 
 
+class StepModule(nn.Module):
+    """The phase's trainable modules under one nn.Module whose forward is the phase's loss, so that
+    DistributedDataParallel sees the whole step (the loss function still calls the modules itself)."""
+
+    def __init__(self, phase: Phase) -> None:
+        super().__init__()
+        self.parts = nn.ModuleDict(phase.modules)
+        self.compute_loss = phase.compute_loss
+
+    def forward(self, batch: dict[str, torch.Tensor]):
+        return self.compute_loss(batch)
+
+
+def wrap_ddp(phase: Phase, device: torch.device, info: Dist) -> nn.Module:
+    """The step module, under DistributedDataParallel in a distributed run.
+
+    find_unused_parameters=True: a task absent from this rank's share of the batch leaves its experts
+    and head without gradient, which plain DDP reports as an error (benchmarks/ddp.py measures the cost).
+    """
+    net = StepModule(phase)
+    if not info.enabled:
+        return net
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(net, device_ids=ids, find_unused_parameters=True)
+
+
+def _merge_windows(windows: list[dict[str, list[float]]]) -> dict[str, list[float]]:
+    merged: dict[str, list[float]] = {}
+    for window in windows:
+        for task, (total, count) in window.items():
+            acc = merged.setdefault(task, [0.0, 0])
+            acc[0] += total
+            acc[1] += count
+    return merged
+
+
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
@@ -137,12 +177,15 @@ def run_phase(
     log: MetricsLog,
     resume_state: dict[str, Any] | None = None,
     extra_state: dict[str, Any] | None = None,
+    dist_info: Dist = SINGLE,
 ) -> None:
     """Train one phase to its last epoch (or resume it), checkpointing after every epoch.
 
     Raises RunStopped when `control` asks to stop (after the epoch checkpoint when stopping after
     the epoch). The checkpoint dict: phase, epoch (epochs done), step, models, optimizer, schedule,
-    scaler, plus `extra_state`.
+    scaler, plus `extra_state`. Distributed (`dist_info.enabled`): DDP over the ranks; the loss, the
+    stop request and a non-finite loss are agreed on by all ranks every step (one small all-reduce);
+    only rank 0 logs, reports and writes the checkpoint.
     """
     steps_per_epoch = len(phase.loader)
     total = steps_per_epoch * phase.epochs
@@ -161,6 +204,8 @@ def run_phase(
         observer.on_log(f"{phase.name}: resuming after epoch {start_epoch} (step {step})")
     lowered = bool(resume_state.get("lr_lowered")) if resume_state else False
     good = GoodState(phase, optimizer)
+    net = wrap_ddp(phase, device, dist_info)
+    main = dist_info.is_main
 
     for epoch in range(start_epoch, phase.epochs):
         seed_epoch(seed, phase.name, epoch)
@@ -173,12 +218,23 @@ def run_phase(
         window_loss, window_samples, window_start = 0.0, 0, time.perf_counter()
         good.save()
         for batch in phase.loader:
-            control.checkpoint()
+            if not dist_info.enabled:
+                control.checkpoint()  # pause waits here; stop raises RunStopped
             batch = to_device(batch, device)
             optimizer.zero_grad(set_to_none=True)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss, per_task = phase.compute_loss(batch)
+                loss, per_task = net(batch)
             loss_value = float(loss.detach())
+            n = int(batch["task"].shape[0])
+            if dist_info.enabled:  # every rank takes the same decisions
+                total_loss, n, bad, stop = distributed.all_reduce_sum(
+                    [loss_value * n, n, float(not math.isfinite(loss_value)), float(control.stopping)],
+                    dist_info, device,
+                )
+                if stop:
+                    raise RunStopped()
+                loss_value = total_loss / max(n, 1) if not bad else float("nan")
+                n = int(n)
             if not math.isfinite(loss_value):
                 if lowered:
                     raise Diverged(
@@ -191,10 +247,11 @@ def run_phase(
                     group["lr"] *= NAN_LR_FACTOR
                 schedule.base_lrs = [b * NAN_LR_FACTOR for b in schedule.base_lrs]
                 lowered = True
-                observer.on_log(
-                    f"{phase.name}: the loss became {loss_value} at step {step + 1}; restored the state of the "
-                    f"epoch start and lowered the learning rate to {NAN_LR_FACTOR:g}x"
-                )
+                if main:
+                    observer.on_log(
+                        f"{phase.name}: the loss became {loss_value} at step {step + 1}; restored the state of "
+                        f"the epoch start and lowered the learning rate to {NAN_LR_FACTOR:g}x"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 continue
             scaler.scale(loss).backward()
@@ -205,7 +262,6 @@ def run_phase(
             scaler.update()
             schedule.step()
             step += 1
-            n = int(batch["task"].shape[0])
             window_loss += loss_value * n
             window_samples += n
             for task, (total_loss, count) in per_task.items():
@@ -213,6 +269,8 @@ def run_phase(
                 acc[0] += total_loss
                 acc[1] += count
             if step % train.log_every == 0 or step % steps_per_epoch == 0:
+                if dist_info.enabled:
+                    window = _merge_windows(distributed.gather_objects(window, dist_info))
                 elapsed = max(time.perf_counter() - window_start, 1e-9)
                 event = StepEvent(
                     phase=phase.name,
@@ -224,28 +282,33 @@ def run_phase(
                     lr=optimizer.param_groups[0]["lr"],
                     samples_per_s=window_samples / elapsed,
                 )
-                log.step(event)
-                observer.on_step(event)
+                if main:
+                    log.step(event)
+                    observer.on_step(event)
                 window, window_loss, window_samples, window_start = {}, 0.0, 0, time.perf_counter()
         if phase.evaluate is not None:
             metrics = phase.evaluate(epoch)
             event = EvalEvent(phase=phase.name, epoch=epoch, metrics=metrics, model=phase.model)
-            log.eval(event, step)
-            observer.on_eval(event)
-        atomic_save(
-            {
-                "phase": phase.name,
-                "epoch": epoch + 1,
-                "step": step,
-                "models": {k: m.state_dict() for k, m in phase.modules.items()},
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "scaler": scaler.state_dict(),
-                "lr_lowered": lowered,
-                **(extra_state or {}),
-            },
-            checkpoint_path,
-        )
-        if control.stopping_after_epoch and epoch + 1 < phase.epochs:
-            observer.on_log(f"{phase.name}: stopped after epoch {epoch + 1} as asked; the run can be resumed")
+            if main:
+                log.eval(event, step)
+                observer.on_eval(event)
+        state = {
+            "phase": phase.name,
+            "epoch": epoch + 1,
+            "step": step,
+            "models": {k: m.state_dict() for k, m in phase.modules.items()},
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "scaler": scaler.state_dict(),
+            "lr_lowered": lowered,
+            **(extra_state or {}),
+        }
+        if main:
+            atomic_save(state, checkpoint_path)
+        distributed.barrier(dist_info)
+        stop_after = distributed.all_reduce_sum([float(control.stopping_after_epoch)], dist_info, device)[0]
+        if stop_after and epoch + 1 < phase.epochs:
+            if main:
+                observer.on_log(f"{phase.name}: stopped after epoch {epoch + 1} as asked; the run can be resumed")
             raise RunStopped()
+

@@ -10,6 +10,16 @@ from typing import Any
 from core.train.events import EvalEvent, StepEvent
 
 
+class NullLog:
+    """What the ranks other than 0 of a distributed run log to: nothing."""
+
+    def step(self, event: StepEvent) -> None:
+        pass
+
+    def eval(self, event: EvalEvent, step: int) -> None:
+        pass
+
+
 class MetricsLog:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)

@@ -28,11 +28,13 @@ from core.models.checkpoint import load_teacher, save_teacher
 from core.models.complexity import count_macs, count_parameters
 from core.models.heads import Projector
 from core.models.multitask import MultiTaskNet, build_backbone, build_teacher, expert_network
+from core.train import distributed
+from core.train.distributed import SINGLE, Dist
 from core.train.events import Control, EvalEvent, NullObserver, Observer, RunInfo
 from core.train.loop import Phase, run_phase, seed_everything
 from core.train.losses import kd_loss, task_loss
 from core.train.metrics import classification_metrics
-from core.train.metrics_log import MetricsLog
+from core.train.metrics_log import MetricsLog, NullLog
 
 
 def resolve_device(name: str) -> torch.device:
@@ -84,7 +86,8 @@ class Workspace:
     def __init__(self, config: Config, folder: RunFolder) -> None:
         self.config = config
         self.folder = folder
-        self.device = resolve_device(config.device)
+        self.device = resolve_device(distributed.device_for(config.device, distributed.from_env()))
+        self.dist: Dist = distributed.init(self.device)
         self.specs: list[TaskSpec] = build_task_specs(config)
         self.in_channels = resolve_in_channels(config, self.specs)
         self.spatial_dims = self.specs[0].spatial_dims
@@ -106,13 +109,18 @@ class Workspace:
             self.config.seed,
             train=train,
             num_workers=self.config.data.num_workers,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
         )
 
 
 # ------------------------------------------------------------------------------------ evaluation
 @torch.no_grad()
-def predict_tasks(forward, loader, specs: list[TaskSpec], device: torch.device) -> dict[int, tuple]:
-    """Run `forward(x, task_ids) -> (features, per-task logits)` over a loader; probs and labels per task."""
+def predict_tasks(
+    forward, loader, specs: list[TaskSpec], device: torch.device, dist_info: Dist = SINGLE
+) -> dict[int, tuple]:
+    """Run `forward(x, task_ids) -> (features, per-task logits)` over a loader; probs and labels per task
+    (gathered from every rank in a distributed run, where each rank's loader holds a share)."""
     probs: dict[int, list[np.ndarray]] = {}
     labels: dict[int, list[np.ndarray]] = {}
     for batch in loader:
@@ -125,12 +133,19 @@ def predict_tasks(forward, loader, specs: list[TaskSpec], device: torch.device) 
             p = torch.sigmoid(lg) if spec.kind == "multilabel" else torch.softmax(lg.float(), dim=1)
             probs.setdefault(t, []).append(p.float().cpu().numpy())
             labels.setdefault(t, []).append(task_labels(y[tid == t], spec).numpy())
-    return {t: (np.concatenate(probs[t]), np.concatenate(labels[t])) for t in probs}
+    if dist_info.enabled:
+        for share_p, share_y in distributed.gather_objects((probs, labels), dist_info)[1:]:
+            for t in share_p:
+                probs.setdefault(t, []).extend(share_p[t])
+                labels.setdefault(t, []).extend(share_y[t])
+    return {t: (np.concatenate(probs[t]), np.concatenate(labels[t])) for t in sorted(probs)}
 
 
-def task_metrics(forward, loader, specs: list[TaskSpec], device: torch.device) -> dict[str, dict[str, float]]:
+def task_metrics(
+    forward, loader, specs: list[TaskSpec], device: torch.device, dist_info: Dist = SINGLE
+) -> dict[str, dict[str, float]]:
     out = {}
-    for t, (p, y) in predict_tasks(forward, loader, specs, device).items():
+    for t, (p, y) in predict_tasks(forward, loader, specs, device, dist_info).items():
         out[specs[t].name] = classification_metrics(p, y, specs[t].kind)
     return out
 
@@ -150,11 +165,13 @@ class Decomposition:
     def __init__(self, config: Config, run_dir: str | Path, observer: Observer | None = None,
                  control: Control | None = None) -> None:
         self.folder = RunFolder(Path(run_dir))
-        self.observer = observer or NullObserver()
         self.control = control or Control()
         self.config = config
         self._check_folder()
         self.ws = Workspace(config, self.folder)  # reads and validates all data before writing anything
+        self.dist = self.ws.dist
+        self.main = self.dist.is_main  # only rank 0 of a distributed run reports and writes files
+        self.observer = (observer or NullObserver()) if self.main else NullObserver()
         self.teacher: MultiTaskNet | None = None
         self.teacher_heads = False
         self.student: MultiTaskNet | None = None
@@ -194,8 +211,10 @@ class Decomposition:
             self.teacher = build_teacher(cfg.teacher.arch, ws.spatial_dims, ws.in_channels, ws.num_classes)
             self.teacher.to(ws.device)
             self._pretrain(resume if resume and resume["phase"] == "foundation" else None)
-            save_teacher(self.folder.teacher, self.teacher, cfg.teacher.arch, ws.spatial_dims, ws.in_channels,
-                         [s.name for s in ws.specs], ws.num_classes)
+            if self.main:
+                save_teacher(self.folder.teacher, self.teacher, cfg.teacher.arch, ws.spatial_dims, ws.in_channels,
+                             [s.name for s in ws.specs], ws.num_classes)
+            distributed.barrier(self.dist)
             self.teacher_heads = True
         self.teacher.to(ws.device).eval()
         for p in self.teacher.parameters():
@@ -316,6 +335,7 @@ class Decomposition:
             control=self.control,
             log=self.log,
             resume_state=resume,
+            dist_info=self.dist,
         )
 
     def _eval(self, forward, dataset) -> dict[str, dict[str, float]]:
@@ -324,7 +344,7 @@ class Decomposition:
         for m in modules:
             m.eval()
         try:
-            return task_metrics(forward, self.ws.loader(dataset, False), self.ws.specs, self.ws.device)
+            return task_metrics(forward, self.ws.loader(dataset, False), self.ws.specs, self.ws.device, self.dist)
         finally:
             for m, mode in zip(modules, modes, strict=True):
                 m.train(mode)
@@ -332,10 +352,11 @@ class Decomposition:
     def run(self, export: bool = True) -> dict[str, Any]:
         """The whole pipeline; resumes from checkpoints/last.pt when the folder has one."""
         cfg, folder = self.config, self.folder
-        folder.path.mkdir(parents=True, exist_ok=True)
-        if not folder.config.is_file():
-            write_text_atomic(folder.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        self.log = MetricsLog(folder.metrics)
+        if self.main:
+            folder.path.mkdir(parents=True, exist_ok=True)
+            if not folder.config.is_file():
+                write_text_atomic(folder.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        self.log = MetricsLog(folder.metrics) if self.main else NullLog()
         resume = safe_load(folder.last) if folder.last.is_file() else None
         phases = ([] if cfg.teacher.checkpoint else ["foundation"]) + ["decompose", "evaluate"]
         phases += ["export"] if export else []
@@ -348,9 +369,11 @@ class Decomposition:
             self._decompose(resume if resume and resume["phase"] == "decompose" else None)
             summary = self.evaluate()
             summary["seconds"] = round(time.time() - started, 1)
-            write_text_atomic(folder.summary, json.dumps(summary, indent=2))
-            if export:
-                self.export()
+            if self.main:
+                write_text_atomic(folder.summary, json.dumps(summary, indent=2))
+                if export:
+                    self.export()
+            distributed.barrier(self.dist)
         except RunStopped:
             summary = {"status": "stopped", "run_dir": str(folder.path)}
             self.observer.on_log("run stopped; run the same command again to resume from the last epoch")
@@ -448,7 +471,7 @@ class Decomposition:
         state = safe_load(self.folder.last)
         if state.get("phase") != "decompose" or state.get("epoch") != self.config.train.epochs:
             raise LorkdError(f"{self.folder.path}: the run has not finished its decomposition; resume it first")
-        self.log = MetricsLog(self.folder.metrics)
+        self.log = MetricsLog(self.folder.metrics) if self.main else NullLog()
         self.build_teacher(None)
         self.build_student()
         self.student.load_state_dict(state["models"]["student"])

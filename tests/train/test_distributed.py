@@ -1,0 +1,94 @@
+"""Distributed decomposition: `torchrun --nproc_per_node 2` with Gloo on CPU writes one run folder whose
+metrics match a single-process run with the same global batch and seed; a run stopped in one process
+resumes in two; batch shares are mixed-task and add up to the single-process batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from test_pipeline import StopAfterFirstEpoch, make_config
+
+from core.config import load_config
+from core.data.multitask import MultiTaskBatchSampler
+from core.train.events import Control
+from core.train.run import Decomposition
+
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            "-m", "core.cli", "decompose"]
+TOLERANCE = 0.1  # BatchNorm statistics are per rank under DDP on CPU (SyncBatchNorm needs a GPU)
+
+
+def test_rank_shares_add_up_to_the_global_batch():
+    sizes = [50, 30, 20]
+    single = MultiTaskBatchSampler(sizes, 16, seed=3)
+    shares = [MultiTaskBatchSampler(sizes, 16, seed=3, rank=r, world_size=2) for r in range(2)]
+    for s in (single, *shares):
+        s.set_epoch(1)
+    for whole, *parts in zip(single, *shares, strict=True):
+        assert sorted(whole) == sorted(parts[0] + parts[1])
+        assert len(parts[0]) == len(parts[1]) == 8
+    evals = [MultiTaskBatchSampler(sizes, 16, shuffle=False, drop_last=False, rank=r, world_size=2) for r in (0, 1)]
+    seen = sorted(i for s in evals for batch in s for i in batch)
+    assert seen == list(range(sum(sizes)))
+
+
+def torchrun(config: Path, out: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    return subprocess.run([*TORCHRUN, str(config), "--out", str(out), "--no-export"], env=env,
+                          capture_output=True, text=True, timeout=400)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    raw = make_config(root / "data", n=96, epochs=3)
+    raw["teacher"]["epochs"] = 2
+    config = root / "config.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    reference = Decomposition(load_config(raw), root / "single").run(export=False)
+    return root, raw, config, reference
+
+
+def assert_close(reference: dict, summary: dict) -> None:
+    for ref, got in zip(reference["tasks"], summary["tasks"], strict=True):
+        assert got["name"] == ref["name"]
+        for key in ("acc", "auc"):
+            assert got["expert_metrics"][key] == pytest.approx(ref["expert_metrics"][key], abs=TOLERANCE), (ref, got)
+
+
+def test_two_processes_match_one(setup, tmp_path):
+    root, _, config, reference = setup
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
+    out = tmp_path / "run"
+    result = torchrun(config, out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cwd", "run"]  # one run folder
+    assert (out / "checkpoints" / "last.pt").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert_close(reference, summary)
+    assert result.stdout.count("foundation model resnet10") == 1  # only rank 0 reports
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in records if r["phase"] == "decompose" and r["task"] == "all" and "loss" in r]
+    assert steps == sorted(set(steps))  # one writer: no duplicated steps
+
+
+def test_a_run_stopped_in_one_process_resumes_in_two(setup, tmp_path):
+    root, raw, config, reference = setup
+    out = tmp_path / "run"
+    control = Control()
+    stopped = Decomposition(load_config(raw), out, StopAfterFirstEpoch(control, "decompose"), control)
+    assert stopped.run(export=False)["status"] == "stopped"
+    result = torchrun(config, out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming after epoch 1" in result.stderr
+    assert_close(reference, json.loads((out / "summary.json").read_text()))
+    shutil.rmtree(out)
