@@ -1,0 +1,504 @@
+"""Volume IO (core.data.volume): geometry round trips, real DICOM/NIfTI files shipped in packages, errors and
+warnings. Real data: pydicom's test files (a 5-slice CT series, single images, non-image objects) and nilearn's
+MNI152 template, found by path without importing nilearn."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from PIL import Image
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+from core.data.volume import (
+    SeriesInfo,
+    Volume,
+    list_series,
+    orientation_code,
+    read_volume,
+    write_label_map,
+    write_volume,
+)
+from core.errors import DataError
+
+DICOM_DATA = Path(pydicom.__file__).parent / "data" / "test_files"
+CT_SERIES = DICOM_DATA / "dicomdirtests" / "98892001" / "CT5N"  # 5 real CT slices (16 x 16, 2.5 mm)
+NONUNIFORM_CT = DICOM_DATA / "dicomdirtests" / "77654033" / "CT2"  # 4 slices, gaps 202.5, 1.25, 1.25 mm
+MNI_T1 = (
+    Path(importlib.util.find_spec("nilearn").submodule_search_locations[0])
+    / "datasets"
+    / "data"
+    / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"
+)
+NIBABEL_DATA = Path(importlib.util.find_spec("nibabel").submodule_search_locations[0]) / "tests" / "data"
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+def _rotation(ax: float, ay: float, az: float) -> np.ndarray:
+    cx, sx, cy, sy, cz, sz = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay), np.cos(az), np.sin(az)
+    rx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return rz @ ry @ rx
+
+
+GEOMETRIES = {
+    "lps": ((1.0, 1.0, 1.0), (10.0, -20.0, 30.5), np.eye(3)),
+    "ras": ((1.0, 1.0, 1.0), (98.0, 134.0, -72.0), np.diag([-1.0, -1.0, 1.0])),
+    "oblique": ((0.9, 1.1, 1.3), (-72.2, 13.123456789, -1.2375), _rotation(0.3, -0.2, 0.7)),
+    "anisotropic": ((0.488281, 0.7, 2.5), (-125.0, -128.100006, -99.480003), np.eye(3)),
+}
+
+
+def _volume(geometry: str, dtype=np.int16, shape=(5, 6, 7)) -> Volume:
+    spacing, origin, direction = GEOMETRIES[geometry]
+    rng = np.random.default_rng(0)
+    array = rng.integers(-1000, 2000, size=shape).astype(dtype)
+    return Volume(array, spacing, origin, tuple(direction.ravel()))
+
+
+def _assert_same_geometry(a: Volume, b: Volume, exact: bool) -> None:
+    assert a.shape_xyz == b.shape_xyz
+    if exact:  # double precision (NRRD stores direction x spacing: the last bit may differ)
+        np.testing.assert_allclose(a.spacing, b.spacing, rtol=1e-14)
+        np.testing.assert_allclose(a.origin, b.origin, rtol=1e-14)
+        np.testing.assert_allclose(a.direction, b.direction, rtol=1e-14, atol=1e-15)
+    else:  # NIfTI stores geometry as float32
+        np.testing.assert_allclose(a.spacing, b.spacing, rtol=1e-6)
+        np.testing.assert_allclose(a.origin, b.origin, rtol=1e-6, atol=1e-5)
+        np.testing.assert_allclose(a.direction, b.direction, atol=1e-6)
+
+
+def _write_ct_series(folder: Path, positions, iop=(1, 0, 0, 0, 1, 0), size=(8, 6), gantry_tilt=0.0) -> list[Path]:
+    """A small synthetic CT series (pydicom-written, uncompressed), one file per position, rescale -1024."""
+    folder.mkdir(parents=True, exist_ok=True)
+    series_uid, study_uid = generate_uid(), generate_uid()
+    paths = []
+    for i, pos in enumerate(positions):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CTImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        path = folder / f"slice{i:03d}.dcm"
+        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID = CTImageStorage
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
+        ds.Modality, ds.SeriesDescription, ds.PatientID = "CT", "synthetic", "P1"
+        ds.InstanceNumber = i + 1
+        ds.ImagePositionPatient = [float(v) for v in pos]
+        ds.ImageOrientationPatient = [float(v) for v in iop]
+        ds.PixelSpacing = [0.5, 0.75]  # row spacing (y), column spacing (x)
+        ds.SliceThickness = 2.0
+        ds.GantryDetectorTilt = gantry_tilt
+        ds.Rows, ds.Columns = size[1], size[0]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+        ds.PixelData = np.full((size[1], size[0]), 100 * (i + 1), dtype=np.int16).tobytes()
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------- geometry
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".nrrd", ".mha"])
+@pytest.mark.parametrize("geometry", list(GEOMETRIES))
+def test_write_read_round_trip_keeps_geometry_and_values(tmp_path, ext, geometry):
+    vol = _volume(geometry)
+    path = write_volume(vol, tmp_path / f"vol{ext}")
+    assert path == tmp_path / f"vol{ext}" and path.is_file()
+    back = read_volume(path)
+    _assert_same_geometry(vol, back, exact=ext != ".nii.gz")
+    assert back.array.dtype == vol.array.dtype
+    np.testing.assert_array_equal(back.array, vol.array)
+    assert orientation_code(back.direction) == orientation_code(vol.direction)
+    assert back.warnings == []
+
+
+def test_orientation_codes():
+    assert orientation_code(GEOMETRIES["lps"][2].ravel()) == "LPS"
+    assert orientation_code(GEOMETRIES["ras"][2]) == "RAS"
+    assert orientation_code(np.eye(3)[:, [1, 0, 2]]) == "PLS"
+
+
+@pytest.mark.parametrize("ext", [".nii.gz", ".nii"])
+@pytest.mark.parametrize("geometry", ["ras", "oblique", "anisotropic"])
+def test_label_map_has_reference_geometry(tmp_path, ext, geometry):
+    ref = _volume(geometry, dtype=np.float32, shape=(4, 5, 6))
+    labels = (np.arange(ref.array.size) % 3).reshape(ref.array.shape)
+    out = write_label_map(labels, ref, tmp_path / f"labels{ext}")
+    back = read_volume(out)
+    _assert_same_geometry(ref, back, exact=False)
+    assert back.array.dtype == np.uint8
+    np.testing.assert_array_equal(back.array, labels)
+    img = nib.load(out)  # other tools see the same grid: nibabel affine == LPS geometry flipped to RAS
+    assert img.shape == ref.shape_xyz
+    affine = np.eye(4)
+    affine[:3, :3] = LPS_TO_RAS @ np.asarray(ref.direction).reshape(3, 3) @ np.diag(ref.spacing)
+    affine[:3, 3] = LPS_TO_RAS @ np.asarray(ref.origin)
+    np.testing.assert_allclose(img.affine, affine, atol=1e-4)
+
+
+def test_label_map_dtype_and_exact_geometry_in_nrrd(tmp_path):
+    ref = read_volume(CT_SERIES)
+    labels = np.zeros(ref.array.shape, dtype=np.int64)
+    labels[2, 3, 4] = 300
+    back = read_volume(write_label_map(labels, ref, tmp_path / "seg.nrrd"))
+    assert back.array.dtype == np.uint16 and back.array[2, 3, 4] == 300
+    _assert_same_geometry(ref, back, exact=True)
+    back = read_volume(write_label_map(labels > 0, ref, tmp_path / "seg.nii.gz"))
+    assert back.array.dtype == np.uint8 and back.array.sum() == 1
+    _assert_same_geometry(ref, back, exact=False)
+
+
+def test_label_map_rejects_bad_input(tmp_path):
+    ref = _volume("lps", shape=(2, 3, 4))
+    with pytest.raises(ValueError, match="shape"):
+        write_label_map(np.zeros((4, 3, 2), np.uint8), ref, tmp_path / "l.nii.gz")
+    with pytest.raises(ValueError, match=">= 0"):
+        write_label_map(-np.ones((2, 3, 4), np.int8), ref, tmp_path / "l.nii.gz")
+    with pytest.raises(ValueError, match="whole numbers"):
+        write_label_map(np.full((2, 3, 4), 0.5), ref, tmp_path / "l.nii.gz")
+    with pytest.raises(DataError, match=r"l\.png"):
+        write_label_map(np.zeros((2, 3, 4), np.uint8), ref, tmp_path / "l.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writes_are_atomic_and_leave_no_temp_files(tmp_path):
+    vol = _volume("oblique")
+    target = tmp_path / "out" / "vol.png"  # PNG cannot hold a 3D int16 volume with this geometry
+    target.parent.mkdir()
+    target.write_bytes(b"old content")
+    with pytest.raises(DataError, match=r"vol\.png"):
+        write_volume(vol, target)
+    assert target.read_bytes() == b"old content"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["vol.png"]
+    with pytest.raises(DataError, match=r"vol\.xyz.*cannot write"):
+        write_volume(vol, tmp_path / "vol.xyz")
+    # header + data pairs keep their internal reference (the temp folder holds the final names)
+    write_volume(vol, tmp_path / "pair" / "vol.mhd")
+    names = sorted(p.name for p in (tmp_path / "pair").iterdir())
+    assert names[0] == "vol.mhd" and len(names) == 2 and not any(n.startswith(".") for n in names)
+    back = read_volume(tmp_path / "pair" / "vol.mhd")
+    np.testing.assert_array_equal(back.array, vol.array)
+    _assert_same_geometry(vol, back, exact=True)
+
+
+def test_index_world_transforms_and_sitk_agree():
+    vol = _volume("oblique")
+    image = vol.to_sitk()
+    ijk = np.array([[0, 0, 0], [1.5, 2.0, 3.25], [6, 5, 4]])
+    world = vol.index_to_world(ijk)
+    for idx, p in zip(ijk, world, strict=True):
+        np.testing.assert_allclose(p, image.TransformContinuousIndexToPhysicalPoint(idx.tolist()), atol=1e-9)
+    np.testing.assert_allclose(vol.world_to_index(world), ijk, atol=1e-9)
+    np.testing.assert_allclose(vol.index_to_world([0, 0, 0]), vol.origin)
+    back = Volume.from_sitk(image)
+    _assert_same_geometry(vol, back, exact=True)
+    np.testing.assert_array_equal(back.array, vol.array)
+
+
+def test_volume_shapes_2d_rgb_and_4d():
+    flat = Volume.from_sitk(sitk.GetImageFromArray(np.zeros((5, 7), np.uint8)))
+    assert flat.array.shape == (1, 5, 7) and flat.shape_xyz == (7, 5, 1) and not flat.is_rgb
+    assert flat.metadata["modality"] == "" and flat.metadata["source"] == ""
+    rgb = Volume.from_sitk(sitk.GetImageFromArray(np.zeros((5, 7, 3), np.uint8), isVector=True))
+    assert rgb.array.shape == (1, 5, 7, 3) and rgb.is_rgb and rgb.shape_xyz == (7, 5, 1)
+    assert rgb.to_sitk().GetNumberOfComponentsPerPixel() == 3
+    array4d = np.arange(3 * 2 * 4 * 5).reshape(3, 2, 4, 5).astype(np.int16)
+    four = Volume.from_sitk(sitk.GetImageFromArray(array4d, isVector=False))
+    assert four.array.shape == (2, 4, 5)
+    np.testing.assert_array_equal(four.array, array4d[0])
+    assert any("4D" in w and "first of 3 volumes" in w for w in four.warnings)
+    with pytest.raises(ValueError):
+        Volume(np.zeros((2, 3, 4)), spacing=(1, 0, 1))
+
+
+# ------------------------------------------------------------------------------------------------------ DICOM
+
+
+def test_ct_series_listing():
+    series = list_series(CT_SERIES)
+    assert len(series) == 1
+    info = series[0]
+    assert isinstance(info, SeriesInfo)
+    assert info.modality == "CT"
+    assert info.description == "SmartScore - Gated 0.5 sec"
+    assert info.size == (16, 16, 5)
+    assert info.spacing == pytest.approx((0.488281, 0.488281, 2.5))
+    assert len(info.files) == 5
+    zs = [float(pydicom.dcmread(f).ImagePositionPatient[2]) for f in info.files]
+    assert zs == sorted(zs)
+
+
+def _check_ct5n(vol: Volume) -> None:
+    assert vol.array.shape == (5, 16, 16)  # the shipped series is downsampled to 16 x 16
+    assert vol.array.dtype == np.float32
+    assert vol.spacing == pytest.approx((0.488281, 0.488281, 2.5))
+    assert orientation_code(vol.direction) == "LPS"
+    # physical order: slice 0 is the lowest along the normal (+z), z = -1.2375; pixels are HU
+    assert vol.origin == pytest.approx((-72.2, -143.0, -1.2375), abs=1e-5)
+    by_z = sorted(CT_SERIES.iterdir(), key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
+    for k, f in enumerate(by_z):
+        ds = pydicom.dcmread(f)
+        np.testing.assert_allclose(vol.index_to_world([0, 0, k]), [float(v) for v in ds.ImagePositionPatient])
+        np.testing.assert_array_equal(vol.array[k], ds.pixel_array.astype(np.float32) - 1024)
+    assert vol.array.min() < -850  # air in HU (raw minimum is 136 before the -1024 intercept)
+    assert vol.metadata["modality"] == "CT"
+    assert vol.metadata["patient_id"] == "98890234" and vol.metadata["study_date"] == "20010101"
+    assert vol.metadata["series_uid"] == "1.3.6.1.4.1.5962.1.1.0.0.0.1194734704.16302.0.6"
+
+
+def test_ct_series_reads_in_physical_order_with_hu():
+    vol = read_volume(CT_SERIES)
+    _check_ct5n(vol)
+    assert vol.warnings == []
+    assert vol.metadata["source"] == str(CT_SERIES)
+
+
+def test_ct_series_order_does_not_depend_on_file_names(tmp_path):
+    files = sorted(CT_SERIES.iterdir())
+    names = [f"img{n}" for n in random.Random(3).sample(range(100), len(files))]
+    for f, name in zip(files, names, strict=True):
+        shutil.copy(f, tmp_path / (name + ".dcm" if name.endswith("1") else name))
+    (tmp_path / "notes.txt").write_text("not dicom")
+    (tmp_path / "DICOMDIR").write_bytes((DICOM_DATA / "dicomdirtests" / "DICOMDIR").read_bytes())
+    vol = read_volume(tmp_path)
+    _check_ct5n(vol)
+    assert vol.warnings == []
+
+
+def test_several_series_default_to_largest_with_warning_naming_others():
+    folder = CT_SERIES.parent  # CT5N (5 slices) + CT2N scout (2 differently oriented images)
+    infos = list_series(folder)
+    assert [i.description for i in infos] == ["Scout", "SmartScore - Gated 0.5 sec"]
+    vol = read_volume(folder)
+    _check_ct5n(vol)
+    text = " ".join(vol.warnings)
+    assert "2 DICOM series" in text and "Scout" in text and infos[0].uid in text
+    scout = read_volume(folder, series_uid=infos[0].uid)
+    assert scout.metadata["description"] == "Scout" and scout.array.shape[1:] == (16, 16)
+    assert not any("DICOM series" in w for w in scout.warnings)
+    assert any("orientations" in w for w in scout.warnings)  # the scout's two images are orthogonal
+    with pytest.raises(DataError, match=r"98892001.*no DICOM series with uid 1\.2\.3"):
+        read_volume(folder, series_uid="1.2.3")
+
+
+def test_non_uniform_spacing_is_a_warning():
+    vol = read_volume(NONUNIFORM_CT)
+    assert vol.array.shape == (4, 16, 16)
+    assert vol.origin[2] == pytest.approx(-99.48, abs=1e-4)
+    assert vol.spacing[2] == pytest.approx((105.52 - -99.48) / 3, abs=1e-4)
+    assert any("non-uniform slice spacing" in w and "CT2" in w for w in vol.warnings)
+
+
+def test_gantry_tilt_is_a_warning(tmp_path):
+    tilt = np.radians(15)
+    positions = [(0.0, -10.0 + k * 2.0 * np.tan(tilt), 50.0 + k * 2.0) for k in range(4)]
+    _write_ct_series(tmp_path / "tilted", positions[::-1], gantry_tilt=15.0)
+    vol = read_volume(tmp_path / "tilted")
+    assert vol.array.shape == (4, 6, 8)
+    assert vol.spacing == pytest.approx((0.75, 0.5, 2.0))
+    assert vol.origin == pytest.approx(positions[0])
+    np.testing.assert_array_equal(vol.array[:, 0, 0], [400 - 1024, 300 - 1024, 200 - 1024, 100 - 1024])
+    [warning] = vol.warnings
+    assert "gantry tilt of 15.00 degrees" in warning and "tilted" in warning
+
+
+def test_repeated_positions_keep_one_slice_each_with_warning(tmp_path):
+    _write_ct_series(tmp_path / "echoes", [(0.0, 0.0, float(k // 2)) for k in range(6)])
+    vol = read_volume(tmp_path / "echoes")
+    assert vol.array.shape == (3, 6, 8) and vol.spacing[2] == pytest.approx(1.0)
+    assert list(vol.array[:, 0, 0]) == [100 - 1024, 300 - 1024, 500 - 1024]  # lowest instance at each position
+    assert any("3 slices share a position" in w and "echoes" in w for w in vol.warnings)
+
+
+def test_synthetic_oblique_series_geometry(tmp_path):
+    rot = _rotation(0.2, 0.1, -0.3)
+    row, col, normal = rot[:, 0], rot[:, 1], rot[:, 2]
+    origin = np.array([-30.0, 12.5, 7.0])
+    positions = [origin + k * 3.0 * normal for k in range(3)]
+    files = _write_ct_series(tmp_path / "obl", positions, iop=list(row) + list(col))
+    random.Random(0).shuffle(files)
+    vol = read_volume(tmp_path / "obl")
+    assert vol.warnings == []
+    np.testing.assert_allclose(np.asarray(vol.direction).reshape(3, 3), rot, atol=1e-6)
+    np.testing.assert_allclose(vol.origin, origin, atol=1e-6)
+    assert vol.spacing == pytest.approx((0.75, 0.5, 3.0))
+    np.testing.assert_allclose(vol.index_to_world([0, 0, 2]), positions[2], atol=1e-6)
+    assert list(vol.array[:, 0, 0]) == [100 - 1024, 200 - 1024, 300 - 1024]
+
+
+def test_single_dicom_file_and_transfer_syntaxes():
+    ct = read_volume(DICOM_DATA / "CT_small.dcm")
+    assert ct.array.shape == (1, 128, 128) and ct.array.dtype == np.float32
+    assert (ct.array.min(), ct.array.max()) == (-896, 1167)
+    assert ct.metadata["modality"] == "CT" and ct.metadata["patient_id"] == "1CT1"
+    assert ct.origin == pytest.approx((-158.135803, -179.035797, -75.699997))
+    reference = read_volume(DICOM_DATA / "MR_small.dcm").array
+    assert reference.shape == (1, 64, 64)
+    for name in ("MR_small_bigendian.dcm", "MR_small_implicit.dcm", "MR_small_RLE.dcm",
+                 "MR_small_jpeg_ls_lossless.dcm", "MR_small_jp2klossless.dcm"):
+        np.testing.assert_array_equal(read_volume(DICOM_DATA / name).array, reference, err_msg=name)
+    rgb = read_volume(DICOM_DATA / "SC_rgb_rle_2frame.dcm")
+    assert rgb.is_rgb and rgb.array.shape == (2, 100, 100, 3)
+
+
+# ------------------------------------------------------------------------------------------------ NIfTI MNI152
+
+
+def test_mni152_reads_with_ras_orientation_matching_nibabel():
+    vol = read_volume(MNI_T1)
+    assert vol.shape_xyz == (197, 233, 189)
+    assert vol.array.shape == (189, 233, 197) and vol.array.dtype == np.uint8
+    assert vol.spacing == (1.0, 1.0, 1.0)
+    assert orientation_code(vol.direction) == "RAS"
+    assert vol.origin == pytest.approx((98.0, 134.0, -72.0))  # RAS (-98, -134, -72) in LPS
+    assert vol.metadata["source"] == str(MNI_T1) and vol.warnings == []
+    points = np.array([[0.0, 0.0, 0.0], [12.3, -45.6, 7.8], [-70.0, 60.0, 80.0]])
+    np.testing.assert_allclose(vol.index_to_world(vol.world_to_index(points)), points, atol=1e-9)
+    img = nib.load(MNI_T1)
+    ijk = np.array([[0, 0, 0], [196, 232, 188], [98, 116.5, 94]])
+    ras = (img.affine @ np.c_[ijk, np.ones(len(ijk))].T).T[:, :3]
+    np.testing.assert_allclose(vol.index_to_world(ijk), ras @ LPS_TO_RAS, atol=1e-5)
+    i, j, k = 98, 120, 70
+    assert vol.array[k, j, i] == np.asarray(img.dataobj[i, j, k])
+
+
+def test_4d_nifti_reads_first_volume_with_warning():
+    path = NIBABEL_DATA / "example4d.nii.gz"  # 128 x 96 x 24 x 2, oblique
+    vol = read_volume(path)
+    data = np.asarray(nib.load(path).dataobj)
+    assert vol.array.shape == (24, 96, 128)
+    np.testing.assert_array_equal(vol.array, data[..., 0].T)
+    assert any("4D" in w and "first of 2 volumes read" in w and "example4d" in w for w in vol.warnings)
+
+
+# ------------------------------------------------------------------------------------------------ 2D images
+
+
+def test_2d_images_are_one_slice_volumes(tmp_path):
+    grey = (np.arange(20 * 30) % 256).astype(np.uint8).reshape(20, 30)
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    rgb = np.stack([grey, grey[::-1], 255 - grey], axis=-1)
+    Image.fromarray(rgb).save(tmp_path / "rgb.png")
+    Image.fromarray(rgb).save(tmp_path / "photo.jpg", quality=95)
+    np.save(tmp_path / "slice.npy", grey.astype(np.float32))
+    for name, shape in [("grey.png", (1, 20, 30)), ("rgb.png", (1, 20, 30, 3)), ("photo.jpg", (1, 20, 30, 3)),
+                        ("slice.npy", (1, 20, 30))]:
+        vol = read_volume(tmp_path / name)
+        assert vol.array.shape == shape, name
+        assert vol.spacing == (1.0, 1.0, 1.0) and vol.origin == (0.0, 0.0, 0.0)
+        assert vol.metadata["source"] == str(tmp_path / name)
+    np.testing.assert_array_equal(read_volume(tmp_path / "grey.png").array[0], grey)
+    stack = np.arange(2 * 3 * 5, dtype=np.int16).reshape(2, 3, 5)
+    np.save(tmp_path / "stack.npy", stack)
+    vol = read_volume(tmp_path / "stack.npy")
+    np.testing.assert_array_equal(vol.array, stack)
+    assert any("no geometry" in w for w in vol.warnings)
+    np.testing.assert_array_equal(read_volume(tmp_path / "rgb.png").array[0], rgb)
+
+
+# ------------------------------------------------------------------------------------------------ errors
+
+
+def _assert_error(path, *fragments):
+    with pytest.raises(DataError) as info:
+        read_volume(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(path) in message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_missing_empty_and_unknown_files(tmp_path):
+    _assert_error(tmp_path / "nope.nii.gz", "no such file")
+    (tmp_path / "empty.nii.gz").touch()
+    _assert_error(tmp_path / "empty.nii.gz", "empty")
+    (tmp_path / "table.csv").write_text("a,b\n1,2\n")
+    _assert_error(tmp_path / "table.csv", "unsupported file type", ".csv")
+    (tmp_path / "notdicom.dcm").write_text("hello")
+    _assert_error(tmp_path / "notdicom.dcm", "not a DICOM file")
+
+
+def test_damaged_nifti_files(tmp_path):
+    data = MNI_T1.read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(data[: len(data) // 2])
+    _assert_error(tmp_path / "cut.nii.gz", "truncated NIfTI")
+    vol = _volume("ras")
+    raw = write_volume(vol, tmp_path / "whole.nii").read_bytes()
+    (tmp_path / "cut.nii").write_bytes(raw[:-10])
+    _assert_error(tmp_path / "cut.nii", "truncated NIfTI")
+    (tmp_path / "header.nii").write_bytes(raw[:200])
+    _assert_error(tmp_path / "header.nii", "truncated NIfTI")
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(tmp_path / "scan.png")
+    shutil.copy(tmp_path / "scan.png", tmp_path / "scan.nii.gz")
+    _assert_error(tmp_path / "scan.nii.gz", "not a NIfTI file", "PNG")
+    shutil.copy(tmp_path / "scan.png", tmp_path / "scan.nrrd")
+    _assert_error(tmp_path / "scan.nrrd", "not an NRRD file", "PNG")
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("test-SR.dcm", "SR"),
+        ("reportsi.dcm", "Basic Text SR"),
+        ("waveform_ecg.dcm", "ECG"),
+        ("rtplan.dcm", "RT Plan"),
+        ("rtstruct.dcm", "RT Structure Set"),
+    ],
+)
+def test_non_image_dicom_is_rejected(name, kind):
+    path = DICOM_DATA / name
+    assert path.is_file()
+    _assert_error(path, "not an image", kind)
+
+
+def test_dicom_without_pixel_data_and_damaged_pixels(tmp_path):
+    _assert_error(DICOM_DATA / "dicomdirtests" / "TINY_ALPHA" / "PT000000" / "ST000000" / "SE000000" / "IM000000",
+                  "without pixel data")
+    ds = pydicom.dcmread(DICOM_DATA / "CT_small.dcm")
+    del ds.PixelData
+    ds.save_as(tmp_path / "nopixels.dcm")
+    _assert_error(tmp_path / "nopixels.dcm", "CT Image Storage without pixel data")
+    _assert_error(DICOM_DATA / "MR_truncated.dcm", "truncated")
+    _assert_error(DICOM_DATA / "dicomdirtests" / "DICOMDIR", "DICOMDIR")
+
+
+def test_folders_without_dicom_images(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("nothing here")
+    _assert_error(empty, "no DICOM images")
+    assert list_series(empty) == []
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    for name in ("test-SR.dcm", "waveform_ecg.dcm"):
+        shutil.copy(DICOM_DATA / name, reports / name)
+    _assert_error(reports, "no DICOM images", "without pixel data", "ECG")
+    with pytest.raises(DataError, match="no such folder"):
+        list_series(tmp_path / "missing")
+
+
+def test_non_image_files_beside_a_series_are_skipped_with_warning(tmp_path):
+    for f in CT_SERIES.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    shutil.copy(DICOM_DATA / "rtplan.dcm", tmp_path / "plan")
+    vol = read_volume(tmp_path)
+    assert vol.array.shape == (5, 16, 16)
+    assert any("skipped 1 DICOM file" in w and "RT Plan" in w for w in vol.warnings)
+    assert os.path.basename(list_series(tmp_path)[0].files[0]) == "3353"
