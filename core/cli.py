@@ -1,10 +1,10 @@
 """`lorkd`: the headless twin of every GUI action.
 
-    lorkd demo [--kind classification] [--out RUN] [--quick]
+    lorkd demo [--kind segmentation|classification] [--out RUN] [--quick]
     lorkd decompose CONFIG [--out RUN] [--device D] [--set key=value ...] [--no-export]
     lorkd evaluate RUN
     lorkd export RUN [--out DIR]
-    lorkd apply EXPERT IMAGE --out OUT
+    lorkd apply EXPERT IMAGE --out OUT   (segmentation experts: VOLUME --out LABELS.nii.gz)
     lorkd bench [--quick] [--json FILE]
 
 Bad input prints one line `error: ...` and exits with code 2 (`--debug` shows the traceback).
@@ -85,16 +85,24 @@ def _interruptible(control: Control):
 
 
 def _run(config, out: str | None, export: bool = True) -> dict:
+    from core.train import distributed
     from core.train.run import Decomposition
 
     control = Control()
     run_dir = out or str(Path("runs") / config.name)
     previous = _interruptible(control)
     try:
-        summary = Decomposition(config, run_dir, ProgressObserver(), control).run(export=export)
+        if config.kind == "segmentation":
+            from core.train.seg_run import SegDecomposition
+
+            summary = SegDecomposition(config, run_dir, ProgressObserver(), control).run(export=export)
+        else:
+            summary = Decomposition(config, run_dir, ProgressObserver(), control).run(export=export)
     finally:
         signal.signal(signal.SIGINT, previous)
-    _print_summary(summary)
+        distributed.shutdown()
+    if distributed.from_env().is_main:
+        _print_summary(summary)
     return summary
 
 
@@ -107,9 +115,33 @@ def _print_summary(summary: dict) -> None:
         teacher = "-" if task["teacher"] is None else f"{task['teacher']:.3f}"
         print(f"{task['name']:<20}{task['metric']:<8}{teacher:>9}{task['expert']:>9.3f}"
               f"{task['params']['expert_model']:>15,}")
+    if summary.get("kind") == "segmentation":
+        for task in summary["tasks"]:
+            tm, em = task.get("teacher_metrics") or {}, task.get("expert_metrics") or {}
+            for name in task["labels"][1:]:
+                print(f"  {task['name']}/{name}: dice teacher {_num(tm.get('dice/' + name))} expert "
+                      f"{_num(em.get('dice/' + name))}; hd95 (mm) teacher {_num(tm.get('hd95/' + name))} expert "
+                      f"{_num(em.get('hd95/' + name))}")
     t, b = summary["teacher"], summary["backbone"]
     print(f"foundation model {t['arch']}: {t['params']:,} params, {t['macs']:,} MACs; "
           f"backbone {b['arch']}: {b['params']:,} params, {b['macs']:,} MACs")
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _open_run(run_dir: str):
+    """A finished run of either kind, ready to evaluate or export."""
+    from core.config import load_config
+    from core.train.run import RunFolder, open_run
+
+    folder = RunFolder(Path(run_dir))
+    if folder.config.is_file() and load_config(folder.config).kind == "segmentation":
+        from core.train.seg_run import open_seg_run
+
+        return open_seg_run(run_dir, ProgressObserver())
+    return open_run(run_dir, ProgressObserver())
 
 
 def cmd_decompose(args) -> int:
@@ -127,8 +159,15 @@ def cmd_demo(args) -> int:
     from core.config import load_config
     from core.data.demo import build_demo
 
-    if args.kind != "classification":
-        raise LorkdError(f"demo kind {args.kind!r} is not available yet (available: classification)")
+    if args.kind not in ("segmentation", "classification"):
+        raise LorkdError(f"demo kind {args.kind!r} is not available (available: segmentation, classification)")
+    if args.kind == "segmentation":
+        from core.data.seg_demo import build_seg_demo
+
+        out = Path(args.out or "runs/demo-seg")
+        config = load_config(build_seg_demo(out / "data", quick=args.quick), list(args.set or []))
+        summary = _run(config, str(out))
+        return 0 if summary.get("status") == "completed" else 130
     out = Path(args.out or "runs/demo")
     raw = build_demo(out / "data", **({"n_per_task": 200} if args.quick else {}))
     overrides = list(args.set or [])
@@ -141,10 +180,13 @@ def cmd_demo(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from core.files import write_text_atomic
-    from core.train.run import open_run
 
-    run = open_run(args.run, ProgressObserver())
+    run = _open_run(args.run)
     summary = run.evaluate()
+    if summary.get("kind") == "segmentation":
+        from core.train.seg_run import _finite_or_none
+
+        summary = _finite_or_none(summary)
     write_text_atomic(run.folder.summary, json.dumps(summary, indent=2))
     summary["status"] = "completed"
     _print_summary(summary)
@@ -152,16 +194,22 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from core.train.run import open_run
-
-    run = open_run(args.run, ProgressObserver())
+    run = _open_run(args.run)
     for path in run.export(args.out):
         print(path)
     return 0
 
 
 def cmd_apply(args) -> int:
+    from core.export.seg_bundle import is_seg_bundle
     from core.infer.apply import apply_expert
+
+    if is_seg_bundle(args.expert):
+        from core.infer.sliding import apply_segmentation
+
+        result = apply_segmentation(args.expert, args.image, args.out)
+        print(json.dumps({k: result[k] for k in ("task", "out", "labels", "voxels")}, indent=2))
+        return 0
 
     result = apply_expert(args.expert, args.image, args.out)
     print(json.dumps({k: result[k] for k in ("prediction", "scores") if k in result}, indent=2))
@@ -189,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_decompose)
 
     p = sub.add_parser("demo", help="run the embedded demo (no downloads)")
-    p.add_argument("--kind", default="classification", help="classification")
+    p.add_argument("--kind", default="segmentation", choices=("segmentation", "classification"),
+                   help="segmentation (3D, MNI152 brain tissues; default) or classification (2D)")
     p.add_argument("--out", help="run folder (default runs/demo)")
     p.add_argument("--quick", action="store_true", help="fewer samples and epochs (a smoke test)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
@@ -204,10 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for the bundles (default RUN/experts)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("apply", help="apply an exported expert to an image (PNG/JPEG, .npy, NIfTI, DICOM)")
+    p = sub.add_parser("apply", help="apply an exported expert to an image (PNG/JPEG, .npy, NIfTI, DICOM) or a "
+                       "segmentation expert to a volume")
     p.add_argument("expert", help="expert bundle folder")
     p.add_argument("image")
-    p.add_argument("--out", required=True, help="scores file (.json or .csv)")
+    p.add_argument("--out", required=True, help="scores file (.json or .csv); label map (.nii.gz) for segmentation")
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("bench", help="measure speed ratios (knowledge separation vs plain backbone, ...)")

@@ -21,6 +21,17 @@ from core.errors import ConfigError
 
 TEACHER_ARCHS = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "densenet121")
 BACKBONE_ARCHS = ("compact", "resnet10", "resnet18", "resnet34")
+SEG_ARCHS = ("unet", "segresnet")  # segmentation teachers and backbones (MONAI UNet / SegResNet, 3D)
+KINDS = ("classification", "segmentation")
+INTENSITY_MODES = ("percentile", "ct_window")
+# Defaults that differ for `kind: segmentation` (applied to the raw mapping before validation, so a value the
+# user gives always wins and classification configs are untouched).
+SEGMENTATION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "teacher": {"arch": "unet", "channels": [16, 32, 64, 128], "epochs": 4},
+    "backbone": {"arch": "unet", "channels": [8, 16, 32, 64], "rank": 2},
+    "train": {"epochs": 4, "batch_size": 4, "optimizer": "adamw", "lr": 0.003, "weight_decay": 1e-5,
+              "warmup_epochs": 0.0, "temperature": 1.0, "log_every": 5},
+}
 
 
 @dataclass
@@ -43,6 +54,62 @@ class TaskConfig:
 
 
 @dataclass
+class SegTaskConfig:
+    """One segmentation task: image volumes with label maps (task-local label values 1..K, 0 background)."""
+
+    name: str = ""
+    images: str | list[str] | None = None  # a folder of volumes (sorted by name) or a list of files/DICOM folders
+    labels: str | list[str] | None = None  # a folder or list of label maps, paired with `images` in order
+    label_names: dict[int, str] | None = None  # {1: grey matter, 2: ...}; 0 is always the background
+
+    def validate(self, where: str) -> None:
+        if not self.name or not isinstance(self.name, str):
+            raise ConfigError(f"{where}.name: a task needs a non-empty name")
+        if any(c in self.name for c in "/\\:*?\"<>| "):
+            raise ConfigError(f"{where}.name: {self.name!r} must not contain spaces or path characters")
+        for key in ("images", "labels"):
+            value = getattr(self, key)
+            if not value:
+                raise ConfigError(f"{where}.{key}: task {self.name!r} needs {key} (a folder or a list of files)")
+        if isinstance(self.images, list) and isinstance(self.labels, list) and len(self.images) != len(self.labels):
+            raise ConfigError(f"{where}.labels: {len(self.labels)} label maps for {len(self.images)} images")
+        if not self.label_names:
+            raise ConfigError(f"{where}.label_names: task {self.name!r} needs its labels, e.g. {{1: tumour}}")
+        values = sorted(self.label_names)
+        if values != list(range(1, len(values) + 1)):
+            raise ConfigError(f"{where}.label_names: label values must be 1..K without gaps, got {values}")
+        names = [str(v) for v in self.label_names.values()]
+        if len(set(names)) != len(names) or not all(n.strip() for n in names):
+            raise ConfigError(f"{where}.label_names: names must be unique and non-empty, got {names}")
+
+    @property
+    def num_labels(self) -> int:
+        """Structures of the task (the background not counted)."""
+        return len(self.label_names or {})
+
+    @property
+    def class_names(self) -> list[str]:
+        """["background", structure 1, ...]: the task-local classes (index = label value)."""
+        return ["background"] + [str(self.label_names[k]) for k in sorted(self.label_names or {})]
+
+
+@dataclass
+class IntensityConfig:
+    """Intensity normalisation of segmentation volumes to [0, 1]."""
+
+    mode: str = "percentile"  # percentile: clip to the volume's [low, high] percentiles; ct_window: to [low, high]
+    low: float = 0.5
+    high: float = 99.5
+
+    def validate(self) -> None:
+        _choice("data.intensity.mode", self.mode, INTENSITY_MODES)
+        if not self.high > self.low:
+            raise ConfigError(f"data.intensity: high must be > low, got low={self.low} high={self.high}")
+        if self.mode == "percentile" and not (0 <= self.low and self.high <= 100):
+            raise ConfigError(f"data.intensity: percentiles must lie in [0, 100], got {self.low}, {self.high}")
+
+
+@dataclass
 class DataConfig:
     image_size: int = 28  # every task is resized to image_size x image_size (x image_size in 3D)
     in_channels: int | None = None  # None: 3 if any task is RGB, else 1 (grey images are repeated)
@@ -51,8 +118,37 @@ class DataConfig:
     max_train_per_task: int | None = None  # cap for quick runs
     max_eval_per_task: int | None = None
     num_workers: int = 0
+    # segmentation only
+    spacing: list[float] = field(default_factory=lambda: [2.0, 2.0, 2.0])  # target voxel size in mm (x, y, z)
+    patch_size: list[int] = field(default_factory=lambda: [32, 32, 32])  # training patch / sliding window (x, y, z)
+    intensity: IntensityConfig = field(default_factory=IntensityConfig)
+    samples_per_volume: int = 16  # patches drawn per training volume (or part of a split volume) and epoch
+    pos_neg_ratio: float = 2.0  # patches centred on a structure : patches centred anywhere
+    holdout: float = 0.2  # evaluation: this fraction of each task's volumes, or a slab of a single volume
+    holdout_axis: int = 2  # the axis of the held-out slab (RAS canonical: 0 x, 1 y, 2 z)
+    overlap: float = 0.25  # sliding-window overlap at evaluation and apply
+    blend: str = "gaussian"  # gaussian | constant (sliding-window blending)
 
     def validate(self) -> None:
+        self.validate_common()
+
+    def validate_segmentation(self) -> None:
+        self.validate_common()
+        if len(self.spacing) != 3 or not all(s > 0 for s in self.spacing):
+            raise ConfigError(f"data.spacing: must be three positive numbers (mm), got {self.spacing}")
+        if len(self.patch_size) != 3 or not all(p >= 16 and p % 8 == 0 for p in self.patch_size):
+            raise ConfigError(f"data.patch_size: must be three multiples of 8, each >= 16, got {self.patch_size}")
+        self.intensity.validate()
+        _at_least("data.samples_per_volume", self.samples_per_volume, 1)
+        _at_least("data.pos_neg_ratio", self.pos_neg_ratio, 0)
+        if not 0 < self.holdout < 1:
+            raise ConfigError(f"data.holdout: must be in (0, 1), got {self.holdout}")
+        _choice("data.holdout_axis", self.holdout_axis, (0, 1, 2))
+        if not 0 <= self.overlap < 1:
+            raise ConfigError(f"data.overlap: must be in [0, 1), got {self.overlap}")
+        _choice("data.blend", self.blend, ("gaussian", "constant"))
+
+    def validate_common(self) -> None:
         _at_least("data.image_size", self.image_size, 8)
         if self.in_channels is not None and self.in_channels not in (1, 3):
             raise ConfigError(f"data.in_channels: must be 1, 3 or null, got {self.in_channels}")
@@ -72,9 +168,11 @@ class TeacherConfig:
     epochs: int = 2
     lr: float | None = None  # None: train.lr
     batch_size: int | None = None  # None: train.batch_size
+    channels: list[int] | None = None  # segmentation: UNet channels per level (SegResNet: init_filters = first)
 
-    def validate(self) -> None:
-        _choice("teacher.arch", self.arch, TEACHER_ARCHS)
+    def validate(self, kind: str = "classification") -> None:
+        _choice("teacher.arch", self.arch, SEG_ARCHS if kind == "segmentation" else TEACHER_ARCHS)
+        _check_channels("teacher.channels", self.channels)
         _at_least("teacher.epochs", self.epochs, 0)
         if self.lr is not None:
             _positive("teacher.lr", self.lr)
@@ -91,9 +189,13 @@ class BackboneConfig:
     alpha: float = 16.0
     ranks: dict[str, int] | None = None  # per-task rank overrides: {task name: rank}
     form: str = "factorized"  # factorized | paper
+    channels: list[int] | None = None  # segmentation: UNet channels per level
+    decoder_rank_factor: int = 2  # segmentation: decoder convs get this times the (encoder) rank
 
-    def validate(self, task_names: list[str]) -> None:
-        _choice("backbone.arch", self.arch, BACKBONE_ARCHS)
+    def validate(self, task_names: list[str], kind: str = "classification") -> None:
+        _choice("backbone.arch", self.arch, SEG_ARCHS if kind == "segmentation" else BACKBONE_ARCHS)
+        _check_channels("backbone.channels", self.channels)
+        _at_least("backbone.decoder_rank_factor", self.decoder_rank_factor, 1)
         _at_least("backbone.rank", self.rank, 1)
         _positive("backbone.alpha", self.alpha)
         _choice("backbone.form", self.form, ("factorized", "paper"))
@@ -141,7 +243,8 @@ class TrainConfig:
 @dataclass
 class Config:
     name: str = "run"
-    tasks: list[TaskConfig] = field(default_factory=list)
+    kind: str = "classification"  # classification | segmentation (3D volumes with label maps)
+    tasks: list[TaskConfig | SegTaskConfig] = field(default_factory=list)
     data: DataConfig = field(default_factory=DataConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -154,15 +257,22 @@ class Config:
             raise ConfigError(f"name: {self.name!r} must be a non-empty name without slashes")
         if not self.tasks:
             raise ConfigError("tasks: at least one task is needed")
+        _choice("kind", self.kind, KINDS)
+        task_type = SegTaskConfig if self.kind == "segmentation" else TaskConfig
         seen: set[str] = set()
         for i, task in enumerate(self.tasks):
+            if not isinstance(task, task_type):
+                raise ConfigError(f"tasks.{i}: a {self.kind} run needs {task_type.__name__} tasks")
             task.validate(f"tasks.{i}")
             if task.name in seen:
                 raise ConfigError(f"tasks.{i}.name: task name {task.name!r} is used twice")
             seen.add(task.name)
-        self.data.validate()
-        self.teacher.validate()
-        self.backbone.validate([t.name for t in self.tasks])
+        if self.kind == "segmentation":
+            self.data.validate_segmentation()
+        else:
+            self.data.validate()
+        self.teacher.validate(self.kind)
+        self.backbone.validate([t.name for t in self.tasks], self.kind)
         self.train.validate()
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"device: must be auto, cpu, cuda or cuda:N, got {self.device!r}")
@@ -181,11 +291,31 @@ class Config:
     def resolve_paths(self, base: Path) -> Config:
         """Make relative data/checkpoint paths absolute against `base` (the config file's folder)."""
         for task in self.tasks:
+            if isinstance(task, SegTaskConfig):
+                task.images = _resolve(base, task.images)
+                task.labels = _resolve(base, task.labels)
+                continue
             if task.medmnist is not None and not Path(task.medmnist).expanduser().is_absolute():
                 task.medmnist = str((base / task.medmnist).resolve())
         if self.teacher.checkpoint and not Path(self.teacher.checkpoint).expanduser().is_absolute():
             self.teacher.checkpoint = str((base / self.teacher.checkpoint).resolve())
         return self
+
+
+def _resolve(base: Path, value: str | list[str] | None) -> str | list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [_resolve(base, v) for v in value]
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
+def _check_channels(name: str, channels: list[int] | None) -> None:
+    if channels is None:
+        return
+    if len(channels) < 2 or any(c < 2 for c in channels):
+        raise ConfigError(f"{name}: needs at least two levels of >= 2 channels, got {channels}")
 
 
 def _choice(name: str, value: Any, options: tuple) -> None:
@@ -258,12 +388,29 @@ def from_dict(cls: type, data: Any, where: str = "") -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(data).__name__} {data!r}")
     hints = typing.get_type_hints(cls)
+    if cls is Config:  # the task type follows the run kind
+        kind = data.get("kind", "classification")
+        hints["tasks"] = list[SegTaskConfig] if kind == "segmentation" else list[TaskConfig]
+        if kind == "segmentation":
+            data = _with_defaults(data, SEGMENTATION_DEFAULTS)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
     if unknown:
         raise ConfigError(f"{prefix}{unknown[0]}: unknown key (known keys: {', '.join(names)})")
     kwargs = {k: _coerce(v, hints[k], f"{prefix}{k}") for k, v in data.items()}
     return cls(**kwargs)
+
+
+def _with_defaults(data: dict, defaults: dict[str, dict[str, Any]]) -> dict:
+    """A copy of `data` with each section's missing keys taken from `defaults`."""
+    data = dict(data)
+    for section, values in defaults.items():
+        given = data.get(section)
+        if given is None:
+            given = {}
+        if isinstance(given, dict):
+            data[section] = {**copy.deepcopy(values), **given}
+    return data
 
 
 def apply_override(data: dict, assignment: str) -> None:

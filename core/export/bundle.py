@@ -26,7 +26,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from core.infer import runtime
 from core.models import nets
 from core.models.nets import ClassifierNet
 
-__all__ = ["bundle_command", "load_bundle", "validate_metadata", "write_bundle"]
+__all__ = ["bundle_command", "load_bundle", "publish_bundle", "validate_metadata", "write_bundle"]
 
 METADATA_FILE = runtime.METADATA_FILE
 INFERENCE_FILE = "configs/inference.json"
@@ -458,6 +458,27 @@ def write_bundle(
             f"state_dict does not fit ClassifierNet({network}): {runtime._one_line(error)[:500]}"
         ) from error
     del probe
+    return publish_bundle(
+        out_dir,
+        lambda tmp: _build_bundle(
+            tmp,
+            task=task_d,
+            network=network,
+            image_size=int(image_size),
+            state=state,
+            metrics=dict(metrics),
+            training=dict(training),
+            version=str(version),
+        ),
+    )
+
+
+def publish_bundle(out_dir: str | os.PathLike, build: Callable[[Path], None]) -> Path:
+    """Build a bundle with `build(tmp)` in a hidden `.NAME.partial-PID-*` folder next to `out_dir` and rename
+    it into place when complete; an existing bundle at `out_dir` is replaced only then (and only if it is a
+    LoRKD bundle or an empty folder: anything else raises `BundleError`). On any error nothing is left behind.
+    """
+    out_dir = Path(out_dir)
     if out_dir.exists() and not _is_bundle_or_empty(out_dir):
         raise BundleError(f"refusing to replace {out_dir}: it exists and is not a LoRKD expert bundle")
 
@@ -467,16 +488,7 @@ def write_bundle(
     tmp = parent / f"{_partial_prefix(out_dir.name, 'partial')}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()  # honours the umask (tempfile.mkdtemp would make the bundle private, mode 0700)
     try:
-        _build_bundle(
-            tmp,
-            task=task_d,
-            network=network,
-            image_size=int(image_size),
-            state=state,
-            metrics=dict(metrics),
-            training=dict(training),
-            version=str(version),
-        )
+        build(tmp)
         if out_dir.exists():
             old = parent / f"{_partial_prefix(out_dir.name, 'old')}{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.rename(out_dir, old)
