@@ -421,6 +421,14 @@ def _bundle_nets(bundle_root: Path):
     return module
 
 
+def classify_plane(net: torch.nn.Module, image: np.ndarray, lorkd: dict) -> np.ndarray:
+    """Probabilities (C,) of one 2D image (H, W) or (H, W, 3) as `load_image` returns it, preprocessed as the
+    bundle's `lorkd` metadata block records (the one scoring path of `classify` and the app's viewer)."""
+    pre = lorkd["preprocessing"]
+    batch = prepare(np.asarray(image)[None], int(pre["image_size"]), int(pre["in_channels"]), 2)
+    return predict(net, batch, lorkd["kind"])[0]
+
+
 def classify(
     bundle_root: str | os.PathLike,
     image_path: str | os.PathLike,
@@ -447,9 +455,7 @@ def classify(
     if net is None:
         net = _bundle_nets(root).ClassifierNet(**lorkd["network"])
         net = load_weights(net, root)
-    image = load_image(image_path)
-    batch = prepare(image[None], int(pre["image_size"]), int(pre["in_channels"]), 2)
-    probs = predict(net, batch, lorkd["kind"])[0]
+    probs = classify_plane(net, load_image(image_path), lorkd)
     task = str(lorkd.get("task", {}).get("name", ""))
     if out_path:
         return write_scores(out_path, probs, lorkd["label_names"], lorkd["kind"], image_path, task)

@@ -1,0 +1,175 @@
+"""`lorkd-studio` / `python -m app`: the desktop app.
+
+    python -m app                   the main window with the embedded demo loaded; Start runs it
+    python -m app --smoke OUT.png   run a quick demo end to end through the GUI, apply the first expert,
+                                    save a screenshot, exit 0 (non-zero on any error or after --timeout)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import traceback
+from pathlib import Path
+
+SMOKE_DEMO = {"n_per_task": 100}
+SMOKE_OVERRIDES = ["teacher.epochs=1", "train.epochs=1", "train.batch_size=32", "teacher.batch_size=32",
+                   "train.log_every=1"]
+
+
+def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(prog="lorkd-studio", description="LoRKD Studio desktop app")
+    parser.add_argument("--smoke", metavar="OUT.png", help="quick demo run through the GUI, screenshot, exit")
+    parser.add_argument("--timeout", type=float, default=480.0, help="seconds before --smoke gives up (exit 3)")
+    return parser.parse_known_args(argv)
+
+
+def _application(qt_args: list[str]):
+    from PySide6.QtWidgets import QApplication
+
+    from app.settings import APPLICATION, ORGANIZATION
+
+    app = QApplication.instance() or QApplication([sys.argv[0], *qt_args])
+    app.setOrganizationName(ORGANIZATION)
+    app.setApplicationName(APPLICATION)
+    app.setApplicationDisplayName(APPLICATION)
+    return app
+
+
+def demo_image(raw: dict, out: Path) -> Path:
+    """A PNG of the first test image of the demo's first task (what the smoke run applies an expert to)."""
+    import numpy as np
+    from PIL import Image
+
+    with np.load(raw["tasks"][0]["medmnist"]) as data:
+        image = data["test_images"][0]
+    Image.fromarray(image).save(out)
+    return out
+
+
+def apply_first_expert(window, image: Path) -> bool:
+    """Load `image` into the viewer and apply the run's first expert to it through the Experts panel
+    (asynchronous: the panel emits `applied` when done). False when it could not be started."""
+    if not window.viewer.load_path(image):
+        return False
+    window.tabs.setCurrentWidget(window.experts)
+    if not window.experts.experts:
+        return False
+    window.experts.select_task(window.experts.experts[0]["name"])
+    window.experts.apply_to_image()
+    return window.experts.is_busy()
+
+
+def run_smoke(out: Path, timeout: float, qt_args: list[str]) -> int:
+    from PySide6.QtCore import QSettings, QTimer
+
+    from app.main_window import MainWindow
+
+    app = _application(qt_args)
+    work = Path(tempfile.mkdtemp(prefix="lorkd-smoke-"))
+    # a hard limit that holds even when the event loop is stuck
+    killer = threading.Timer(timeout + 30, lambda: (print("smoke: hard timeout", file=sys.stderr), os._exit(3)))
+    killer.daemon = True
+    killer.start()
+    outcome = {"code": 1}
+
+    def fail(message: str, code: int = 1) -> None:
+        print(f"smoke: FAILED: {message}", file=sys.stderr)
+        outcome["code"] = code
+        app.exit(code)
+
+    def excepthook(kind, value, tb) -> None:
+        traceback.print_exception(kind, value, tb)
+        fail(f"{kind.__name__}: {value}")
+
+    sys.excepthook = excepthook
+    settings = QSettings(str(work / "settings.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings, data_dir=work / "demo", runs_dir=work / "runs", demo_kwargs=SMOKE_DEMO,
+                        demo_overrides=SMOKE_OVERRIDES, restore=False)
+    window.resize(1280, 820)
+    window.show()
+
+    def ready() -> None:
+        print(f"smoke: demo ready, starting the run in {window.setup.runs_dir}", file=sys.stderr)
+        if not window.start_button.isEnabled():
+            fail(f"Start is disabled: {window.setup.error}")
+            return
+        window.start_button.click()
+
+    def finished(summary: dict) -> None:
+        if summary.get("status") != "completed":
+            fail(f"run ended with status {summary.get('status')}")
+            return
+        print(f"smoke: run completed in {summary.get('seconds')} s", file=sys.stderr)
+        window.tabs.setCurrentWidget(window.monitor)
+        QTimer.singleShot(300, after_run)
+
+    def after_run() -> None:
+        try:
+            window.grab().save(str(out.with_name(out.stem + "-monitor" + out.suffix)))
+            image = demo_image(window.setup.mapping(), work / "demo_image.png")
+            # a dialog would wait for a click that never comes: fail instead
+            window.experts._show_error = lambda message, title="": fail(f"Experts panel: {message}")
+            window.experts._show_info = lambda message, title="": fail(f"Experts panel: {message}")
+            window.experts.applied.connect(applied)
+            if not apply_first_expert(window, image):
+                fail(f"could not apply the first expert to {image}")
+        except Exception:  # noqa: BLE001
+            traceback.print_exc()
+            fail("applying the first expert failed")
+
+    def applied(record: dict) -> None:
+        print(f"smoke: expert {record.get('task')} on {record.get('image')}: {record.get('prediction')}",
+              file=sys.stderr)
+        QTimer.singleShot(500, screenshot)
+
+    def screenshot() -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if not window.grab().save(str(out)):
+            fail(f"could not write {out}")
+            return
+        print(f"smoke: screenshot {out}", file=sys.stderr)
+        outcome["code"] = 0
+        app.exit(0)
+
+    window.demo_ready.connect(lambda: QTimer.singleShot(200, ready))
+    window.run_finished.connect(finished)
+    window.run_failed.connect(lambda message: fail(f"run failed: {message}"))
+    QTimer.singleShot(int(timeout * 1000), lambda: fail(f"timeout after {timeout:.0f} s", 3))
+    app.exec()
+    if window.controller.state.active:
+        window.controller.cancel()
+        window.controller.wait(30_000)
+    window.hide()
+    killer.cancel()
+    shutil.rmtree(work, ignore_errors=True)
+    return outcome["code"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, qt_args = _parse(sys.argv[1:] if argv is None else argv)
+    if args.smoke:
+        return run_smoke(Path(args.smoke).expanduser().resolve(), args.timeout, qt_args)
+
+    from app.main_window import MainWindow
+
+    app = _application(qt_args)
+    window = MainWindow()
+
+    def excepthook(kind, value, tb) -> None:
+        details = "".join(traceback.format_exception(kind, value, tb))
+        print(details, file=sys.stderr)
+        window.monitor.log(f"internal error: {kind.__name__}: {value}")
+        window.show_error("Internal error", f"{kind.__name__}: {value}", details)
+
+    sys.excepthook = excepthook
+    window.show()
+    return app.exec()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,552 @@
+"""Experts tab: the run's task experts (summary.json), applying one to the viewer's image, saving the
+prediction and exporting a bundle.
+
+Classification experts score the slice the viewer's axial view shows (`core.infer.apply.classify_array`, the
+same preprocessing and numbers as `lorkd apply` on the file). The work runs in a `TaskThread` with progress
+and a Cancel button; a cancelled result is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QFontMetrics
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QApplication,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.widgets.task_thread import TaskThread, error_message
+from core.data.volume import write_label_map
+from core.infer import runtime
+from core.infer.apply import classify_array
+
+__all__ = ["ExpertsPanel"]
+
+SCORE_FILTER = "Scores JSON (*.json);;Scores CSV (*.csv);;Label map NIfTI (*.nii.gz *.nii)"
+
+
+def _number(value, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    try:
+        return f"{float(value):.{digits}f}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _count(value) -> str:
+    """11234567 -> '11.2 M'."""
+    if value is None:
+        return "—"
+    value = float(value)
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {unit}"
+    return f"{value:.0f}"
+
+
+def _versus(expert, teacher) -> str:
+    """'1.2 M / 11.2 M (9.3× smaller)'."""
+    text = f"{_count(expert)} / {_count(teacher)}"
+    try:
+        if expert and teacher:
+            text += f" ({float(teacher) / float(expert):.3g}× smaller)"
+    except (TypeError, ValueError):
+        pass
+    return text
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+class ExpertsPanel(QWidget):
+    """Table of a run's experts; apply one to the viewer's image; save the prediction; export a bundle.
+
+    Signals: `applied(record)` after a successful classification, `exported(path)` after an export.
+    """
+
+    COLUMNS = (
+        "Task",
+        "Kind",
+        "Metric",
+        "Foundation",
+        "Expert",
+        "Parameters (expert / foundation)",
+        "MACs (expert / foundation)",
+        "Bundle",
+    )
+    applied = Signal(dict)
+    exported = Signal(str)
+
+    def __init__(self, viewer, parent=None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.run_dir: Path | None = None
+        self.summary: dict | None = None
+        self.experts: list[dict] = []
+        self.result: dict | None = None
+        self._thread: TaskThread | None = None
+        self._threads: set[TaskThread] = set()  # kept alive until they finish (also after a cancel)
+        self._build()
+        self._update_buttons()
+        viewer.volumeLoaded.connect(lambda _v: self._update_buttons())
+        viewer.overlayChanged.connect(self._update_buttons)
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.shutdown)
+
+    # ------------------------------------------------------------------------------------------- layout
+    def _build(self) -> None:
+        self.run_label = QLabel("No run loaded")
+        self.run_label.setWordWrap(True)
+        self.table = QTableWidget(0, len(self.COLUMNS))
+        self.table.setHorizontalHeaderLabels(self.COLUMNS)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.itemSelectionChanged.connect(self._selection_changed)
+
+        self.apply_button = QPushButton("Apply to the loaded image")
+        self.apply_button.clicked.connect(self.apply_to_image)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.save_button = QPushButton("Save prediction…")
+        self.save_button.clicked.connect(self.save_prediction)
+        self.export_button = QPushButton("Export bundle…")
+        self.export_button.clicked.connect(self.export_bundle)
+        buttons = QHBoxLayout()
+        for button in (self.apply_button, self.cancel_button, self.save_button, self.export_button):
+            buttons.addWidget(button)
+        buttons.addStretch(1)
+
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.progress.setVisible(False)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
+
+        self.prediction_label = QLabel("No prediction yet")
+        self.prediction_label.setWordWrap(True)
+        self.prediction_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.plot = pg.PlotWidget()
+        self.plot.setBackground("w")
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.hideButtons()
+        self.plot.setXRange(0.0, 1.0, padding=0.02)
+        self.plot.setLabel("bottom", "probability")
+        self.plot.getViewBox().invertY(True)
+        self.plot.setMinimumHeight(160)
+        for name in ("left", "bottom"):
+            self.plot.getAxis(name).setTextPen("k")
+            self.plot.getAxis(name).setPen("k")
+        self.bars: pg.BarGraphItem | None = None
+
+        top = QWidget()
+        top_layout = QVBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.addWidget(self.run_label)
+        top_layout.addWidget(self.table, 1)
+        top_layout.addLayout(buttons)
+        top_layout.addWidget(self.progress)
+        top_layout.addWidget(self.status_label)
+        bottom = QWidget()
+        bottom_layout = QVBoxLayout(bottom)
+        bottom_layout.setContentsMargins(0, 0, 0, 0)
+        bottom_layout.addWidget(self.prediction_label)
+        bottom_layout.addWidget(self.plot, 1)
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(top)
+        splitter.addWidget(bottom)
+        layout = QVBoxLayout(self)
+        layout.addWidget(splitter)
+
+    # ------------------------------------------------------------------------------ dialogs (patchable)
+    def _ask_save_path(self, suggested: str) -> str | None:
+        """Save dialog for a prediction (tests monkeypatch this)."""
+        path, _ = QFileDialog.getSaveFileName(self, "Save prediction", suggested, SCORE_FILTER)
+        return path or None
+
+    def _ask_export_folder(self) -> str | None:
+        """Folder dialog for an export (tests monkeypatch this)."""
+        path = QFileDialog.getExistingDirectory(self, "Export the expert bundle into folder")
+        return path or None
+
+    def _show_error(self, message: str, title: str = "Experts") -> None:
+        QMessageBox.critical(self, title, message)
+
+    def _show_info(self, message: str, title: str = "Experts") -> None:
+        QMessageBox.information(self, title, message)
+
+    # ---------------------------------------------------------------------------------------- the run
+    def set_run(self, run_dir: str | Path | None) -> bool:
+        """Show the experts of a run folder (from its summary.json). Returns False when there are none yet."""
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.summary = None
+        self.experts = []
+        self.table.setRowCount(0)
+        if self.run_dir is None:
+            self.run_label.setText("No run loaded")
+            self._update_buttons()
+            return False
+        summary_path = self.run_dir / "summary.json"
+        if not summary_path.is_file():
+            self.run_label.setText(
+                f"Run {self.run_dir}: no summary.json yet (the experts appear here when the run has finished)."
+            )
+            self._update_buttons()
+            return False
+        try:
+            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+            if not isinstance(summary, dict) or not isinstance(summary.get("tasks"), list):
+                raise ValueError("no 'tasks' list")
+            self.experts = [self._expert_row(summary, task) for task in summary["tasks"]]
+        except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+            self.experts = []
+            self.run_label.setText(f"Run {self.run_dir}: unreadable summary.json")
+            self._update_buttons()
+            self._show_error(f"{summary_path}: cannot read the run summary ({error_message(error)})")
+            return False
+        self.summary = summary
+        name = summary.get("name") or self.run_dir.name
+        self.run_label.setText(f"Run <b>{name}</b> — {self.run_dir} — {len(self.experts)} task expert(s)")
+        self._fill_table()
+        if self.experts:
+            self.table.selectRow(0)
+        self._update_buttons()
+        return True
+
+    def _expert_row(self, summary: dict, task: dict) -> dict:
+        teacher = summary.get("teacher") or {}
+        name = str(task["name"])
+        bundle = self.run_dir / "experts" / name
+        row = {
+            "name": name,
+            "kind": str(task.get("kind", "?")),
+            "metric": task.get("metric"),
+            "teacher": task.get("teacher"),
+            "expert": task.get("expert"),
+            "params": (task.get("params") or {}).get("expert_model"),
+            "teacher_params": teacher.get("params"),
+            "macs": (task.get("macs") or {}).get("expert_model"),
+            "teacher_macs": teacher.get("macs"),
+            "bundle": bundle if bundle.is_dir() else None,
+            "spatial_dims": None,
+            "labels": task.get("labels"),
+        }
+        if row["bundle"] is not None:
+            try:
+                lorkd = runtime.read_bundle_metadata(bundle)["lorkd"]
+                row["spatial_dims"] = int(lorkd["preprocessing"]["spatial_dims"])
+                row["kind"] = str(lorkd.get("kind", row["kind"]))
+                row["labels"] = lorkd.get("label_names", row["labels"])
+            except (ValueError, KeyError, TypeError):
+                row["bundle_problem"] = "bundle metadata unreadable"
+        return row
+
+    def _fill_table(self) -> None:
+        self.table.setRowCount(len(self.experts))
+        for r, e in enumerate(self.experts):
+            dims = f" · {e['spatial_dims']}D" if e["spatial_dims"] else ""
+            if e["bundle"] is None:
+                bundle = "not exported"
+            else:
+                bundle = e.get("bundle_problem") or str(e["bundle"])
+            cells = (
+                e["name"],
+                e["kind"] + dims,
+                str(e["metric"] or "—"),
+                _number(e["teacher"]),
+                _number(e["expert"]),
+                _versus(e["params"], e["teacher_params"]),
+                _versus(e["macs"], e["teacher_macs"]),
+                bundle,
+            )
+            for c, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                item.setToolTip(text)
+                if c in (3, 4):
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.table.setItem(r, c, item)
+
+    def selected_expert(self) -> dict | None:
+        rows = self.table.selectionModel().selectedRows()
+        return self.experts[rows[0].row()] if rows else None
+
+    def select_task(self, name: str) -> None:
+        for r, e in enumerate(self.experts):
+            if e["name"] == name:
+                self.table.selectRow(r)
+                return
+        raise KeyError(f"no task {name!r} in this run")
+
+    def _selection_changed(self) -> None:
+        self._update_buttons()
+
+    # --------------------------------------------------------------------------------------- state
+    def is_busy(self) -> bool:
+        return self._thread is not None
+
+    def _update_buttons(self) -> None:
+        busy = self.is_busy()
+        expert = self.selected_expert()
+        self.apply_button.setEnabled(not busy and expert is not None)
+        self.export_button.setEnabled(not busy and expert is not None)
+        self.cancel_button.setEnabled(busy)
+        has_overlay = getattr(self.viewer, "overlay_labels", None) is not None
+        self.save_button.setEnabled(not busy and (self.result is not None or has_overlay))
+        self.progress.setVisible(busy)
+
+    def _start(self, fn, what: str, on_success) -> None:
+        thread = TaskThread(fn)
+        thread.progressed.connect(self._progressed)
+        thread.succeeded.connect(lambda result, t=thread: self._finished(t, on_success, result))
+        thread.failed.connect(lambda message, t=thread: self._failed(t, message))
+        thread.cancelled.connect(lambda t=thread: self._cancelled(t))
+        thread.finished.connect(lambda t=thread: self._reap(t))
+        self._threads.add(thread)
+        self._thread = thread
+        self.progress.setValue(0)
+        self.status_label.setText(what + "…")
+        self._update_buttons()
+        thread.start()
+
+    def _progressed(self, percent: int, message: str) -> None:
+        if self._thread is not None:
+            self.progress.setValue(percent)
+            self.status_label.setText(message + "…")
+
+    def _finished(self, thread: TaskThread, on_success, result) -> None:
+        if thread is not self._thread:  # cancelled meanwhile: stale
+            return
+        self._thread = None
+        try:
+            on_success(result)
+        except Exception as error:  # a failure while showing the result is still only a dialog
+            self.status_label.setText("failed")
+            self._show_error(error_message(error))
+        self._update_buttons()
+
+    def _failed(self, thread: TaskThread, message: str) -> None:
+        if thread is not self._thread:
+            return
+        self._thread = None
+        self.status_label.setText("failed")
+        self._update_buttons()
+        self._show_error(message)
+
+    def _cancelled(self, thread: TaskThread) -> None:
+        if thread is self._thread:
+            self._thread = None
+            self.status_label.setText("cancelled")
+            self._update_buttons()
+
+    def _reap(self, thread: TaskThread) -> None:
+        self._threads.discard(thread)
+        thread.deleteLater()
+
+    def cancel(self) -> None:
+        """Stop the running job at its next step; its result is dropped."""
+        thread = self._thread
+        if thread is None:
+            return
+        thread.cancel()
+        self._thread = None
+        self.status_label.setText("cancelled")
+        self._update_buttons()
+
+    def wait_idle(self, timeout_ms: int = 30000) -> bool:
+        """Block until every worker thread has finished (tests, shutdown)."""
+        for thread in list(self._threads):
+            if not thread.wait(timeout_ms):
+                return False
+        return True
+
+    def shutdown(self) -> None:
+        """Cancel and wait for the workers (the app is quitting)."""
+        for thread in list(self._threads):
+            thread.cancel()
+        self.wait_idle(10000)
+
+    # ------------------------------------------------------------------------------------------ apply
+    def apply_to_image(self) -> None:
+        """Classify the viewer's axial slice with the selected expert (in a worker thread)."""
+        expert = self.selected_expert()
+        if expert is None or self.is_busy():
+            return
+        if expert["kind"] not in runtime.KINDS or (expert["spatial_dims"] or 2) != 2:
+            what = "a 3D" if expert["spatial_dims"] == 3 else f"a {expert['kind']}"
+            self._show_info(
+                f"Expert '{expert['name']}' is {what} expert. Applying 3D and segmentation experts in the "
+                "viewer is not supported yet; this version applies 2D classification experts to the slice "
+                "shown in the axial view.",
+                "Expert not supported here",
+            )
+            return
+        if expert["bundle"] is None:
+            self._show_error(
+                f"Expert '{expert['name']}' has no bundle in {self.run_dir / 'experts' / expert['name']}: "
+                "export the run's experts first (Export bundle… or `lorkd export RUN`)."
+            )
+            return
+        image = self.viewer.current_slice_image()
+        if image is None:
+            self._show_info("Load an image in the viewer first (a file, a DICOM folder, or drop one there).")
+            return
+        bundle = expert["bundle"]
+        source = self.viewer.current_slice_description()
+
+        def work(progress):
+            return classify_array(bundle, image, source=source, progress=progress)
+
+        self._start(work, f"applying {expert['name']}", lambda record: self._show_result(expert, record))
+
+    def _show_result(self, expert: dict, record: dict) -> None:
+        labels = list(record["scores"])
+        probs = np.array([record["scores"][k] for k in labels], dtype=np.float64)
+        self.result = {"expert": expert, "record": record, "labels": labels, "probs": probs}
+        prediction = record["prediction"]
+        if isinstance(prediction, str):
+            shown = f"{prediction} (p = {record['scores'][prediction]:.3f})"
+        else:
+            shown = ", ".join(prediction) if prediction else "no label above 0.5"
+        self.prediction_label.setText(
+            f"<b>{record['task']}</b> ({record['kind']}) on {record['image']}: <b>{shown}</b>"
+        )
+        self._plot(labels, probs, record)
+        self.status_label.setText(f"applied {expert['name']}")
+        self.applied.emit(record)
+
+    def _plot(self, labels: list[str], probs: np.ndarray, record: dict) -> None:
+        plot = self.plot
+        plot.clear()
+        positions = np.arange(len(labels), dtype=float)
+        if record["kind"] == "multiclass":
+            chosen = {record["prediction"]}
+        else:
+            chosen = set(record["prediction"])
+        brushes = [pg.mkBrush(220, 90, 40) if name in chosen else pg.mkBrush(70, 130, 200) for name in labels]
+        self.bars = pg.BarGraphItem(x0=0.0, y=positions, height=0.7, width=probs, brushes=brushes)
+        plot.addItem(self.bars)
+        if record["kind"] == "multilabel":
+            pen = pg.mkPen("k", style=Qt.PenStyle.DashLine)
+            plot.addItem(pg.InfiniteLine(pos=runtime.MULTILABEL_THRESHOLD, angle=90, pen=pen))
+        for y, p in zip(positions, probs, strict=True):
+            text = pg.TextItem(f"{p:.3f}", color="k", anchor=(0, 0.5))
+            text.setPos(min(float(p), 0.85) + 0.01, y)
+            plot.addItem(text)
+        axis = plot.getAxis("left")
+        axis.setTicks([[(float(i), name) for i, name in enumerate(labels)]])
+        metrics = QFontMetrics(axis.font() if hasattr(axis, "font") else self.font())
+        axis.setWidth(min(240, max(40, max(metrics.horizontalAdvance(n) for n in labels) + 16)))
+        plot.setXRange(0.0, 1.0, padding=0.02)
+        plot.setYRange(-0.6, len(labels) - 0.4, padding=0.0)
+
+    def shown_probabilities(self) -> dict[str, float]:
+        """Label -> probability as the bar chart shows it (empty before any prediction)."""
+        if self.bars is None or self.result is None:
+            return {}
+        widths = self.bars.opts["width"]
+        return {name: float(w) for name, w in zip(self.result["labels"], np.atleast_1d(widths), strict=True)}
+
+    # ------------------------------------------------------------------------------------------- save
+    def save_prediction(self) -> Path | None:
+        """Save the scores (.json/.csv) or the viewer's overlay as a NIfTI label map (.nii/.nii.gz)."""
+        overlay = getattr(self.viewer, "overlay_labels", None)
+        if self.result is None and overlay is None:
+            self._show_info("Nothing to save yet: apply an expert first.")
+            return None
+        if self.result is not None:
+            suggested = f"{self.result['record']['task'] or 'prediction'}_scores.json"
+        else:
+            suggested = "labels.nii.gz"
+        path = self._ask_save_path(suggested)
+        if not path:
+            return None
+        path = Path(path)
+        suffix = _suffix(path)
+        try:
+            if suffix in (".nii", ".nii.gz"):
+                if overlay is None:
+                    raise ValueError("there is no label map to save (no overlay is shown); save scores as .json/.csv")
+                written = write_label_map(np.asarray(overlay), self.viewer.volume, path)
+            elif suffix in runtime.SCORE_SUFFIXES:
+                if self.result is None:
+                    raise ValueError("there are no scores to save yet: apply a classification expert first")
+                record = self.result["record"]
+                runtime.write_scores(
+                    path, self.result["probs"], self.result["labels"], record["kind"], record["image"], record["task"]
+                )
+                written = path
+            else:
+                raise ValueError(f"{path}: unsupported extension (use .json, .csv, .nii or .nii.gz)")
+        except Exception as error:  # a dialog; the panel keeps working
+            self._show_error(f"Cannot save {path}: {error_message(error)}")
+            return None
+        self.status_label.setText(f"saved {written}")
+        return Path(written)
+
+    # ----------------------------------------------------------------------------------------- export
+    def export_bundle(self) -> None:
+        """Copy the selected expert's bundle into a folder the user picks (as FOLDER/<task>/); when the run
+        has no exported bundles yet, export them all from its checkpoint (`open_run(run).export`)."""
+        expert = self.selected_expert()
+        if expert is None or self.is_busy():
+            return
+        folder = self._ask_export_folder()
+        if not folder:
+            return
+        target = Path(folder) / expert["name"]
+        if target.exists():
+            self._show_error(f"{target} already exists; choose another folder.")
+            return
+        source = expert["bundle"]
+        run_dir = self.run_dir
+
+        if source is not None:
+            def work(progress):
+                progress(0.0, f"copying {source.name}")
+                Path(folder).mkdir(parents=True, exist_ok=True)
+                shutil.copytree(source, target, ignore=shutil.ignore_patterns(".*", "__pycache__"))
+                progress(1.0, "copied")
+                return target
+        else:
+            def work(progress):
+                from core.train.run import open_run  # heavy (training stack): only when needed
+
+                progress(0.0, "loading the run's checkpoint")
+                run = open_run(run_dir)
+                progress(0.3, "exporting every expert of the run")
+                run.export(folder)
+                if not target.is_dir():
+                    raise FileNotFoundError(f"the export did not write {target}")
+                progress(1.0, "exported")
+                return target
+
+        self._start(work, f"exporting {expert['name']}", self._exported)
+
+    def _exported(self, target: Path) -> None:
+        self.status_label.setText(f"exported the bundle to {target}")
+        self.exported.emit(str(target))

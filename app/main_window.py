@@ -1,0 +1,435 @@
+"""The main window: run controls, Setup / Monitor / Viewer / Experts tabs, menus, settings."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QPushButton,
+    QStyle,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.about import about_html
+from app.experts import ExpertsPanel
+from app.monitor import MonitorPanel
+from app.settings import AppSettings, default_data_dir
+from app.setup_panel import SetupPanel
+from app.viewer import ViewerWidget
+from app.worker import FunctionWorker, RunController, RunState, choose_run_dir, warm_up_engine
+from core.config import apply_override
+from core.errors import LorkdError
+from core.train.metrics_log import read_metrics
+
+STATE_TEXT = {
+    RunState.IDLE: ("Idle", "#555555"),
+    RunState.RUNNING: ("Running", "#1e7e34"),
+    RunState.PAUSED: ("Paused", "#b8860b"),
+    RunState.STOPPING: ("Stopping…", "#b8860b"),
+    RunState.FINISHED: ("Finished", "#0b5394"),
+    RunState.STOPPED: ("Stopped (resumable)", "#555555"),
+    RunState.FAILED: ("Failed", "#c0392b"),
+}
+
+
+DEMO_NOTE = (
+    "The embedded demo: four small 2D tasks built from real images that ship with the installed packages "
+    "(MNI152 brain MRI slices: slice plane, slice level, tissue; modality: MRI / CT / fundus photo / histology). "
+    "A ResNet-18 foundation model is pre-trained on them, then decomposed into a compact backbone with rank-4 "
+    "task experts. Press Start; a few minutes on a laptop CPU. Research use only."
+)
+
+
+def prepare_demo(data_dir: Path, demo_kwargs: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """The embedded demo's config mapping (files written or reused in data_dir), with overrides."""
+    from core.data.demo import build_demo
+
+    raw = build_demo(data_dir, **demo_kwargs)
+    raw = copy.deepcopy(raw)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return raw
+
+
+class MainWindow(QMainWindow):
+    demo_ready = Signal()
+    run_finished = Signal(dict)  # the run's summary (status "completed" or "stopped")
+    run_failed = Signal(str)
+
+    def __init__(
+        self,
+        settings: QSettings | None = None,
+        *,
+        data_dir: str | Path | None = None,
+        runs_dir: str | Path | None = None,
+        load_demo: bool = True,
+        demo_kwargs: dict[str, Any] | None = None,
+        demo_overrides: list[str] | None = None,
+        restore: bool = True,
+    ) -> None:
+        super().__init__()
+        warm_up_engine()  # once per process; keeps lazy imports out of the run (see warm_up_engine)
+        self.setWindowTitle("LoRKD Studio")
+        self.settings = AppSettings(settings)
+        self.data_dir = Path(data_dir) if data_dir else default_data_dir()
+        self.controller = RunController(self)
+        self._close_when_done = False
+        self._demo_worker: FunctionWorker | None = None
+        self.error_box: QMessageBox | None = None
+        self.ask_stop_on_close = self._ask_stop_on_close  # replaceable (tests)
+
+        self.setup = SetupPanel()
+        self.setup.set_runs_dir(Path(runs_dir) if runs_dir else self.settings.runs_dir)
+        self.monitor = MonitorPanel()
+        self.viewer = ViewerWidget()
+        self.experts = ExpertsPanel(self.viewer)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(self.setup, "Setup")
+        self.tabs.addTab(self.monitor, "Monitor")
+        self.tabs.addTab(self.viewer, "Viewer")
+        self.tabs.addTab(self.experts, "Experts")
+
+        self._build_controls()
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(6, 6, 6, 0)
+        layout.addLayout(self.controls)
+        layout.addWidget(self.tabs, 1)
+        self.setCentralWidget(central)
+        self._build_menus()
+
+        self.setup.validity_changed.connect(self._update_actions)
+        self.setup.runs_dir_chosen.connect(self._runs_dir_chosen)
+        self.setup.load_requested.connect(self.open_config_dialog)
+        self.setup.save_requested.connect(self.save_config_dialog)
+        c = self.controller
+        c.state_changed.connect(self._state_changed)
+        c.run_started.connect(self.monitor.run_started)
+        c.steps.connect(self.monitor.add_steps)
+        c.evaluated.connect(self.monitor.add_eval)
+        c.logged.connect(self.monitor.log)
+        c.finished.connect(self._finished)
+        c.failed.connect(self._failed)
+
+        self.resize(1280, 820)
+        if restore:
+            geometry, state = self.settings.window()
+            if geometry is not None:
+                self.restoreGeometry(geometry)
+            if state is not None:
+                self.restoreState(state)
+        self._state_changed(c.state)
+        if load_demo:
+            self.load_demo(demo_kwargs or {}, demo_overrides or [])
+
+    # --------------------------------------------------------------------------- layout
+    def _button(self, text: str, icon: QStyle.StandardPixmap, slot, tip: str) -> QPushButton:
+        button = QPushButton(self.style().standardIcon(icon), text)
+        button.setToolTip(tip)
+        button.clicked.connect(slot)
+        self.controls.addWidget(button)
+        return button
+
+    def _build_controls(self) -> None:
+        self.controls = QHBoxLayout()
+        sp = QStyle.StandardPixmap
+        self.start_button = self._button("Start", sp.SP_MediaPlay, self.start_run,
+                                         "start the run (an unfinished run of the same config is resumed)")
+        self.pause_button = self._button("Pause", sp.SP_MediaPause, self.controller.pause,
+                                         "pause at the next step")
+        self.resume_button = self._button("Resume", sp.SP_MediaSeekForward, self.controller.resume,
+                                          "continue the paused run")
+        self.stop_epoch_button = self._button("Stop after this epoch", sp.SP_MediaStop,
+                                              self.controller.stop_after_epoch,
+                                              "finish, checkpoint and evaluate the current epoch, then stop")
+        self.cancel_button = self._button("Cancel", sp.SP_DialogCancelButton, self.controller.cancel,
+                                          "stop at the next step; the last finished epoch stays resumable")
+        self.controls.addStretch(1)
+        self.state_label = QLabel()
+        self.state_label.setMinimumWidth(150)
+        self.state_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.controls.addWidget(self.state_label)
+
+    def _action(self, menu, text: str, slot, shortcut: QKeySequence | str | None = None) -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        return action
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        self._action(file_menu, "Open config…", self.open_config_dialog, QKeySequence.StandardKey.Open)
+        self._action(file_menu, "Save config…", self.save_config_dialog, QKeySequence.StandardKey.Save)
+        self.recent_configs_menu = file_menu.addMenu("Recent configs")
+        self.recent_configs_menu.aboutToShow.connect(lambda: self._fill_recent(self.recent_configs_menu, "configs"))
+        file_menu.addSeparator()
+        self.open_run_action = self._action(file_menu, "Open run…", self.open_run_dialog, "Ctrl+R")
+        self.recent_runs_menu = file_menu.addMenu("Recent runs")
+        self.recent_runs_menu.aboutToShow.connect(lambda: self._fill_recent(self.recent_runs_menu, "runs"))
+        file_menu.addSeparator()
+        self.demo_action = self._action(file_menu, "Load the demo", lambda: self.load_demo())
+        self._action(file_menu, "Choose runs folder…", self.setup._choose_runs_dir)
+        file_menu.addSeparator()
+        self._action(file_menu, "Quit", self.close, QKeySequence.StandardKey.Quit)
+
+        run_menu = bar.addMenu("&Run")
+        self.start_action = self._action(run_menu, "Start", self.start_run, "F5")
+        self.pause_action = self._action(run_menu, "Pause", self.controller.pause)
+        self.resume_action = self._action(run_menu, "Resume", self.controller.resume)
+        self.stop_epoch_action = self._action(run_menu, "Stop after this epoch", self.controller.stop_after_epoch)
+        self.cancel_action = self._action(run_menu, "Cancel", self.controller.cancel)
+
+        help_menu = bar.addMenu("&Help")
+        self._action(help_menu, "About LoRKD Studio", self.show_about)
+
+    def _fill_recent(self, menu, kind: str) -> None:
+        menu.clear()
+        items = self.settings.recent(kind)
+        for path in items:
+            action = menu.addAction(path)
+            if kind == "configs":
+                action.triggered.connect(lambda _=False, p=path: self.open_config(p))
+            else:
+                action.triggered.connect(lambda _=False, p=path: self.open_run(p))
+        if not items:
+            menu.addAction("(none)").setEnabled(False)
+        else:
+            menu.addSeparator()
+            menu.addAction("Clear").triggered.connect(lambda: self.settings.clear_recent(kind))
+
+    # ---------------------------------------------------------------------------- state
+    def _state_changed(self, state: RunState) -> None:
+        text, colour = STATE_TEXT[state]
+        self.state_label.setText(f"<b style='color:{colour}'>● {text}</b>")
+        if state == RunState.RUNNING:
+            self.monitor.restart_rate()
+        self._update_actions()
+
+    def _update_actions(self, *_: Any) -> None:
+        c = self.controller
+        preparing = self._demo_worker is not None
+        can_start = c.allowed("start") and self.setup.is_valid and not preparing
+        pairs = (
+            (self.start_button, self.start_action, can_start),
+            (self.pause_button, self.pause_action, c.allowed("pause")),
+            (self.resume_button, self.resume_action, c.allowed("resume")),
+            (self.stop_epoch_button, self.stop_epoch_action, c.allowed("stop_after_epoch")),
+            (self.cancel_button, self.cancel_action, c.allowed("cancel")),
+        )
+        for button, action, enabled in pairs:
+            button.setEnabled(enabled)
+            action.setEnabled(enabled)
+        idle = not c.state.active
+        self.setup.setEnabled(idle)
+        self.open_run_action.setEnabled(idle)
+        self.recent_runs_menu.setEnabled(idle)
+        self.recent_configs_menu.setEnabled(idle)
+        self.demo_action.setEnabled(idle and not preparing)
+
+    # ------------------------------------------------------------------------------ demo
+    def load_demo(self, demo_kwargs: dict[str, Any] | None = None, overrides: list[str] | None = None) -> None:
+        """Generate (or reuse) the embedded demo's files in the background and load its config."""
+        if self._demo_worker is not None or self.controller.state.active:
+            return
+        self.statusBar().showMessage(f"Preparing the demo data in {self.data_dir}…")
+        self.setup.status.setText("Preparing the demo data…")
+        worker = FunctionWorker(prepare_demo, self.data_dir, demo_kwargs or {}, overrides or [], parent=self)
+        worker.result.connect(self._demo_loaded)
+        worker.error.connect(self._demo_failed)
+        self._demo_worker = worker
+        self._update_actions()
+        worker.start()
+
+    def _demo_loaded(self, raw: dict[str, Any]) -> None:
+        self._demo_worker = None
+        try:
+            self.setup.set_mapping(raw, note=DEMO_NOTE)
+        except LorkdError as exc:
+            self._demo_failed(str(exc), "")
+            return
+        self.statusBar().showMessage("Demo loaded: four tasks from real images shipped with the installed "
+                                     "packages. Press Start.", 10000)
+        self.monitor.log(f"demo data in {self.data_dir}")
+        self._update_actions()
+        self.demo_ready.emit()
+
+    def _demo_failed(self, message: str, details: str) -> None:
+        self._demo_worker = None
+        self._update_actions()
+        self.show_error("The demo could not be prepared", message, details)
+
+    # ------------------------------------------------------------------------------- run
+    def start_run(self) -> None:
+        if not self.controller.allowed("start"):
+            return
+        config = self.setup.validate_now()
+        if config is None:
+            self.statusBar().showMessage(f"Fix the configuration first: {self.setup.error}", 10000)
+            return
+        runs_root = self.setup.runs_dir
+        try:
+            runs_root.mkdir(parents=True, exist_ok=True)
+            run_dir, resume = choose_run_dir(runs_root, config)
+        except (OSError, LorkdError) as exc:
+            self.show_error("Cannot start the run", " ".join(str(exc).split()))
+            return
+        self.monitor.reset(config.task_names, title=f"Run folder: {run_dir}")
+        if resume:
+            self.monitor.show_records(read_metrics(run_dir / "metrics.jsonl"))
+            self.monitor.log(f"resuming the unfinished run in {run_dir} from its last epoch checkpoint")
+        self.controller.start(config, run_dir)
+        self.settings.add_recent("runs", run_dir)
+        self.tabs.setCurrentWidget(self.monitor)
+        self.statusBar().showMessage(f"Running in {run_dir}")
+
+    def _finished(self, summary: dict[str, Any]) -> None:
+        self.monitor.run_ended(summary)
+        run_dir = self.controller.run_dir
+        if summary.get("status") == "completed":
+            seconds = summary.get("seconds")
+            took = f" in {seconds:.0f} s" if isinstance(seconds, int | float) else ""
+            self.monitor.log(f"run finished{took}: {run_dir}")
+            self.statusBar().showMessage(f"Run finished: {run_dir}")
+            self.experts.set_run(run_dir)
+        else:
+            self.monitor.log(f"run stopped; press Start with the same configuration to resume it ({run_dir})")
+            self.statusBar().showMessage(f"Run stopped (resumable): {run_dir}")
+        self.run_finished.emit(summary)
+        if self._close_when_done:
+            self.close()
+
+    def _failed(self, message: str, details: str, user_error: bool) -> None:
+        self.monitor.log(f"error: {message}")
+        if not user_error:
+            self.monitor.log(details.rstrip())
+        self.monitor.run_ended({"status": "failed"})
+        self.statusBar().showMessage(f"Run failed: {message}")
+        self.run_failed.emit(message)
+        if self._close_when_done:
+            self.close()
+            return
+        self.show_error("The run failed", message, "" if user_error else details)
+
+    def show_error(self, title: str, message: str, details: str = "") -> QMessageBox:
+        """A non-blocking error dialog (the window stays live; the log keeps the message)."""
+        box = QMessageBox(QMessageBox.Icon.Critical, title, message, QMessageBox.StandardButton.Ok, self)
+        if details:
+            box.setDetailedText(details)
+        box.setWindowModality(Qt.WindowModality.WindowModal)
+        box.open()
+        self.error_box = box
+        return box
+
+    # ---------------------------------------------------------------------- files, runs
+    def _dialog_dir(self) -> str:
+        return self.settings.last_dir() or str(Path.home())
+
+    def open_config_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Open config", self._dialog_dir(), "YAML (*.yaml *.yml)")
+        if path:
+            self.open_config(path)
+
+    def open_config(self, path: str | Path) -> bool:
+        try:
+            self.setup.load_yaml(path)
+        except LorkdError as exc:
+            self.show_error("Cannot open the config", " ".join(str(exc).split()))
+            return False
+        self.settings.add_recent("configs", path)
+        self.settings.set_last_dir(path)
+        self.tabs.setCurrentWidget(self.setup)
+        self.statusBar().showMessage(f"Config loaded: {path}", 8000)
+        return True
+
+    def save_config_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save config", self._dialog_dir(), "YAML (*.yaml *.yml)")
+        if path:
+            if not path.endswith((".yaml", ".yml")):
+                path += ".yaml"
+            self.save_config(path)
+
+    def save_config(self, path: str | Path) -> bool:
+        try:
+            self.setup.save_yaml(path)
+        except (LorkdError, OSError) as exc:
+            self.show_error("Cannot save the config", " ".join(str(exc).split()))
+            return False
+        self.settings.add_recent("configs", path)
+        self.settings.set_last_dir(path)
+        self.statusBar().showMessage(f"Config saved: {path}", 8000)
+        return True
+
+    def open_run_dialog(self) -> None:
+        start = str(self.setup.runs_dir) if self.setup.runs_dir.is_dir() else self._dialog_dir()
+        path = QFileDialog.getExistingDirectory(self, "Open run folder", start)
+        if path:
+            self.open_run(path)
+
+    def open_run(self, path: str | Path) -> bool:
+        """Show a past run's curves and metrics (metrics.jsonl) and its experts."""
+        if self.controller.state.active:
+            return False
+        path = Path(path)
+        if not (path / "metrics.jsonl").is_file() and not (path / "config.yaml").is_file():
+            self.show_error("Not a run folder", f"{path}: no metrics.jsonl or config.yaml")
+            return False
+        self.monitor.load_run(path)
+        self.experts.set_run(path)
+        self.settings.add_recent("runs", path)
+        self.settings.set_last_dir(path.parent)
+        self.tabs.setCurrentWidget(self.monitor)
+        self.statusBar().showMessage(f"Run opened: {path}", 8000)
+        return True
+
+    def _runs_dir_chosen(self, path: str) -> None:
+        self.settings.runs_dir = path
+
+    def show_about(self) -> None:
+        QMessageBox.about(self, "About LoRKD Studio", about_html())
+
+    # ----------------------------------------------------------------------------- close
+    def _ask_stop_on_close(self) -> bool:
+        answer = QMessageBox.question(
+            self,
+            "A run is in progress",
+            "Stop the run and close? It stops at the next step; the last finished epoch stays on disk and "
+            "the run resumes from there when you start it again.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - Qt override
+        if self.controller.state.active and not self._close_when_done:
+            if not self.ask_stop_on_close():
+                event.ignore()
+                return
+            self._close_when_done = True
+            self.controller.cancel()
+            self.statusBar().showMessage("Stopping the run, then closing…")
+        if self.controller.state.active:
+            # never block the GUI on training: the window closes when the worker thread has ended
+            # (see _finished / _failed); the engine stops at its next step
+            event.ignore()
+            return
+        if self._demo_worker is not None:
+            self._demo_worker.wait()
+        self.experts.shutdown()
+        self.settings.save_window(self.saveGeometry(), self.saveState())
+        self.settings.sync()
+        super().closeEvent(event)

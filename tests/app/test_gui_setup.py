@@ -1,0 +1,148 @@
+"""Run setup: validation through core.config shown next to the field, Start disabled while invalid,
+YAML round trip, tasks table."""
+
+from __future__ import annotations
+
+import yaml
+from conftest import tiny_config
+
+from app.setup_panel import COL_FILE, COL_RANK, INVALID_CELL, SetupPanel, error_field
+from core.config import load_config
+
+
+def test_error_field_parses_the_field_path():
+    assert error_field("train.epochs: must be >= 1, got -1") == "train.epochs"
+    assert error_field("tasks.0.medmnist: file not found: /x.npz") == "tasks.0.medmnist"
+    assert error_field("/data/x.npz: no such file") is None
+    assert error_field("something went wrong") is None
+
+
+def test_valid_tiny_config_enables_start(window, data_dir):
+    window.setup.set_mapping(tiny_config(data_dir))
+    assert window.setup.is_valid and window.setup.error is None
+    assert window.start_button.isEnabled()
+    assert "multiclass" in window.setup.tasks.item(0, 5).text()  # what the file holds
+
+
+def test_negative_epochs_named_next_to_the_field_and_start_disabled(qtbot, window, data_dir):
+    window.setup.set_mapping(tiny_config(data_dir))
+    window.setup.epochs.setValue(-1)
+    qtbot.waitUntil(lambda: not window.setup.is_valid, timeout=2000)  # debounced validation
+    message = window.setup.error_for("train.epochs")
+    assert message.startswith("train.epochs:") and "-1" in message
+    label = window.setup._fields["train.epochs"][1]
+    assert label.isVisible()
+    assert not window.start_button.isEnabled() and not window.start_action.isEnabled()
+    assert window.setup.error_for("train.batch_size") == ""
+
+    window.setup.epochs.setValue(2)
+    qtbot.waitUntil(lambda: window.setup.is_valid, timeout=2000)
+    assert not label.isVisible()
+    assert window.start_button.isEnabled()
+
+
+def test_missing_task_file_is_named_in_the_tasks_table(window, data_dir):
+    window.setup.set_mapping(tiny_config(data_dir))
+    window.setup.tasks.item(1, COL_FILE).setText(str(data_dir / "missing.npz"))
+    window.setup.validate_now()
+    message = window.setup.error_for("tasks")
+    assert message.startswith("tasks.1.medmnist:") and "missing.npz" in message
+    assert window.setup.tasks.item(1, COL_FILE).background().color() == INVALID_CELL
+    assert not window.start_button.isEnabled()
+
+
+def test_bad_numbers_and_checkpoint_are_named(window, data_dir):
+    setup = window.setup
+    setup.set_mapping(tiny_config(data_dir))
+    setup.lr.setText("fast")
+    setup.validate_now()
+    assert setup.error_for("train.lr").startswith("train.lr: expected a number")
+    setup.lr.setText("0.01")
+    setup.tasks.item(0, COL_RANK).setText("0")
+    setup.validate_now()
+    assert setup.error_for("tasks").startswith("backbone.ranks.alpha:")
+    assert setup.tasks.item(0, COL_RANK).background().color() == INVALID_CELL
+    setup.tasks.item(0, COL_RANK).setText("2")
+    setup.checkpoint_radio.setChecked(True)
+    setup.validate_now()
+    assert setup.error_for("teacher.checkpoint").startswith("teacher.checkpoint:")
+    assert not window.start_button.isEnabled()
+    setup.pretrain_radio.setChecked(True)
+    assert setup.validate_now() is not None
+    assert setup.config.rank_of("alpha") == 2 and setup.config.rank_of("beta") == 4
+
+
+def test_wrong_kind_for_the_file_is_named(window, data_dir):
+    window.setup.set_mapping(tiny_config(data_dir))
+    combo = window.setup.tasks.cellWidget(0, 2)
+    combo.setCurrentIndex(combo.findData("multilabel"))
+    window.setup.validate_now()
+    assert window.setup.error_for("tasks").startswith("tasks.0.kind:")
+
+
+def test_yaml_round_trip(window, data_dir, tmp_path, qtbot):
+    raw = tiny_config(data_dir)
+    raw["train"].update({"optimizer": "adamw", "kd_weight": 0.5, "temperature": 2.0, "lr": 0.003})
+    raw["backbone"].update({"form": "paper", "rank": 3, "alpha": 8.0, "ranks": {"beta": 6}})
+    raw["tasks"][0]["labels"] = ["a", "b", "c"]
+    raw["data"] = {"max_train_per_task": 20}  # not on the form: kept as loaded
+    window.setup.set_mapping(raw)
+    path = tmp_path / "saved.yaml"
+    assert window.save_config(path)
+    assert load_config(path).to_dict() == window.setup.config.to_dict()
+
+    other = SetupPanel()
+    qtbot.addWidget(other)
+    other.load_yaml(path)
+    assert other.mapping() == window.setup.mapping()
+    assert other.config.backbone.ranks == {"beta": 6}
+    assert other.config.data.max_train_per_task == 20
+    assert str(path.resolve()) in window.settings.recent("configs")
+
+
+def test_relative_paths_in_yaml_resolve_against_its_folder(window, data_dir):
+    raw = tiny_config(data_dir)
+    for task in raw["tasks"]:
+        task["medmnist"] = f"data/{task['medmnist'].rsplit('/', 1)[-1]}"
+    path = data_dir.parent / "relative.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert window.open_config(path)
+    assert window.setup.is_valid, window.setup.error
+
+
+def test_loading_an_invalid_yaml_value_shows_it_at_the_field(window, data_dir, tmp_path):
+    raw = tiny_config(data_dir)
+    raw["train"]["epochs"] = -3
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert window.open_config(path)
+    assert window.setup.epochs.value() == -3
+    assert window.setup.error_for("train.epochs").startswith("train.epochs: must be >= 1")
+    assert not window.start_button.isEnabled()
+
+
+def test_unknown_key_in_yaml_is_refused_with_a_dialog(window, tmp_path):
+    path = tmp_path / "unknown.yaml"
+    path.write_text("name: x\ntrain: {epochz: 3}\n")
+    assert not window.open_config(path)
+    assert "train.epochz" in window.error_box.text()
+
+
+def test_add_and_remove_task_files(window, data_dir):
+    from core.data.synthetic import write_fake_medmnist
+
+    window.setup.set_mapping(tiny_config(data_dir))
+    extra = write_fake_medmnist(data_dir / "gamma set.npz", n=16, num_classes=2)
+    window.setup.add_task_files([extra, extra])
+    names = [t["name"] for t in window.setup.mapping()["tasks"]]
+    assert names == ["alpha", "beta", "gamma_set", "gamma_set_2"]
+    assert window.setup.validate_now() is not None
+    window.setup.tasks.selectRow(3)
+    window.setup.remove_selected_tasks()
+    assert [t["name"] for t in window.setup.mapping()["tasks"]] == ["alpha", "beta", "gamma_set"]
+
+
+def test_device_choices(window):
+    values = [window.setup.device.itemData(i) for i in range(window.setup.device.count())]
+    assert values[:2] == ["auto", "cpu"]
+    assert window.setup.device_info.text()

@@ -1,0 +1,336 @@
+"""app.viewer.ViewerWidget: loading (NIfTI, DICOM series folder, 2D image, drop), linked views, readout,
+window/level, orientation letters, overlay (offscreen, pytest-qt)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+from PySide6.QtCore import QMimeData, QPoint, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent, QWheelEvent
+from PySide6.QtTest import QTest
+from PySide6.QtWidgets import QApplication, QMessageBox
+
+from app.viewer import PRESETS, SeriesDialog, ViewerWidget
+from core.data.volume import Volume
+
+DICOM_DIR = Path(get_testdata_file("CT_small.dcm")).parent
+CT_SERIES = DICOM_DIR / "dicomdirtests" / "98892001" / "CT5N"  # a real 5-slice CT series, 2.5 mm
+CT_SMALL = DICOM_DIR / "CT_small.dcm"
+NX, NY, NZ = 20, 16, 12
+SPACING = (1.0, 1.5, 2.5)
+
+
+@pytest.fixture
+def viewer(qtbot):
+    widget = ViewerWidget()
+    qtbot.addWidget(widget)
+    widget.resize(1100, 800)
+    widget.show()
+    qtbot.waitExposed(widget)
+    return widget
+
+
+@pytest.fixture
+def nifti(tmp_path) -> Path:
+    """A RAS NIfTI whose voxel values name their index: value = i * NY * NZ + j * NZ + k."""
+    data = np.arange(NX * NY * NZ, dtype=np.int16).reshape(NX, NY, NZ)
+    affine = np.diag([*SPACING, 1.0])
+    affine[:3, 3] = (-10.0, 20.0, 5.0)
+    path = tmp_path / "ramp.nii.gz"
+    nib.save(nib.Nifti1Image(data, affine), path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def no_dialogs(monkeypatch):
+    """Any error dialog is recorded instead of blocking the offscreen test."""
+    shown = []
+    monkeypatch.setattr(QMessageBox, "critical", lambda *args, **kw: shown.append(args))
+    monkeypatch.setattr(QMessageBox, "information", lambda *args, **kw: shown.append(args))
+    return shown
+
+
+def _click(qtbot, view, row: int, col: int, button=Qt.MouseButton.LeftButton) -> None:
+    scene = view.pixel_to_scene(row, col)
+    pos = view.graphics.mapFromScene(scene)
+    QTest.mouseClick(view.graphics.viewport(), button, Qt.KeyboardModifier.NoModifier, pos)
+    QApplication.processEvents()
+
+
+def _wheel(view, steps: int) -> None:
+    viewport = view.graphics.viewport()
+    centre = QPointF(viewport.width() / 2, viewport.height() / 2)
+    event = QWheelEvent(
+        centre,
+        viewport.mapToGlobal(centre),
+        QPoint(0, 0),
+        QPoint(0, 120 * steps),
+        Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+        Qt.ScrollPhase.NoScrollPhase,
+        False,
+    )
+    QApplication.sendEvent(viewport, event)
+
+
+def test_nifti_slices_letters_and_metadata(viewer, nifti, no_dialogs):
+    assert viewer.load_path(nifti), no_dialogs
+    volume = viewer.volume
+    assert volume.array.shape == (NZ, NY, NX)
+    # slider ranges = slice counts: axial through k (z), coronal through j (y), sagittal through i (x)
+    assert viewer.views["axial"].slider.maximum() == NZ - 1
+    assert viewer.views["coronal"].slider.maximum() == NY - 1
+    assert viewer.views["sagittal"].slider.maximum() == NX - 1
+    assert all(view.isVisible() for view in viewer.views.values())
+    # radiological convention whatever the storage order (RAS here)
+    assert viewer.views["axial"].letters() == {"top": "A", "bottom": "P", "left": "R", "right": "L"}
+    assert viewer.views["coronal"].letters() == {"top": "S", "bottom": "I", "left": "R", "right": "L"}
+    assert viewer.views["sagittal"].letters() == {"top": "S", "bottom": "I", "left": "A", "right": "P"}
+    axial = viewer.current_slice_image()
+    assert axial.shape == (NY, NX)
+    k = viewer.cursor_voxel()[2]
+    # RAS storage: i grows toward the patient's right (shown on the left), j toward anterior (shown on top)
+    assert axial[0, 0] == (NX - 1) * NY * NZ + (NY - 1) * NZ + k
+    # physical aspect: the axial image spans NX * 1.0 mm by NY * 1.5 mm
+    rect = viewer.views["axial"].image.mapRectToParent(viewer.views["axial"].image.boundingRect())
+    assert rect.width() == pytest.approx(NX * SPACING[0])
+    assert rect.height() == pytest.approx(NY * SPACING[1])
+    meta = viewer.metadata_texts()
+    assert meta["Size"].startswith(f"{NX} × {NY} × {NZ}")
+    assert "1 × 1.5 × 2.5" in meta["Spacing"]
+    assert meta["Orientation"] == "RAS"
+    assert str(nifti.name) in meta["Source"]
+
+
+def test_dicom_series_folder(viewer, no_dialogs):
+    assert viewer.load_path(CT_SERIES), no_dialogs
+    assert viewer.volume.array.shape[0] == 5
+    assert viewer.views["axial"].slider.maximum() == 4
+    ny, nx = viewer.volume.array.shape[1:]
+    assert viewer.views["coronal"].slider.maximum() == ny - 1
+    assert viewer.views["sagittal"].slider.maximum() == nx - 1
+    assert viewer.metadata_texts()["Modality"] == "CT"
+    assert viewer.views["axial"].letters() == {"top": "A", "bottom": "P", "left": "R", "right": "L"}
+
+
+def test_click_readout_matches_array_and_world(viewer, nifti, qtbot):
+    viewer.load_path(nifti)
+    axial = viewer.views["axial"]
+    row, col = 3, 14
+    _click(qtbot, axial, row, col)
+    assert axial.cursor_pixel() == (row, col)
+    readout = viewer.readout()
+    i, j, k = readout["index"]
+    volume = viewer.volume
+    assert readout["value"] == volume.array[k, j, i] == viewer.current_slice_image()[row, col]
+    assert readout["value"] == i * NY * NZ + j * NZ + k
+    assert (i, j) == (NX - 1 - col, NY - 1 - row)  # RAS data shown radiologically
+    np.testing.assert_allclose(readout["world"], volume.index_to_world((i, j, k)), atol=1e-6)
+    assert f"voxel (i, j, k) = ({i}, {j}, {k})" in viewer.readout_label.text()
+    assert "LPS (mm)" in viewer.readout_label.text()
+    # a click in the coronal view moves the axial slice (superior at the top of the coronal view)
+    _click(qtbot, viewer.views["coronal"], 0, col)
+    assert viewer.cursor_voxel()[2] == NZ - 1
+    assert viewer.views["axial"].slider.value() == NZ - 1
+    assert viewer.views["sagittal"].cursor_pixel()[0] == 0
+
+
+def test_wheel_and_slider_scroll(viewer, nifti, qtbot):
+    viewer.load_path(nifti)
+    axial = viewer.views["axial"]
+    axial.slider.setValue(2)
+    assert viewer.cursor_voxel()[2] == 2
+    assert axial.slice_label.text() == f"3 / {NZ}"
+    _wheel(axial, 1)
+    assert viewer.cursor_voxel()[2] == 3
+    assert axial.slider.value() == 3
+    _wheel(axial, -1)
+    _wheel(axial, -1)
+    assert viewer.cursor_voxel()[2] == 1
+    sagittal = viewer.views["sagittal"]
+    sagittal.slider.setValue(0)  # display x = 0 is the patient's rightmost column: i = NX - 1 for RAS data
+    assert viewer.cursor_voxel()[0] == NX - 1
+    axial.slider.setValue(NZ + 10)
+    assert viewer.cursor_voxel()[2] == NZ - 1
+
+
+def test_window_level_presets_and_drag(viewer):
+    viewer.load_path(CT_SERIES)
+    image = viewer.views["axial"].image
+    lo, hi = np.percentile(viewer.volume.array.astype(np.float64), [1, 99])
+    assert image.levels == pytest.approx([lo, hi])  # Auto on load
+    for name, preset in PRESETS.items():
+        if preset is None:
+            continue
+        viewer.preset_combo.setCurrentText(name)
+        viewer.preset_combo.activated.emit(viewer.preset_combo.currentIndex())
+        window, level = preset
+        assert viewer.window_level() == (window, level)
+        for view in viewer.views.values():
+            assert view.image.levels == pytest.approx([level - window / 2, level + window / 2])
+    viewer.apply_preset("CT abdomen 400/40")
+    assert viewer.window_spin.value() == 400 and viewer.level_spin.value() == 40
+    view = viewer.views["axial"]
+    rate = viewer.drag_rate()
+    view.window_drag(True, False, 0, 0)
+    view.window_drag(False, True, 50, -20)  # right/middle drag: right widens, up raises the level
+    assert viewer.window_level() == pytest.approx((400 + 50 * rate, 40 + 20 * rate))
+    assert viewer.preset_combo.currentText() == "Custom"
+    viewer.window_spin.setValue(100)
+    assert image.levels == pytest.approx([viewer.level_spin.value() - 50, viewer.level_spin.value() + 50])
+
+
+def test_overlay_names_toggles_opacity(viewer, nifti, qtbot):
+    viewer.load_path(nifti)
+    labels = np.zeros((NZ, NY, NX), np.uint8)
+    labels[:, :8, :10] = 1
+    labels[:, 8:, 10:] = 7
+    viewer.set_overlay(labels, {1: "liver", 7: "spleen"}, {1: (255, 0, 0), 7: "#00ff00"})
+    assert viewer.label_list.count() == 2
+    assert [viewer.label_list.item(r).text() for r in range(2)] == ["1: liver", "7: spleen"]
+    viewer.set_cursor_voxel((2, 3, 4))  # labels[4, 3, 2] == 1
+    assert viewer.readout()["label"] == 1 and viewer.readout()["label_name"] == "liver"
+    assert "liver" in viewer.readout_label.text()
+    axial = viewer.views["axial"]
+    row, col = axial.cursor_pixel()
+    assert axial.overlay.isVisible()
+    assert tuple(axial.overlay.image[row, col]) == (255, 0, 0, 255)
+    viewer.set_overlay_opacity(0.3)
+    assert axial.overlay.opacity() == pytest.approx(0.3)
+    item = viewer.label_list.item(0)
+    item.setCheckState(Qt.CheckState.Unchecked)  # the check box hides the label in every view
+    assert not viewer.label_visible(1)
+    assert axial.overlay.image[row, col, 3] == 0
+    viewer.set_label_visible(1, True)
+    assert item.checkState() == Qt.CheckState.Checked
+    assert axial.overlay.image[row, col, 3] == 255
+    viewer.set_cursor_voxel((15, 12, 4))
+    assert viewer.readout()["label_name"] == "spleen"
+    row, col = axial.cursor_pixel()
+    assert tuple(axial.overlay.image[row, col][:3]) == (0, 255, 0)
+    with pytest.raises(ValueError):
+        viewer.set_overlay(labels[:-1], {})
+    viewer.clear_overlay()
+    assert viewer.overlay_labels is None and viewer.label_list.count() == 0
+
+
+def test_2d_image_shows_axial_only(viewer, tmp_path):
+    grey = np.zeros((30, 44), np.uint8)
+    grey[2:10, 30:40] = 200
+    path = tmp_path / "grey.png"
+    Image.fromarray(grey).save(path)
+    assert viewer.load_path(path)
+    assert viewer.views["axial"].isVisible()
+    assert not viewer.views["coronal"].isVisible() and not viewer.views["sagittal"].isVisible()
+    assert not viewer.views["axial"].slider.isVisible()
+    np.testing.assert_array_equal(viewer.current_slice_image(), grey)
+    assert viewer.current_slice_image().dtype == np.uint8
+    _click(None, viewer.views["axial"], 5, 35)
+    assert viewer.readout()["value"] == 200
+
+
+def test_corrupt_file_shows_dialog_and_viewer_keeps_working(viewer, nifti, tmp_path, no_dialogs):
+    assert viewer.load_path(nifti)
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"this is not a NIfTI file at all" * 10)
+    assert viewer.load_path(bad) is False
+    assert len(no_dialogs) == 1
+    assert "broken.nii.gz" in no_dialogs[0][2]
+    assert viewer.volume.array.shape == (NZ, NY, NX)  # the previous image stays
+    assert viewer.load_path(tmp_path / "missing.dcm") is False
+    assert len(no_dialogs) == 2
+    assert viewer.load_path(CT_SERIES)
+    assert viewer.views["axial"].slider.maximum() == 4
+
+
+def test_folder_with_several_series_asks(viewer, tmp_path, monkeypatch):
+    folder = tmp_path / "mixed"
+    shutil.copytree(CT_SERIES, folder)
+    shutil.copyfile(CT_SMALL, folder / "ct_small.dcm")
+    offered = []
+
+    def choose(series):
+        offered.extend(series)
+        return max(series, key=lambda s: len(s.files))
+
+    monkeypatch.setattr(viewer, "_choose_series", choose)
+    assert viewer.load_path(folder)
+    assert len(offered) == 2
+    assert viewer.views["axial"].slider.maximum() == 4
+    dialog = SeriesDialog(offered, viewer)
+    texts = [[dialog.table.item(r, c).text() for c in range(dialog.table.columnCount())] for r in range(2)]
+    assert {t[1] for t in texts} == {"CT"}
+    assert sorted(t[4] for t in texts) == ["1", "5"]
+    assert dialog.selected() is offered[0]
+    dialog.table.selectRow(1)
+    assert dialog.selected() is offered[1]
+    monkeypatch.setattr(viewer, "_choose_series", lambda series: None)  # Cancel keeps the current image
+    assert viewer.load_path(folder) is False
+
+
+def test_drop_a_file(viewer, nifti):
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(nifti))])
+    event = QDropEvent(
+        QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
+    )
+    viewer.dropEvent(event)
+    assert viewer.volume is not None and viewer.volume.array.shape == (NZ, NY, NX)
+
+
+@pytest.mark.parametrize(
+    "direction",
+    [
+        (1, 0, 0, 0, 1, 0, 0, 0, 1),  # LPS
+        (-1, 0, 0, 0, -1, 0, 0, 0, 1),  # RAS
+        (0, 0, -1, 1, 0, 0, 0, -1, 0),  # a sagittal acquisition: i -> P, j -> I, k -> R
+        (0.8, 0.6, 0, -0.6, 0.8, 0, 0, 0, -1),  # oblique in-plane, k toward inferior
+    ],
+)
+def test_display_mapping_round_trips(viewer, direction):
+    rng = np.random.default_rng(1)
+    array = rng.integers(0, 10_000, (5, 6, 7)).astype(np.int32)
+    volume = Volume(array, spacing=(0.5, 1.0, 2.0), direction=direction, metadata={"modality": "MR"})
+    viewer.load_volume(volume)
+    axes = viewer.axes
+    display = viewer.display
+    for ijk in [(0, 0, 0), (6, 5, 4), (3, 1, 2)]:
+        d = axes.to_display_index(ijk)
+        assert axes.to_index(d) == ijk
+        assert display[d[2], d[1], d[0]] == array[ijk[2], ijk[1], ijk[0]]
+    # the display axes point (mostly) to L, P and S whatever the storage order
+    assert np.argmax(np.abs(axes.vectors), axis=0).tolist() == [0, 1, 2]
+    assert (np.diag(axes.vectors) > 0).all()
+    letters = viewer.views["axial"].letters()
+    assert letters["right"][0] == "L" and letters["top"][0] == "A"
+    if direction[0] == 0.8:
+        assert len(letters["right"]) == 2  # oblique: "LA"-style two-letter sides
+    viewer.set_cursor_voxel((3, 1, 2))
+    assert viewer.cursor_voxel() == (3, 1, 2)
+    assert viewer.readout()["value"] == array[2, 1, 3]
+    np.testing.assert_allclose(viewer.readout()["world"], volume.index_to_world((3, 1, 2)))
+
+
+def test_metadata_panel_shows_warnings(viewer):
+    volume = Volume(
+        np.zeros((3, 4, 5), np.float32),
+        spacing=(0.7, 0.7, 3.0),
+        origin=(1.0, 2.0, 3.0),
+        metadata={"modality": "MR", "description": "T1 axial", "source": "scan/"},
+        warnings=["non-uniform slice spacing (3.0 to 3.5 mm)", "gantry tilt"],
+    )
+    viewer.load_volume(volume)
+    meta = viewer.metadata_texts()
+    assert meta["Modality"] == "MR" and meta["Description"] == "T1 axial"
+    assert meta["Size"].startswith("5 × 4 × 3")
+    assert meta["Spacing"] == "0.7 × 0.7 × 3 mm"
+    assert meta["Origin"] == "(1.00, 2.00, 3.00) mm LPS"
+    assert meta["Orientation"] == "LPS"
+    assert "non-uniform slice spacing" in meta["Warnings"] and "gantry tilt" in meta["Warnings"]
+    assert viewer.window_level()[0] > 0  # a constant image still gets a usable window
