@@ -118,6 +118,9 @@ class DataConfig:
     max_train_per_task: int | None = None  # cap for quick runs
     max_eval_per_task: int | None = None
     num_workers: int = 0
+    # MedMNIST images: "auto" keeps a split in RAM when its prepared tensors fit in STREAM_AUTO_BYTES,
+    # else memory-maps the stored images and prepares each batch ("on" / "off" force one or the other)
+    stream: str = "auto"
     # segmentation only
     spacing: list[float] = field(default_factory=lambda: [2.0, 2.0, 2.0])  # target voxel size in mm (x, y, z)
     patch_size: list[int] = field(default_factory=lambda: [32, 32, 32])  # training patch / sliding window (x, y, z)
@@ -149,6 +152,7 @@ class DataConfig:
         _choice("data.blend", self.blend, ("gaussian", "constant"))
 
     def validate_common(self) -> None:
+        _choice("data.stream", self.stream, ("auto", "on", "off"))
         _at_least("data.image_size", self.image_size, 8)
         if self.in_channels is not None and self.in_channels not in (1, 3):
             raise ConfigError(f"data.in_channels: must be 1, 3 or null, got {self.in_channels}")

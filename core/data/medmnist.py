@@ -12,6 +12,10 @@ message that starts with the file's path.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -103,14 +107,8 @@ def _read_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
                 if not member.endswith(".npy"):
                     continue
                 with archive.open(member) as f:
-                    version = np.lib.format.read_magic(f)
-                    if version == (1, 0):
-                        shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-                    elif version == (2, 0):
-                        shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-                    else:  # (3, 0): utf-8 field names; same header layout as 2.0
-                        shape, _, dtype = np.lib.format._read_array_header(f, version)
-                headers[member[: -len(".npy")]] = (tuple(int(n) for n in shape), np.dtype(dtype))
+                    shape, _, dtype = _npy_header(f)
+                headers[member[: -len(".npy")]] = (shape, dtype)
     except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as error:
         # zlib.error: a damaged compressed member (np.savez_compressed files)
         raise _fail(path, f"corrupt .npz archive ({_one_line(error)})") from error
@@ -129,6 +127,71 @@ def _load(path: Path, names: list[str]) -> dict[str, np.ndarray]:
     except Exception as error:  # zlib.error and friends from a damaged member
         raise _fail(path, f"cannot read its arrays ({_one_line(error)})") from error
     return arrays
+
+
+def cache_dir() -> Path:
+    """Where compressed MedMNIST members are unpacked for memory mapping ($LORKD_CACHE or ~/.cache/lorkd-studio)."""
+    root = os.environ.get("LORKD_CACHE") or Path.home() / ".cache" / "lorkd-studio"
+    return Path(root) / "medmnist"
+
+
+def open_array(path: str | Path, name: str) -> np.ndarray:
+    """A read-only memory map of the `name` array of an .npz file; its data never has to fit in RAM.
+
+    An uncompressed member (np.savez) is mapped in place inside the archive. A compressed one
+    (np.savez_compressed, as the MedMNIST downloads) is unpacked once into a `.npy` file in
+    `cache_dir()`, keyed by the archive's path, size and modification time, and mapped from there.
+    """
+    path = Path(path).resolve()
+    member = f"{name}.npy"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo(member)
+            if info.compress_type == zipfile.ZIP_STORED:
+                with open(path, "rb") as f:
+                    f.seek(info.header_offset)
+                    local = f.read(30)
+                    if local[:4] != b"PK\x03\x04":
+                        raise ValueError(f"bad local header for {member}")
+                    name_len, extra_len = struct.unpack("<HH", local[26:30])
+                    start = info.header_offset + 30 + name_len + extra_len
+                    f.seek(start)
+                    shape, fortran, dtype = _npy_header(f)
+                    offset = f.tell()
+                if dtype.hasobject:
+                    raise ValueError(f"{member} holds Python objects")
+                order = "F" if fortran else "C"
+                return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order=order)
+            stat = path.stat()
+            key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{member}".encode()).hexdigest()[:20]
+            target = cache_dir() / f"{path.stem}-{name}-{key}.npy"
+            if not target.is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+                try:
+                    with archive.open(member) as src, open(tmp, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 22)
+                        dst.flush()
+                        os.fsync(dst.fileno())
+                    os.replace(tmp, target)
+                finally:
+                    tmp.unlink(missing_ok=True)
+        return np.load(target, mmap_mode="r", allow_pickle=False)
+    except KeyError as error:
+        raise _fail(path, f"has no array {name!r}") from error
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as error:
+        raise _fail(path, f"cannot map array {name!r} ({_one_line(error)})") from error
+
+
+def _npy_header(f) -> tuple[tuple[int, ...], bool, np.dtype]:
+    version = np.lib.format.read_magic(f)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+    else:  # (3, 0): utf-8 field names; same header layout as 2.0
+        shape, fortran, dtype = np.lib.format._read_array_header(f, version)
+    return tuple(int(n) for n in shape), bool(fortran), np.dtype(dtype)
 
 
 def _image_geometry(path: Path, name: str, shape: tuple[int, ...], dtype: np.dtype) -> tuple[bool, int, int]:
@@ -256,19 +319,24 @@ def inspect_medmnist(path: str | Path, num_classes: int | None = None) -> MedMNI
 
 
 def read_split(
-    path: str | Path, split: str, num_classes: int | None = None
+    path: str | Path, split: str, num_classes: int | None = None, stream: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Images and labels of one split (`train`, `val` or `test`), checked as in `inspect_medmnist`.
 
     Returns the uint8 images as stored ((N, S, S), (N, S, S, 3) or (N, S, S, S)) and the labels:
     int64 (N,) class indices for a multi-class file, float32 (N, C) 0/1 for a multi-label one.
+    stream: the images come back as a read-only memory map (`open_array`) instead of in RAM.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     path = Path(path)
     info = inspect_medmnist(path, num_classes)
-    arrays = _load(path, [f"{split}_images", f"{split}_labels"])
-    images = arrays[f"{split}_images"]
+    if stream:
+        arrays = _load(path, [f"{split}_labels"])
+        images = open_array(path, f"{split}_images")
+    else:
+        arrays = _load(path, [f"{split}_images", f"{split}_labels"])
+        images = arrays[f"{split}_images"]
     labels = _labels_2d(path, f"{split}_labels", arrays[f"{split}_labels"])
     if info.kind == "multiclass":
         return images, labels[:, 0].astype(np.int64)

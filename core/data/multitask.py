@@ -64,6 +64,9 @@ class MultiTaskDataset(Dataset):
     is reproducible whatever the batch order or the number of loader workers.
     max_per_task: keep the first `max_per_task` samples of each task after a shuffle seeded by
     (seed, task index).
+    stream: keep the stored uint8 images on disk (memory-mapped, `open_array`) and prepare each batch
+    when it is read, so a split larger than RAM trains; the values are the same as in-memory
+    preparation (`prepare` works image by image).
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class MultiTaskDataset(Dataset):
         augment: bool = False,
         max_per_task: int | None = None,
         seed: int = 0,
+        stream: bool = False,
     ) -> None:
         if not specs:
             raise ValueError("MultiTaskDataset needs at least one task")
@@ -94,26 +98,34 @@ class MultiTaskDataset(Dataset):
         self.seed = int(seed)
         self.epoch = 0
         self.label_width = max(spec.num_classes if spec.kind == "multilabel" else 1 for spec in self.specs)
+        self.stream = bool(stream)
 
-        self._images: list[torch.Tensor] = []
+        self._images: list[torch.Tensor | np.ndarray] = []  # prepared tensors, or raw memory maps when streaming
+        self._rows: list[np.ndarray | None] = []  # streaming with max_per_task: the kept rows of the raw array
         labels: list[torch.Tensor] = []
         for t, spec in enumerate(self.specs):
-            raw, lab = read_split(spec.source, split, spec.num_classes)
+            raw, lab = read_split(spec.source, split, spec.num_classes, stream=self.stream)
             if (lab.ndim == 2) != (spec.kind == "multilabel"):  # the file changed since the specs were made
                 found = "multi-label" if lab.ndim == 2 else "multi-class"
                 raise DataError(f"{spec.source}: holds {found} labels, but task {spec.name!r} is {spec.kind}")
             if max_per_task is not None and len(raw) > max_per_task:
                 rng = np.random.default_rng([_seed_word(self.seed), t])
                 keep = np.sort(rng.permutation(len(raw))[:max_per_task])
-                raw, lab = raw[keep], lab[keep]
-            self._images.append(self._prepare(raw, spec))
+                lab = lab[keep]
+                if self.stream:
+                    self._rows.append(keep)
+                else:
+                    raw = raw[keep]
+            if len(self._rows) <= t:
+                self._rows.append(None)
+            self._images.append(raw if self.stream else self._prepare(raw, spec))
             rows = torch.zeros(len(lab), self.label_width, dtype=torch.float32)
             if spec.kind == "multiclass":
                 rows[:, 0] = torch.as_tensor(lab, dtype=torch.float32)
             else:
                 rows[:, : spec.num_classes] = torch.as_tensor(lab, dtype=torch.float32)
             labels.append(rows)
-        self.task_sizes: list[int] = [len(x) for x in self._images]
+        self.task_sizes: list[int] = [len(lab) for lab in labels]
         self.task_offsets: list[int] = [int(v) for v in np.cumsum([0] + self.task_sizes[:-1])]
         self.labels = torch.cat(labels)
         self.task_ids = torch.repeat_interleave(
@@ -149,7 +161,15 @@ class MultiTaskDataset(Dataset):
         return index
 
     def _image(self, task: int, local: torch.Tensor) -> torch.Tensor:
-        x = self._images[task].index_select(0, local)
+        if self.stream:
+            rows = local.numpy() if self._rows[task] is None else self._rows[task][local.numpy()]
+            order = np.argsort(rows, kind="stable")  # read the memory map front to back
+            raw = np.asarray(self._images[task][rows[order]])
+            prepared = self._prepare(raw, self.specs[task])
+            x = torch.empty_like(prepared)
+            x[torch.as_tensor(order)] = prepared
+        else:
+            x = self._images[task].index_select(0, local)
         if x.shape[1] != self.in_channels:
             x = x.expand(-1, self.in_channels, *x.shape[2:])
         return x

@@ -93,7 +93,9 @@ class Workspace:
         self.spatial_dims = self.specs[0].spatial_dims
         self.num_classes = [s.num_classes for s in self.specs]
         data = config.data
-        common = {"image_size": data.image_size, "in_channels": self.in_channels, "seed": config.seed}
+        stream = _stream(data, self.specs, self.in_channels, self.spatial_dims)
+        common = {"image_size": data.image_size, "in_channels": self.in_channels, "seed": config.seed,
+                  "stream": stream}
         self.train_set = MultiTaskDataset(
             self.specs, "train", augment=data.augment, max_per_task=data.max_train_per_task, **common
         )
@@ -112,6 +114,24 @@ class Workspace:
             rank=self.dist.rank,
             world_size=self.dist.world_size,
         )
+
+
+STREAM_AUTO_BYTES = 2 << 30  # data.stream=auto: memory-map the images when the prepared splits exceed 2 GiB
+
+
+def _stream(data, specs: list[TaskSpec], in_channels: int, spatial_dims: int) -> bool:
+    """Whether the datasets keep their images on disk (data.stream; "auto" decides by size)."""
+    if data.stream != "auto":
+        return data.stream == "on"
+    from core.data.medmnist import inspect_medmnist
+
+    per_image = 4 * data.image_size**spatial_dims  # float32, one channel (grey is repeated on access)
+    total = 0
+    for spec in specs:
+        counts = inspect_medmnist(spec.source, spec.num_classes).counts
+        channels = 3 if spec.rgb and in_channels == 3 else 1
+        total += sum(counts.values()) * per_image * channels
+    return total > STREAM_AUTO_BYTES
 
 
 # ------------------------------------------------------------------------------------ evaluation

@@ -405,3 +405,68 @@ def test_3d_dataset_and_augmentation(files):
     assert ds.augment_params([0])["angles"].shape == (1, 3)
     plain = MultiTaskDataset(specs, "train", 16, 1).__getitems__([0, 3, 7])["image"]
     assert not torch.equal(batch["image"], plain)
+
+
+# ----------------------------------------------------------------------------------- streaming from disk
+def _uncompressed_copy(src: Path, dst: Path) -> Path:
+    with np.load(src) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    with open(dst, "wb") as f:
+        np.savez(f, **arrays)
+    return dst
+
+
+def test_open_array_maps_stored_members_in_place_and_caches_compressed_ones(files, tmp_path, monkeypatch):
+    from core.data.medmnist import open_array
+
+    monkeypatch.setenv("LORKD_CACHE", str(tmp_path / "cache"))
+    stored = _uncompressed_copy(files["blood"], tmp_path / "blood_stored.npz")
+    with np.load(files["blood"]) as npz:
+        expected = npz["train_images"]
+    mapped = open_array(stored, "train_images")
+    assert isinstance(mapped, np.memmap) and Path(mapped.filename) == stored.resolve()
+    np.testing.assert_array_equal(mapped, expected)
+    assert not (tmp_path / "cache").exists()  # nothing unpacked for a stored member
+
+    unpacked = open_array(files["blood"], "train_images")  # savez_compressed: unpacked once, then mapped
+    assert isinstance(unpacked, np.memmap)
+    np.testing.assert_array_equal(unpacked, expected)
+    cached = list((tmp_path / "cache" / "medmnist").glob("*.npy"))
+    assert len(cached) == 1
+    before = cached[0].stat().st_mtime_ns
+    open_array(files["blood"], "train_images")
+    assert cached[0].stat().st_mtime_ns == before
+    with pytest.raises(DataError, match="has no array 'nope'"):
+        open_array(files["blood"], "nope")
+
+
+@pytest.mark.parametrize("augment,max_per_task", [(False, None), (True, 7)])
+def test_streamed_dataset_equals_the_in_memory_one(specs, tmp_path, monkeypatch, augment, max_per_task):
+    monkeypatch.setenv("LORKD_CACHE", str(tmp_path / "cache"))
+    kwargs = {"augment": augment, "max_per_task": max_per_task, "seed": 3}
+    in_ram = MultiTaskDataset(specs, "train", SIZE, 3, **kwargs)
+    streamed = MultiTaskDataset(specs, "train", SIZE, 3, stream=True, **kwargs)
+    assert len(streamed) == len(in_ram) and streamed.task_sizes == in_ram.task_sizes
+    assert all(isinstance(x, np.memmap) for x in streamed._images)
+    order = list(np.random.default_rng(0).permutation(len(in_ram)))  # unsorted indices, tasks mixed
+    for epoch in (0, 1):
+        in_ram.set_epoch(epoch)
+        streamed.set_epoch(epoch)
+        a, b = in_ram.__getitems__(order), streamed.__getitems__(order)
+        torch.testing.assert_close(b["image"], a["image"], rtol=0, atol=1e-6)
+        assert torch.equal(b["label"], a["label"]) and torch.equal(b["task"], a["task"])
+    image, label, task = streamed[5]
+    torch.testing.assert_close(image, in_ram[5][0], rtol=0, atol=1e-6)
+
+
+def test_stream_auto_switches_on_size(files, monkeypatch):
+    from core.train import run
+
+    cfg = config(files)
+    found = build_task_specs(cfg)
+    assert run._stream(cfg.data, found, 3, 2) is False
+    monkeypatch.setattr(run, "STREAM_AUTO_BYTES", 1000)
+    assert run._stream(cfg.data, found, 3, 2) is True
+    assert run._stream(config(files, stream="off").data, found, 3, 2) is False
+    with pytest.raises(ConfigError, match="data.stream"):
+        config(files, stream="sometimes")
