@@ -1,9 +1,19 @@
-"""Knowledge-separation training step vs the plain backbone, every expert form side by side.
+"""The benchmark suite: every figure is a ratio of two things measured side by side in one run.
 
-Timings on shared machines are noisy, so forms are measured round-robin on the same batch and
-only medians of ratios to the plain step of the same round are reported, never absolute times.
+Timings on shared machines are noisy, so the things compared are run round-robin on the same input
+and only medians of the per-round ratios are reported, never absolute times (the one exception is
+the sliding-window apply of the MNI152 volume, whose target is a time: it is reported in seconds).
 
-    lorkd bench [--quick] [--json FILE]        (or: python -m benchmarks.run)
+Sections (`--only a,b`):
+  steps      knowledge-separation training step / plain backbone step, every expert form, over tasks,
+             batch and image size (2D MONAI ResNet-18), with saved-activation memory / plain
+  unet3d     the same on a 3D MONAI UNet, 64^3 patches
+  inference  merged expert / plain backbone (should be 1.0x) and / the foundation model
+  loader     samples/s of the multi-task loader (in RAM and streamed from disk) / samples/s the
+             training step consumes (> 1: the loader keeps up)
+  sliding    sliding-window apply of the full 197x233x189 MNI152 T1 with the demo's expert UNet
+
+    lorkd bench [--quick] [--json FILE] [--only steps,inference]   (or: python -m benchmarks.run)
 """
 
 from __future__ import annotations
@@ -12,18 +22,56 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from monai.networks import nets as monai_nets
 
-from core.experts import attach_experts, expert_layers, route
+from core.experts import attach_experts, expert_layers, merge_expert, route
 
 FORMS = ("factorized", "factorized-branch", "factorized-dense", "paper", "per-task-loop", "paper-reference")
+SECTIONS = ("steps", "unet3d", "inference", "loader", "sliding")
 
 
-def _model(arch: str, form: str, tasks: int, in_channels: int = 3):
+# ------------------------------------------------------------------------------------------- helpers
+def paired_ratios(fns: dict[str, Callable[[], None]], base: str, repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median over rounds of time(fn) / time(fns[base]) in the same round (order rotated every round)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    names = list(fns)
+    ratios: dict[str, list[float]] = {n: [] for n in names if n != base}
+    for i in range(repeats):
+        times = {}
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            start = time.perf_counter()
+            fns[name]()
+            times[name] = time.perf_counter() - start
+        for name in ratios:
+            ratios[name].append(times[name] / times[base])
+    return {n: round(statistics.median(r), 3) for n, r in ratios.items()}
+
+
+def saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
+    """Bytes of the tensors autograd saves for backward during `fn()` (the activation memory of a step)."""
+    total = 0
+
+    def pack(t: torch.Tensor):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    out.sum().backward()
+    return total
+
+
+def _net2d(arch: str, form: str, tasks: int, in_channels: int = 3):
     torch.manual_seed(0)
     model = getattr(monai_nets, arch)(spatial_dims=2, n_input_channels=in_channels, num_classes=10)
     if form == "plain":
@@ -35,76 +83,234 @@ def _model(arch: str, form: str, tasks: int, in_channels: int = 3):
     return model
 
 
-def _stepper(model, form: str, x, y, task_ids):
+def _forward(model, form: str, x, task_ids, loss_of):
+    """The loss of one routed forward (per-task-loop: the summed per-task losses)."""
+    if form == "plain":
+        return loss_of(model(x), slice(None))
+    if form == "per-task-loop":  # naive: one forward per task present
+        total = 0
+        for t in task_ids.unique():
+            mask = task_ids == t
+            with route(model, task_ids[mask]):
+                total = total + loss_of(model(x[mask]), mask)
+        return total
+    with route(model, task_ids, impl="reference" if form == "paper-reference" else "fast"):
+        return loss_of(model(x), slice(None))
+
+
+def _stepper(model, form: str, x, task_ids, loss_of):
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        if form == "plain":
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-        elif form == "per-task-loop":  # naive: one forward/backward per task present
-            for t in task_ids.unique():
-                mask = task_ids == t
-                with route(model, task_ids[mask]):
-                    (F.cross_entropy(model(x[mask]), y[mask], reduction="sum") / len(y)).backward()
-        else:
-            with route(model, task_ids, impl="reference" if form == "paper-reference" else "fast"):
-                loss = F.cross_entropy(model(x), y)
-            loss.backward()
+        _forward(model, form, x, task_ids, loss_of).backward()
         opt.step()
 
     return step
 
 
-def step_ratios(arch="resnet18", image_size=28, batch=128, tasks=10, forms=FORMS, repeats=5, warmup=1):
-    """Median over rounds of (form step time / plain step time in the same round)."""
+# --------------------------------------------------------------------------------------------- steps
+def step_ratios(arch="resnet18", image_size=28, batch=128, tasks=10, forms=FORMS, repeats=5, warmup=1,
+                memory=False):
+    """{form: median(step time / plain step time)}; with memory, also {form + " mem": saved bytes / plain}."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, image_size, image_size, generator=g)
     y = torch.randint(0, 10, (batch,), generator=g)
     task_ids = torch.sort(torch.randint(0, tasks, (batch,), generator=g)).values  # mixed batch, sorted by task
-    steps = {f: _stepper(_model(arch, f, tasks), f, x, y, task_ids) for f in ("plain", *forms)}
-    for step in steps.values():
-        for _ in range(warmup):
-            step()
-    ratios = {f: [] for f in forms}
-    for _ in range(repeats):
-        times = {}
-        for form, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[form] = time.perf_counter() - start
-        for form in forms:
-            ratios[form].append(times[form] / times["plain"])
-    return {f: round(statistics.median(r), 3) for f, r in ratios.items()}
+
+    def loss_of(out, rows):
+        return F.cross_entropy(out, y[rows], reduction="sum") / batch
+
+    models = {f: _net2d(arch, f, tasks) for f in ("plain", *forms)}
+    ratios = paired_ratios({f: _stepper(m, f, x, task_ids, loss_of) for f, m in models.items()}, "plain",
+                           repeats, warmup)
+    if memory:
+        mem = {f: saved_bytes(lambda m=m, f=f: _forward(m, f, x, task_ids, loss_of)) for f, m in models.items()}
+        ratios.update({f"{f} mem": round(mem[f] / mem["plain"], 3) for f in forms})
+    return ratios
 
 
-def grid(quick: bool):
+def step_grid(quick: bool) -> list[dict]:
     if quick:
         return [dict(arch="resnet10", image_size=28, batch=64, tasks=10, repeats=3,
                      forms=("factorized", "paper", "per-task-loop"))]
-    fast_forms = ("factorized", "factorized-branch", "factorized-dense", "paper", "per-task-loop")
-    rows = [dict(image_size=28, batch=128, tasks=10, repeats=5, forms=fast_forms)]
-    rows += [dict(image_size=28, batch=128, tasks=t, repeats=3, forms=("factorized", "paper")) for t in (1, 4, 32)]
-    rows += [dict(image_size=28, batch=b, tasks=10, repeats=3, forms=("factorized", "paper")) for b in (32, 512)]
-    rows += [dict(image_size=64, batch=128, tasks=10, repeats=3, forms=("factorized", "paper"))]
-    rows += [dict(image_size=224, batch=16, tasks=10, repeats=2, forms=("factorized", "paper"))]
+    fast = ("factorized", "factorized-branch", "factorized-dense", "paper", "per-task-loop")
+    two = ("factorized", "paper")
+    rows = [dict(image_size=28, batch=128, tasks=10, repeats=7, forms=fast, memory=True)]
+    rows += [dict(image_size=28, batch=128, tasks=t, repeats=5, forms=two, memory=True) for t in (1, 4, 32)]
+    rows += [dict(image_size=28, batch=b, tasks=10, repeats=5, forms=two, memory=True) for b in (32, 512)]
+    rows += [dict(image_size=64, batch=128, tasks=10, repeats=5, forms=fast, memory=True)]
+    rows += [dict(image_size=224, batch=32, tasks=10, repeats=3, forms=two, memory=True)]
     rows += [dict(image_size=28, batch=32, tasks=10, repeats=1, warmup=0, forms=("paper-reference",))]
     return rows
 
 
-def main(quick: bool = False, json_path: str | None = None) -> int:
-    torch.set_num_threads(min(2, torch.get_num_threads()))
+def bench_steps(quick: bool, report) -> list[dict]:
     results = []
-    print(f"knowledge-separation training step / plain step (median of paired rounds), "
-          f"{torch.get_num_threads()} CPU threads, rank 4")
-    print(f"{'arch':<10}{'size':>5}{'batch':>6}{'tasks':>6}  ratios")
-    for row in grid(quick):
+    report(f"\n[steps] training step / plain backbone step (median of paired rounds), rank 4; "
+           f"'mem': saved activations / plain")
+    for row in step_grid(quick):
         row = {"arch": "resnet18", **row}
         ratios = step_ratios(**row)
-        results.append({**{k: v for k, v in row.items() if k != "forms"}, "ratios": ratios})
-        print(f"{row['arch']:<10}{row['image_size']:>5}{row['batch']:>6}{row['tasks']:>6}  "
-              + "  ".join(f"{f} {r:.2f}x" for f, r in ratios.items()), flush=True)
+        results.append({"section": "steps", **{k: v for k, v in row.items() if k != "forms"}, "ratios": ratios})
+        report(f"{row['arch']:<9} {row['image_size']:>4}px B={row['batch']:<4} T={row['tasks']:<3} "
+               + "  ".join(f"{f} {r:.2f}x" for f, r in ratios.items()))
+    return results
+
+
+# -------------------------------------------------------------------------------------------- unet3d
+def bench_unet3d(quick: bool, report) -> list[dict]:
+    size, batch, tasks = (32, 2, 4) if quick else (64, 2, 4)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 1, size, size, size, generator=g)
+    y = torch.randint(0, 3, (batch, size, size, size), generator=g)
+    task_ids = torch.arange(batch) % tasks
+
+    def net(form):
+        torch.manual_seed(0)
+        model = monai_nets.UNet(spatial_dims=3, in_channels=1, out_channels=3, channels=(16, 32, 64, 128),
+                                strides=(2, 2, 2), num_res_units=1)
+        if form != "plain":
+            attach_experts(model, tasks, rank=4, alpha=16.0, form=form)
+        return model
+
+    def loss_of(out, rows):
+        return F.cross_entropy(out, y[rows])
+
+    forms = ("factorized", "paper")
+    models = {f: net(f) for f in ("plain", *forms)}
+    ratios = paired_ratios({f: _stepper(m, f, x, task_ids, loss_of) for f, m in models.items()}, "plain",
+                           repeats=3 if quick else 5)
+    mem = {f: saved_bytes(lambda m=m, f=f: _forward(m, f, x, task_ids, loss_of)) for f, m in models.items()}
+    ratios.update({f"{f} mem": round(mem[f] / mem["plain"], 3) for f in forms})
+    report(f"\n[unet3d] UNet(16-128) {size}^3 B={batch} T={tasks}, training step / plain: "
+           + "  ".join(f"{f} {r:.2f}x" for f, r in ratios.items()))
+    return [{"section": "unet3d", "patch": size, "batch": batch, "tasks": tasks, "ratios": ratios}]
+
+
+# ----------------------------------------------------------------------------------------- inference
+def bench_inference(quick: bool, report) -> list[dict]:
+    from core.models.multitask import build_backbone, build_teacher
+
+    batch, size, tasks = (32, 28, 4) if quick else (128, 28, 10)
+    x = torch.randn(batch, 3, size, size)
+    rows = []
+    for arch in ("compact", "resnet18"):
+        student = build_backbone(arch, 2, 3, [2] * tasks, size)
+        plain = build_backbone(arch, 2, 3, [2] * tasks, size)
+        attach_experts(student.features, tasks, rank=4, alpha=16.0)
+        for layer in expert_layers(student.features):
+            torch.nn.init.normal_(layer.lora_B[0], std=0.02)
+        expert = merge_expert(student.features, 0)
+        teacher = build_teacher("resnet50", 2, 3, [2] * tasks, size)
+        nets = {"plain": plain.features, "expert": expert, "foundation": teacher.features}
+        for n in nets.values():
+            n.eval()
+
+        def run(n):
+            def fn():
+                with torch.inference_mode():
+                    n(x)
+            return fn
+
+        ratios = paired_ratios({k: run(n) for k, n in nets.items()}, "plain", repeats=3 if quick else 7)
+        out = {"expert / plain backbone": ratios["expert"],
+               "expert / foundation": round(ratios["expert"] / ratios["foundation"], 3)}
+        rows.append({"section": "inference", "backbone": arch, "batch": batch, "image_size": size, "ratios": out})
+        report(f"\n[inference] merged expert ({arch}) B={batch} {size}px: "
+               + "  ".join(f"{k} {v:.2f}x" for k, v in out.items()) + "  (foundation: MONAI ResNet-50)")
+    return rows
+
+
+# -------------------------------------------------------------------------------------------- loader
+def bench_loader(quick: bool, report) -> list[dict]:
+    from core.config import load_config
+    from core.data.multitask import MultiTaskDataset, make_loader
+    from core.data.synthetic import write_fake_medmnist
+    from core.data.tasks import build_task_specs
+
+    n, batch, tasks = (256, 64, 4) if quick else (2048, 128, 10)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [write_fake_medmnist(Path(tmp) / f"t{i}.npz", n=n, num_classes=4, rgb=i % 2 == 0, size=28, seed=i)
+                 for i in range(tasks)]
+        specs = build_task_specs(load_config({"tasks": [{"name": f"t{i}", "medmnist": str(p)}
+                                                        for i, p in enumerate(paths)]}))
+        model = _net2d("resnet18", "factorized", tasks)
+        opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+        x = torch.randn(batch, 3, 28, 28)
+        ids = torch.sort(torch.randint(0, tasks, (batch,))).values
+        y = torch.randint(0, 4, (batch,))
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            with route(model, ids):
+                F.cross_entropy(model(x), y).backward()
+            opt.step()
+
+        rows = []
+        for stream in (False, True):
+            data = MultiTaskDataset(specs, "train", 28, 3, augment=True, stream=stream)
+            loader = make_loader(data, batch, seed=0, train=True)
+            it = iter(loader)
+
+            def load():
+                nonlocal it
+                try:
+                    next(it)
+                except StopIteration:
+                    it = iter(loader)
+                    next(it)
+
+            ratio = paired_ratios({"step": step, "load": load}, "load", repeats=5 if quick else 9)["step"]
+            rows.append({"section": "loader", "stream": stream, "batch": batch, "tasks": tasks,
+                         "ratios": {"loader samples/s / step samples/s": ratio}})
+            report(f"\n[loader] {'streamed from disk' if stream else 'in RAM':<18} B={batch} T={tasks}, augmented: "
+                   f"loader samples/s / training-step samples/s = {ratio:.1f}x (1 process, no workers)")
+    return rows
+
+
+# ------------------------------------------------------------------------------------------- sliding
+def bench_sliding(quick: bool, report) -> list[dict]:
+    """Seconds to segment the full MNI152 T1 with an expert UNet of the demo's configuration."""
+    from core.config import load_config
+    from core.data.seg_demo import build_seg_demo, mni_files
+    from core.data.volume import read_volume
+    from core.infer.seg_runtime import count_windows, prepare_volume, segment_array
+    from core.models.seg_nets import SegExpertNet
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = load_config(build_seg_demo(Path(tmp)))
+    volume = read_volume(mni_files()["t1"])
+    data = config.data
+    pre = {"spacing": data.spacing, "patch_size": data.patch_size, "overlap": data.overlap, "blend": data.blend,
+           "intensity": {"mode": data.intensity.mode, "low": data.intensity.low, "high": data.intensity.high}}
+    channels = config.backbone.channels
+    net = SegExpertNet(config.backbone.arch, 1, 2, channels, channels[0]).eval()
+    image, _ = prepare_volume(volume.array, volume.spacing, volume.direction, pre)
+    windows = count_windows(image.shape[1:], data.patch_size, data.overlap)
+    times = []
+    for _ in range(1 if quick else 3):
+        start = time.perf_counter()
+        segment_array(net, volume.array, volume.spacing, volume.direction, pre)
+        times.append(time.perf_counter() - start)
+    seconds = round(statistics.median(times), 2)
+    report(f"\n[sliding] MNI152 T1 {tuple(reversed(volume.array.shape))} -> working grid "
+           f"{tuple(image.shape[1:])} at {data.spacing} mm, {windows} windows of {data.patch_size}, "
+           f"{data.blend} blend: {seconds} s on {torch.get_num_threads()} CPU threads (median of {len(times)})")
+    return [{"section": "sliding", "seconds": seconds, "windows": windows, "threads": torch.get_num_threads()}]
+
+
+def main(quick: bool = False, json_path: str | None = None, only: list[str] | None = None) -> int:
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    sections = only or (["steps", "inference"] if quick else list(SECTIONS))
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"unknown benchmark section(s) {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    print(f"LoRKD Studio benchmarks, {torch.get_num_threads()} CPU threads, torch {torch.__version__}", flush=True)
+    report = lambda line: print(line, flush=True)  # noqa: E731
+    results = []
+    for name in sections:
+        results += globals()[f"bench_{name}"](quick, report)
     if json_path:
         with open(json_path, "w") as fh:
             json.dump(results, fh, indent=2)
@@ -115,5 +321,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json")
+    parser.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)}")
     args = parser.parse_args()
-    sys.exit(main(args.quick, args.json))
+    sys.exit(main(args.quick, args.json, args.only.split(",") if args.only else None))

@@ -18,4 +18,17 @@ def test_quick_bench_prints_and_writes_json(tmp_path, capsys):
     assert main(quick=True, json_path=str(out)) == 0
     assert "factorized" in capsys.readouterr().out
     rows = json.loads(out.read_text())
-    assert rows and all(r["ratios"] for r in rows)
+    assert {r["section"] for r in rows} == {"steps", "inference"}
+    assert all(r["ratios"] for r in rows)
+
+
+def test_sections_report_ratios_and_memory(capsys):
+    from benchmarks.run import bench_loader, saved_bytes, step_ratios
+
+    ratios = step_ratios(arch="resnet10", image_size=16, batch=8, tasks=3, forms=("factorized",), repeats=1,
+                         warmup=0, memory=True)
+    assert ratios["factorized mem"] > 1.0  # the expert branches save a little more than the plain net
+    import torch
+    assert saved_bytes(lambda: (torch.ones(4, requires_grad=True) * torch.ones(4)).sum()) == 16
+    rows = bench_loader(True, print)
+    assert [r["stream"] for r in rows] == [False, True] and all(r["ratios"] for r in rows)
