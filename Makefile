@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: setup
-	$(BIN)/lorkd demo
+	$(BIN)/lorkd-studio
 
 demo: setup
 	$(BIN)/lorkd demo
@@ -25,6 +25,7 @@ test: setup
 
 bench: setup
 	$(BIN)/lorkd bench
+	$(BIN)/python -m benchmarks.ddp
 
 lint: setup
 	$(BIN)/ruff check .
