@@ -4,7 +4,8 @@
     lorkd decompose CONFIG [--out RUN] [--device D] [--set key=value ...] [--no-export]
     lorkd evaluate RUN
     lorkd export RUN [--out DIR]
-    lorkd apply EXPERT IMAGE --out OUT   (segmentation experts: VOLUME --out LABELS.nii.gz)
+    lorkd apply EXPERT IMAGE --out OUT   (segmentation experts: VOLUME --out LABELS.nii.gz, or a DICOM series
+                                          --out SEG.dcm for a DICOM SEG referencing it)
     lorkd bench [--quick] [--json FILE]
 
 Bad input prints one line `error: ...` and exits with code 2 (`--debug` shows the traceback).
@@ -94,6 +95,10 @@ def _run(config, out: str | None, export: bool = True) -> dict:
     try:
         if config.kind == "segmentation":
             from core.train.seg_run import SegDecomposition
+
+            if distributed.from_env().enabled:
+                raise LorkdError("segmentation runs are single-process for now; run them without torchrun "
+                                 "(distributed runs support classification tasks)")
 
             summary = SegDecomposition(config, run_dir, ProgressObserver(), control).run(export=export)
         else:
@@ -201,17 +206,32 @@ def cmd_export(args) -> int:
 
 
 def cmd_apply(args) -> int:
+    from core.errors import BundleError
+    from core.export.archive import is_bundle_archive, unpacked_bundle
+
+    if not is_bundle_archive(args.expert):
+        return _apply(args.expert, args)
+    with unpacked_bundle(args.expert) as bundle:  # a zipped bundle: checked member by member, then unpacked
+        try:
+            return _apply(str(bundle), args)
+        except BundleError as exc:  # name the archive, not the temporary folder
+            raise BundleError(str(exc).replace(str(bundle), f"{args.expert}!")) from None
+
+
+def _apply(expert: str, args) -> int:
     from core.export.seg_bundle import is_seg_bundle
     from core.infer.apply import apply_expert
 
-    if is_seg_bundle(args.expert):
+    if is_seg_bundle(expert):
         from core.infer.sliding import apply_segmentation
 
-        result = apply_segmentation(args.expert, args.image, args.out)
+        result = apply_segmentation(expert, args.image, args.out)
+        for message in result.get("warnings", []):
+            print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
         print(json.dumps({k: result[k] for k in ("task", "out", "labels", "voxels")}, indent=2))
         return 0
 
-    result = apply_expert(args.expert, args.image, args.out)
+    result = apply_expert(expert, args.image, args.out)
     print(json.dumps({k: result[k] for k in ("prediction", "scores") if k in result}, indent=2))
     return 0
 
@@ -255,9 +275,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("apply", help="apply an exported expert to an image (PNG/JPEG, .npy, NIfTI, DICOM) or a "
                        "segmentation expert to a volume")
-    p.add_argument("expert", help="expert bundle folder")
+    p.add_argument("expert", help="expert bundle folder (or a .zip of one)")
     p.add_argument("image")
-    p.add_argument("--out", required=True, help="scores file (.json or .csv); label map (.nii.gz) for segmentation")
+    p.add_argument("--out", required=True, help="scores file (.json or .csv); for segmentation a label map "
+                   "(.nii.gz, .nrrd, .mha) or, for a DICOM input, a DICOM SEG (.dcm)")
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("bench", help="measure speed ratios (knowledge separation vs plain backbone, ...)")

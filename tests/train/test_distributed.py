@@ -92,3 +92,18 @@ def test_a_run_stopped_in_one_process_resumes_in_two(setup, tmp_path):
     assert "resuming after epoch 1" in result.stderr
     assert_close(reference, json.loads((out / "summary.json").read_text()))
     shutil.rmtree(out)
+
+
+def test_segmentation_under_torchrun_is_refused_clearly(tmp_path, monkeypatch, capsys):
+    from core.cli import main
+    from core.data.seg_synthetic import write_synthetic_task
+
+    images, labels = write_synthetic_task(tmp_path / "data", 2, "sphere")
+    config = tmp_path / "seg.yaml"
+    config.write_text(yaml.safe_dump({"kind": "segmentation", "tasks": [
+        {"name": "balls", "images": str(images), "labels": str(labels), "label_names": {1: "ball"}}]}))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert main(["decompose", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert "segmentation runs are single-process" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
