@@ -147,8 +147,8 @@ def step_grid(quick: bool) -> list[dict]:
 
 def bench_steps(quick: bool, report) -> list[dict]:
     results = []
-    report(f"\n[steps] training step / plain backbone step (median of paired rounds), rank 4; "
-           f"'mem': saved activations / plain")
+    report("\n[steps] training step / plain backbone step (median of paired rounds), rank 4; "
+           "'mem': saved activations / plain")
     for row in step_grid(quick):
         row = {"arch": "resnet18", **row}
         ratios = step_ratios(**row)
@@ -251,15 +251,14 @@ def bench_loader(quick: bool, report) -> list[dict]:
         for stream in (False, True):
             data = MultiTaskDataset(specs, "train", 28, 3, augment=True, stream=stream)
             loader = make_loader(data, batch, seed=0, train=True)
-            it = iter(loader)
+            def batches(loader=loader):
+                while True:
+                    yield from loader
 
-            def load():
-                nonlocal it
-                try:
-                    next(it)
-                except StopIteration:
-                    it = iter(loader)
-                    next(it)
+            it = batches()
+
+            def load(it=it):
+                next(it)
 
             ratio = paired_ratios({"step": step, "load": load}, "load", repeats=5 if quick else 9)["step"]
             rows.append({"section": "loader", "stream": stream, "batch": batch, "tasks": tasks,

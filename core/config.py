@@ -468,11 +468,18 @@ def load_config(source: str | Path | dict, overrides: list[str] | tuple[str, ...
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
         base = path.resolve().parent
+    if not isinstance(raw, dict | None):
+        raise ConfigError(f"{source}: expected a mapping of config sections, got {type(raw).__name__}")
     raw = copy.deepcopy(dict(raw or {}))
     for assignment in overrides:
         apply_override(raw, assignment)
-    config = from_dict(Config, raw)
-    return config.resolve_paths(base).validate()
+    try:
+        config = from_dict(Config, raw)
+        return config.resolve_paths(base).validate()
+    except ConfigError as exc:
+        if isinstance(source, dict):
+            raise
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def save_config(config: Config, path: str | Path) -> None:

@@ -17,7 +17,7 @@ otherwise; light intensity augmentation. Patch positions and augmentation are a 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,11 +27,12 @@ from torch.utils.data import Dataset
 
 from core.config import Config, DataConfig, SegTaskConfig
 from core.data.multitask import counter_uniform, make_loader
-from core.data.volume import read_volume
+from core.data.volume import Volume, read_volume
 from core.errors import DataError
 from core.infer import seg_runtime
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".dcm")
+ITK_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 GAIN_RANGE = 0.10
 OFFSET_RANGE = 0.05
 
@@ -46,12 +47,72 @@ class SegCase:
     spacing: tuple[float, float, float]  # the working grid's voxel size (mm)
 
 
-def read_any_volume(path: str | Path):
-    """(array (Z, Y, X), spacing (x, y, z), direction 9 floats) through core.data.volume.read_volume."""
+def read_any_volume(path: str | Path, warn: Callable[[str], None] | None = None):
+    """(array (Z, Y, X), spacing (x, y, z), direction 9 floats) through core.data.volume.read_volume, checked
+    to be one finite single-channel 3D volume (`check_3d_volume`); the reader's warnings (several DICOM series,
+    non-uniform slice spacing, ...) go to `warn`."""
     vol = read_volume(path)
-    if vol.is_rgb:
-        raise DataError(f"{path}: an RGB image; segmentation needs single-channel volumes")
+    check_3d_volume(vol, path)
+    if warn is not None:
+        for message in vol.warnings:
+            warn(message)
     return np.asarray(vol.array), tuple(vol.spacing), tuple(vol.direction)
+
+
+def _stored_dims(path: Path) -> tuple[int, ...] | None:
+    """The size of an ITK-readable file (NIfTI, NRRD, MetaImage) as stored, from its header; None otherwise."""
+    name = path.name.lower()
+    if not path.is_file() or not name.endswith(ITK_SUFFIXES):
+        return None
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    return tuple(int(n) for n in reader.GetSize())
+
+
+def _nifti_nonfinite(path: Path) -> int:
+    """NaN/Inf voxels of a floating-point NIfTI file. ITK's NIfTI reader silently turns them into 0, so
+    they are counted on the stored data (nibabel, read only for float files)."""
+    name = path.name.lower()
+    if not path.is_file() or not name.endswith((".nii", ".nii.gz")):
+        return 0
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+        if image.header.get_data_dtype().kind not in "fc":
+            return 0
+        data = np.asanyarray(image.dataobj)
+    except Exception:  # noqa: BLE001 - SimpleITK read the file; an odd header for nibabel is not our problem
+        return 0
+    return int(np.count_nonzero(~np.isfinite(data)))
+
+
+def check_3d_volume(volume: Volume, path: str | Path | None = None) -> None:
+    """Raise `DataError` (naming `path`, or the volume's source) unless `volume` is what segmentation needs:
+    one single-channel 3D volume (not RGB, not a 2D image, not 4D) with finite intensities."""
+    where = str(path or volume.metadata.get("source") or "the volume")
+    if volume.is_rgb:
+        raise DataError(f"{where}: an RGB image; segmentation needs single-channel 3D volumes")
+    if path is not None:
+        size = _stored_dims(Path(path))
+        if size is not None and len(size) > 3 and math.prod(size[3:]) > 1:
+            raise DataError(f"{where}: a 4D image ({math.prod(size[3:])} volumes of {' x '.join(map(str, size[:3]))}); "
+                            f"segmentation needs one 3D volume per file (extract the volume to use)")
+    array = np.asarray(volume.array)
+    if array.shape[0] == 1:
+        raise DataError(f"{where}: a 2D image ({array.shape[1]} x {array.shape[2]}); segmentation needs a 3D volume")
+    bad = int(np.count_nonzero(~np.isfinite(array))) if array.dtype.kind in "fc" else 0
+    if path is not None and not bad:
+        bad = _nifti_nonfinite(Path(path))
+    if bad:
+        raise DataError(f"{where}: {bad} voxel{'s are' if bad > 1 else ' is'} NaN or infinite; segmentation needs "
+                        f"finite intensities (fill or mask them first)")
 
 
 def _is_volume(path: Path) -> bool:
@@ -87,10 +148,11 @@ def task_pairs(task: SegTaskConfig) -> list[tuple[Path, Path]]:
     return list(zip(images, labels, strict=True))
 
 
-def load_case(image_path: Path, label_path: Path, data: DataConfig, num_labels: int) -> SegCase:
-    """Read, reorient, normalise and resample one image/label pair."""
-    image, spacing, direction = read_any_volume(image_path)
-    label, l_spacing, l_direction = read_any_volume(label_path)
+def load_case(image_path: Path, label_path: Path, data: DataConfig, num_labels: int,
+              warn: Callable[[str], None] | None = None) -> SegCase:
+    """Read, reorient, normalise and resample one image/label pair (the readers' warnings go to `warn`)."""
+    image, spacing, direction = read_any_volume(image_path, warn)
+    label, l_spacing, l_direction = read_any_volume(label_path, warn)
     if image.shape != label.shape:
         raise DataError(f"label map {label_path} has shape {label.shape}, its image {image_path} {image.shape}")
     if not np.allclose(spacing, l_spacing, rtol=1e-3) or not np.allclose(direction, l_direction, atol=1e-3):
@@ -125,9 +187,11 @@ def split_case(case: SegCase, fraction: float, axis: int) -> tuple[list[SegCase]
     return train, part(c0, c1, f"{case.source} (held-out slab: voxels {c0}..{c1 - 1} of axis {axis})")
 
 
-def load_task_cases(config: Config, cache: dict | None = None) -> tuple[list[list[SegCase]], list[list[SegCase]]]:
+def load_task_cases(config: Config, cache: dict | None = None, warn: Callable[[str], None] | None = None
+                    ) -> tuple[list[list[SegCase]], list[list[SegCase]]]:
     """(train cases, held-out cases) per task. `cache` (keyed by the file pair) shares volumes read for
-    several tasks (e.g. the demo's tasks on one image)."""
+    several tasks (e.g. the demo's tasks on one image). Recoverable oddities of the files (several DICOM
+    series in a folder, non-uniform slice spacing, ...) are passed to `warn` as one-line messages."""
     cache = {} if cache is None else cache
     train, test = [], []
     for task in config.tasks:
@@ -136,7 +200,7 @@ def load_task_cases(config: Config, cache: dict | None = None) -> tuple[list[lis
         for image_path, label_path in pairs:
             key = (str(image_path), str(label_path))
             if key not in cache:
-                cache[key] = load_case(image_path, label_path, config.data, task.num_labels)
+                cache[key] = load_case(image_path, label_path, config.data, task.num_labels, warn)
             cases.append(cache[key])
         if len(cases) == 1:
             a, b = split_case(cases[0], config.data.holdout, config.data.holdout_axis)

@@ -93,6 +93,11 @@ def build_task_specs(config: Config) -> list[TaskSpec]:
             flexible = info.kind == "multiclass" and info.flag is None
             if flexible and given > num_classes:
                 num_classes = given  # classes that happen to be absent from the file
+            elif flexible and given < num_classes:  # the file's largest label has no name
+                raise ConfigError(
+                    f"{where}.labels: {given} names given, but {task.medmnist} has {num_classes} classes: label "
+                    f"{num_classes - 1} is out of range 0..{given - 1}"
+                )
             elif given != num_classes:
                 what = "label columns" if info.kind == "multilabel" else "classes"
                 raise ConfigError(

@@ -4,6 +4,12 @@ events, pause/stop, metrics.jsonl, and an atomic checkpoint after every epoch fo
 Exact resume: each epoch's data order and augmentation are a function of (seed, phase, epoch) only
 (`seed_epoch` + the sampler's `set_epoch`), and the checkpoint holds model, optimizer, schedule and
 scaler state, so a run resumed at an epoch boundary replays exactly what an uninterrupted run does.
+
+Out of GPU memory (torch.OutOfMemoryError in a step of a single-process run): the cache is freed and the step
+is redone with each batch split in two (then four, ...) parts whose gradients accumulate, so the effective
+batch and the numbers stay the same (up to batch-norm statistics); the user is told in a `warning:` log line.
+When the parts would hold fewer than MIN_CHUNK samples the run stops with `OutOfMemory` (a LorkdError that
+suggests the CPU or a smaller batch; the last epoch checkpoint stays resumable).
 """
 
 from __future__ import annotations
@@ -93,6 +99,31 @@ NAN_LR_FACTOR = 0.1  # the learning rate is lowered once by this factor after a 
 
 class Diverged(LorkdError):
     """The loss became NaN/inf again after the learning rate had already been lowered."""
+
+
+class OutOfMemory(LorkdError):
+    """Out of accelerator memory even with the batch split into the smallest parts (MIN_CHUNK samples)."""
+
+
+MIN_CHUNK = 2  # smallest part of a batch split after running out of memory (batch norm needs > 1 sample)
+
+
+def _split_batch(batch: dict[str, torch.Tensor], chunks: int) -> list[dict[str, torch.Tensor]]:
+    """`chunks` contiguous parts of a batch (task-sorted batches stay task-sorted); fewer for a small batch, so
+    that every part holds at least MIN_CHUNK samples."""
+    size = int(batch["task"].shape[0])
+    chunks = max(1, min(chunks, size // MIN_CHUNK))
+    bounds = [round(i * size / chunks) for i in range(chunks + 1)]
+    return [{k: v[lo:hi] for k, v in batch.items()} for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)
+            if hi > lo]
+
+
+def _free_memory(device: torch.device) -> None:
+    import gc
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 class GoodState:
@@ -206,6 +237,27 @@ def run_phase(
     good = GoodState(phase, optimizer)
     net = wrap_ddp(phase, device, dist_info)
     main = dist_info.is_main
+    chunks = 1  # > 1 after running out of memory: each batch in this many parts, gradients accumulated
+
+    def accumulate(batch: dict[str, torch.Tensor]) -> tuple[float, dict[str, tuple[float, int]]]:
+        """Forward and backward of a batch in `chunks` parts; the loss and gradients are those of the whole
+        batch (each part's mean loss weighted by its share of the samples)."""
+        size = int(batch["task"].shape[0])
+        total, merged = 0.0, {}
+        for part in _split_batch(batch, chunks):
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                loss, part_tasks = net(part)
+            value = float(loss.detach())
+            weight = int(part["task"].shape[0]) / size
+            if math.isfinite(value):
+                scaler.scale(loss * weight).backward()
+            total += value * weight
+            for task, (task_loss, count) in part_tasks.items():
+                acc = merged.setdefault(task, [0.0, 0])
+                acc[0] += task_loss
+                acc[1] += count
+            del loss
+        return total, {task: (v[0], v[1]) for task, v in merged.items()}
 
     for epoch in range(start_epoch, phase.epochs):
         seed_epoch(seed, phase.name, epoch)
@@ -221,20 +273,50 @@ def run_phase(
             if not dist_info.enabled:
                 control.checkpoint()  # pause waits here; stop raises RunStopped
             batch = to_device(batch, device)
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss, per_task = net(batch)
-            loss_value = float(loss.detach())
             n = int(batch["task"].shape[0])
-            if dist_info.enabled:  # every rank takes the same decisions
-                total_loss, n, bad, stop = distributed.all_reduce_sum(
-                    [loss_value * n, n, float(not math.isfinite(loss_value)), float(control.stopping)],
-                    dist_info, device,
+            while True:  # once, unless the step runs out of memory: then again in smaller parts
+                optimizer.zero_grad(set_to_none=True)
+                loss = None
+                try:
+                    if chunks == 1:
+                        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                            loss, per_task = net(batch)
+                        loss_value = float(loss.detach())
+                    else:
+                        loss_value, per_task = accumulate(batch)
+                    if dist_info.enabled:  # every rank takes the same decisions
+                        total_loss, n, bad, stop = distributed.all_reduce_sum(
+                            [loss_value * n, n, float(not math.isfinite(loss_value)), float(control.stopping)],
+                            dist_info, device,
+                        )
+                        if stop:
+                            raise RunStopped()
+                        loss_value = total_loss / max(n, 1) if not bad else float("nan")
+                        n = int(n)
+                    if chunks == 1 and math.isfinite(loss_value):
+                        scaler.scale(loss).backward()
+                    break
+                except torch.OutOfMemoryError:
+                    if dist_info.enabled:  # the ranks would disagree on the step; stop with the error
+                        raise
+                # out of memory (here the exception and the frames holding the step's tensors are gone)
+                loss = None
+                optimizer.zero_grad(set_to_none=True)
+                _free_memory(device)
+                part = n // (chunks * 2)
+                if part < MIN_CHUNK:
+                    raise OutOfMemory(
+                        f"{phase.name}: out of {device} memory at step {step + 1} even with the batch of {n} "
+                        f"split into parts of {n // chunks} samples; the run stopped (resumable from its "
+                        f"last epoch checkpoint {checkpoint_path}). Run on the CPU (device: cpu, or --device "
+                        f"cpu) or lower train.batch_size / data.patch_size"
+                    ) from None
+                chunks *= 2
+                observer.on_log(
+                    f"warning: {phase.name}: out of {device} memory at step {step + 1}; from now on each batch "
+                    f"of {n} runs in {chunks} parts of about {part} samples with accumulated gradients (same "
+                    f"effective batch size, more time per step)"
                 )
-                if stop:
-                    raise RunStopped()
-                loss_value = total_loss / max(n, 1) if not bad else float("nan")
-                n = int(n)
             if not math.isfinite(loss_value):
                 if lowered:
                     raise Diverged(
@@ -254,7 +336,6 @@ def run_phase(
                     )
                 optimizer.zero_grad(set_to_none=True)
                 continue
-            scaler.scale(loss).backward()
             if train.grad_clip:
                 scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(phase.params, train.grad_clip)

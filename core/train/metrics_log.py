@@ -46,19 +46,19 @@ class MetricsLog:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """All complete records; a torn last line (crash mid-write) is skipped."""
+    """All complete records; a torn last line (crash mid-write) and any damaged line (not UTF-8 JSON of an
+    object) are skipped."""
     path = Path(path)
     if not path.is_file():
         return []
     records = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line:
-            continue
+    for raw in path.read_bytes().splitlines():
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):  # json.JSONDecodeError is a ValueError
             continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
 
 

@@ -76,12 +76,16 @@ class SegDecomposition:
         self.class_names = [t.class_names for t in self.tasks]
         self.num_classes = [len(c) for c in self.class_names]
         self.slices = task_slices(self.num_classes)
-        self.train_cases, self.test_cases = load_task_cases(config)  # reads all data before writing anything
+        # reads all data before writing anything; the readers' warnings go to the log
+        self.train_cases, self.test_cases = load_task_cases(config, warn=self._warn)
         self.train_set = SegPatchDataset(self.train_cases, config.data.patch_size, config.data.samples_per_volume,
                                          config.data.pos_neg_ratio, config.seed, config.data.augment)
         self.input_shape = (1, 1, *config.data.patch_size)
         self.teacher: SegNet | None = None
         self.student: nn.Module | None = None
+
+    def _warn(self, message: str) -> None:
+        self.observer.on_log(f"warning: {message}")
 
     def _check_folder(self) -> None:
         if self.folder.config.is_file():

@@ -14,31 +14,6 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import pytest  # noqa: E402
 from PySide6.QtCore import QSettings, QTimer  # noqa: E402
 
-from core.data.synthetic import write_fake_medmnist  # noqa: E402
-
-
-def tiny_config(data_dir: Path, name: str = "tiny", train_epochs: int = 2, **extra) -> dict:
-    """2 tasks, n=32, resnet10 teacher 1 epoch, resnet10 backbone, batch 16, cpu, a loss every step."""
-    tasks = []
-    for i, task in enumerate(("alpha", "beta")):
-        path = data_dir / f"{task}.npz"
-        if not path.is_file():
-            write_fake_medmnist(path, n=32, num_classes=3, seed=i, rgb=i == 1)
-        tasks.append({"name": task, "medmnist": str(path)})
-    raw = {
-        "name": name,
-        "tasks": tasks,
-        "teacher": {"arch": "resnet10", "epochs": 1},
-        "backbone": {"arch": "resnet10", "rank": 4, "alpha": 16},
-        "train": {"epochs": train_epochs, "batch_size": 16, "log_every": 1},
-        "device": "cpu",
-        "seed": 0,
-    }
-    for key, value in extra.items():
-        section, field = key.split("__")
-        raw[section][field] = value
-    return raw
-
 
 @pytest.fixture
 def data_dir(tmp_path) -> Path:

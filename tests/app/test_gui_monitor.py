@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import tiny_config
+from gui_support import tiny_config
 from PySide6.QtCore import QSettings
 
 from app.about import about_html

@@ -7,7 +7,7 @@ import sys
 import time
 
 import pytest
-from conftest import tiny_config
+from gui_support import tiny_config
 from PySide6.QtCore import Qt
 
 from app.worker import RunState

@@ -15,7 +15,6 @@ import yaml
 from test_pipeline import make_config
 
 
-
 def wait_for(predicate, proc, timeout=240.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

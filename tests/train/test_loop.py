@@ -96,3 +96,46 @@ def test_a_second_nan_stops_the_run(tmp_path):
     with pytest.raises(Diverged, match="again .* after the learning rate was lowered"):
         run(phase, tmp_path, Log())
     assert safe_load(tmp_path / "last.pt")["epoch"] == 1  # the epoch-1 checkpoint is kept
+
+
+def test_out_of_memory_splits_the_batch_and_keeps_the_numbers(tmp_path):
+    """A step that runs out of GPU memory (simulated: torch.OutOfMemoryError from the loss) is redone in two
+    halves with accumulated gradients: same weights as an uninterrupted run, and the user is told."""
+    reference, ref_model, _ = make_phase(nan_at=set())
+    run(reference, tmp_path / "ref", Log())
+    phase, model, _ = make_phase(nan_at=set())
+    inner = phase.compute_loss
+    sizes = []
+
+    def compute_loss(batch):
+        sizes.append(int(batch["task"].shape[0]))
+        if len(sizes) == 3:  # the third step, full batch
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return inner(batch)
+
+    phase.compute_loss = compute_loss
+    log = Log()
+    run(phase, tmp_path / "oom", log)
+    assert sizes[:5] == [4, 4, 4, 2, 2] and set(sizes[5:]) == {2}
+    assert any("out of cpu memory at step 3" in line and "2 parts" in line for line in log.lines), log.lines
+    for key, value in ref_model.state_dict().items():
+        torch.testing.assert_close(model.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+    assert safe_load(tmp_path / "oom" / "last.pt")["epoch"] == 2
+
+
+def test_out_of_memory_at_the_smallest_split_stops_with_a_clear_error(tmp_path):
+    from core.errors import LorkdError
+    from core.train.loop import OutOfMemory
+
+    phase, _, _ = make_phase(nan_at=set())
+
+    def compute_loss(batch):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    phase.compute_loss = compute_loss
+    log = Log()
+    with pytest.raises(OutOfMemory, match=r"out of cpu memory at step 1 even with the batch of 4 split into parts "
+                                          r"of 2 samples.*device: cpu") as info:
+        run(phase, tmp_path, log)
+    assert isinstance(info.value, LorkdError) and "\n" not in str(info.value)
+    assert sum("out of cpu memory" in line for line in log.lines) == 1  # one retry in halves, then the error
