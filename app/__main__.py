@@ -1,8 +1,11 @@
 """`lorkd-studio` / `python -m app`: the desktop app.
 
     python -m app                   the main window with the embedded demo loaded; Start runs it
-    python -m app --smoke OUT.png   run a quick demo end to end through the GUI, apply the first expert,
-                                    save a screenshot, exit 0 (non-zero on any error or after --timeout)
+    python -m app --smoke OUT.png   run a quick segmentation demo (MNI152 brain) end to end through the GUI,
+                                    apply the first expert to the demo volume, show its label map over the
+                                    volume in the Viewer tab, save a screenshot there (and OUT-monitor.png),
+                                    exit 0 (non-zero on any error or after --timeout)
+    python -m app --smoke OUT.png --smoke-kind classification   the same with the 2D classification demo
 """
 
 from __future__ import annotations
@@ -19,11 +22,17 @@ from pathlib import Path
 SMOKE_DEMO = {"n_per_task": 100}
 SMOKE_OVERRIDES = ["teacher.epochs=1", "train.epochs=1", "train.batch_size=32", "teacher.batch_size=32",
                    "train.log_every=1"]
+# the segmentation smoke: 3 mm voxels, 4 patches per task and epoch, one epoch each (~2 minutes on 2 cores)
+SMOKE_SEG_DEMO = {"quick": True}
+SMOKE_SEG_OVERRIDES = ["data.samples_per_volume=4", "teacher.epochs=1", "train.epochs=1", "train.log_every=1",
+                       "name=smoke-seg"]
 
 
 def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="lorkd-studio", description="LoRKD Studio desktop app")
     parser.add_argument("--smoke", metavar="OUT.png", help="quick demo run through the GUI, screenshot, exit")
+    parser.add_argument("--smoke-kind", choices=("segmentation", "classification"), default="segmentation",
+                        help="the demo --smoke runs (default: segmentation, the app's default demo)")
     parser.add_argument("--timeout", type=float, default=480.0, help="seconds before --smoke gives up (exit 3)")
     return parser.parse_known_args(argv)
 
@@ -51,10 +60,13 @@ def demo_image(raw: dict, out: Path) -> Path:
     return out
 
 
-def apply_first_expert(window, image: Path) -> bool:
-    """Load `image` into the viewer and apply the run's first expert to it through the Experts panel
-    (asynchronous: the panel emits `applied` when done). False when it could not be started."""
-    if not window.viewer.load_path(image):
+def apply_first_expert(window, image: Path | None) -> bool:
+    """Load `image` into the viewer (None: keep the volume it shows) and apply the run's first expert to it
+    through the Experts panel (asynchronous: the panel emits `applied` when done). False when it could not be
+    started."""
+    if image is not None and not window.viewer.load_path(image):
+        return False
+    if window.viewer.volume is None:
         return False
     window.tabs.setCurrentWidget(window.experts)
     if not window.experts.experts:
@@ -64,10 +76,12 @@ def apply_first_expert(window, image: Path) -> bool:
     return window.experts.is_busy()
 
 
-def run_smoke(out: Path, timeout: float, qt_args: list[str]) -> int:
+def run_smoke(out: Path, timeout: float, qt_args: list[str], kind: str = "segmentation") -> int:
     from PySide6.QtCore import QSettings, QTimer
 
     from app.main_window import MainWindow
+    from app.setup_panel import demo_note, prepare_demo_with_volume
+    from app.worker import FunctionWorker
 
     app = _application(qt_args)
     work = Path(tempfile.mkdtemp(prefix="lorkd-smoke-"))
@@ -76,25 +90,36 @@ def run_smoke(out: Path, timeout: float, qt_args: list[str]) -> int:
     killer.daemon = True
     killer.start()
     outcome = {"code": 1}
+    seg = kind == "segmentation"
 
     def fail(message: str, code: int = 1) -> None:
         print(f"smoke: FAILED: {message}", file=sys.stderr)
         outcome["code"] = code
         app.exit(code)
 
-    def excepthook(kind, value, tb) -> None:
-        traceback.print_exception(kind, value, tb)
-        fail(f"{kind.__name__}: {value}")
+    def excepthook(kind_, value, tb) -> None:
+        traceback.print_exception(kind_, value, tb)
+        fail(f"{kind_.__name__}: {value}")
 
     sys.excepthook = excepthook
     settings = QSettings(str(work / "settings.ini"), QSettings.Format.IniFormat)
-    window = MainWindow(settings, data_dir=work / "demo", runs_dir=work / "runs", demo_kwargs=SMOKE_DEMO,
-                        demo_overrides=SMOKE_OVERRIDES, restore=False)
+    window = MainWindow(settings, data_dir=work / "demo", runs_dir=work / "runs", load_demo=False, restore=False)
     window.resize(1280, 820)
     window.show()
 
+    def demo_loaded(result) -> None:
+        raw, volume = result
+        try:
+            window.setup.set_mapping(raw, note=demo_note(raw))
+            if volume is not None:
+                window.viewer.load_volume(volume)
+        except Exception as error:  # noqa: BLE001
+            fail(f"loading the demo: {error}")
+            return
+        QTimer.singleShot(200, ready)
+
     def ready() -> None:
-        print(f"smoke: demo ready, starting the run in {window.setup.runs_dir}", file=sys.stderr)
+        print(f"smoke: {kind} demo ready, starting the run in {window.setup.runs_dir}", file=sys.stderr)
         if not window.start_button.isEnabled():
             fail(f"Start is disabled: {window.setup.error}")
             return
@@ -111,20 +136,28 @@ def run_smoke(out: Path, timeout: float, qt_args: list[str]) -> int:
     def after_run() -> None:
         try:
             window.grab().save(str(out.with_name(out.stem + "-monitor" + out.suffix)))
-            image = demo_image(window.setup.mapping(), work / "demo_image.png")
+            image = None if seg else demo_image(window.setup.mapping(), work / "demo_image.png")
             # a dialog would wait for a click that never comes: fail instead
             window.experts._show_error = lambda message, title="": fail(f"Experts panel: {message}")
             window.experts._show_info = lambda message, title="": fail(f"Experts panel: {message}")
             window.experts.applied.connect(applied)
             if not apply_first_expert(window, image):
-                fail(f"could not apply the first expert to {image}")
+                fail(f"could not apply the first expert to {image or 'the demo volume'}")
         except Exception:  # noqa: BLE001
             traceback.print_exc()
             fail("applying the first expert failed")
 
     def applied(record: dict) -> None:
-        print(f"smoke: expert {record.get('task')} on {record.get('image')}: {record.get('prediction')}",
-              file=sys.stderr)
+        if record.get("kind") == "segmentation":
+            print(f"smoke: expert {record.get('task')} on {record.get('image')}: voxels {record.get('voxels')}",
+                  file=sys.stderr)
+            if window.viewer.overlay_labels is None or not window.viewer.overlay_labels.any():
+                fail("the segmentation overlay is empty")
+                return
+            window.tabs.setCurrentWidget(window.viewer)
+        else:
+            print(f"smoke: expert {record.get('task')} on {record.get('image')}: {record.get('prediction')}",
+                  file=sys.stderr)
         QTimer.singleShot(500, screenshot)
 
     def screenshot() -> None:
@@ -136,14 +169,21 @@ def run_smoke(out: Path, timeout: float, qt_args: list[str]) -> int:
         outcome["code"] = 0
         app.exit(0)
 
-    window.demo_ready.connect(lambda: QTimer.singleShot(200, ready))
+    demo_kwargs, overrides = (SMOKE_SEG_DEMO, SMOKE_SEG_OVERRIDES) if seg else (SMOKE_DEMO, SMOKE_OVERRIDES)
+    loader = FunctionWorker(prepare_demo_with_volume, work / "demo", demo_kwargs, overrides, kind, parent=window)
+    loader.result.connect(demo_loaded)
+    loader.error.connect(lambda message, details: (print(details, file=sys.stderr),
+                                                   fail(f"demo could not be prepared: {message}")))
     window.run_finished.connect(finished)
     window.run_failed.connect(lambda message: fail(f"run failed: {message}"))
     QTimer.singleShot(int(timeout * 1000), lambda: fail(f"timeout after {timeout:.0f} s", 3))
+    QTimer.singleShot(0, loader.start)
     app.exec()
     if window.controller.state.active:
         window.controller.cancel()
         window.controller.wait(30_000)
+    loader.wait()
+    window.experts.shutdown()
     window.hide()
     killer.cancel()
     shutil.rmtree(work, ignore_errors=True)
@@ -153,7 +193,7 @@ def run_smoke(out: Path, timeout: float, qt_args: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     args, qt_args = _parse(sys.argv[1:] if argv is None else argv)
     if args.smoke:
-        return run_smoke(Path(args.smoke).expanduser().resolve(), args.timeout, qt_args)
+        return run_smoke(Path(args.smoke).expanduser().resolve(), args.timeout, qt_args, args.smoke_kind)
 
     from app.main_window import MainWindow
 

@@ -2,8 +2,12 @@
 prediction and exporting a bundle.
 
 Classification experts score the slice the viewer's axial view shows (`core.infer.apply.classify_array`, the
-same preprocessing and numbers as `lorkd apply` on the file). The work runs in a `TaskThread` with progress
-and a Cancel button; a cancelled result is dropped.
+same preprocessing and numbers as `lorkd apply` on the file). Segmentation experts segment the whole volume the
+viewer shows (`core.infer.sliding.segment_volume`: the bundle's own sliding-window code, the same label map as
+`lorkd apply` on the file); the label map becomes the viewer's overlay (per-label colours, names, visibility,
+opacity) and saves as NIfTI in the input's geometry. The work runs in a `TaskThread` with progress and a Cancel
+button (for segmentation also the engine's `Control` token, checked before every window); a cancelled result is
+dropped, and the GUI thread never waits on inference.
 """
 
 from __future__ import annotations
@@ -37,10 +41,16 @@ from app.widgets.task_thread import TaskThread, error_message
 from core.data.volume import write_label_map
 from core.infer import runtime
 from core.infer.apply import classify_array
+from core.train.events import Control
 
 __all__ = ["ExpertsPanel"]
 
 SCORE_FILTER = "Scores JSON (*.json);;Scores CSV (*.csv);;Label map NIfTI (*.nii.gz *.nii)"
+LABEL_FILTER = "Label map NIfTI (*.nii.gz *.nii);;DICOM SEG (*.dcm)"
+SEGMENTATION = "segmentation"
+# label colours of a segmentation overlay (label 1, 2, ...): distinct, readable on a grey MRI/CT
+SEG_COLOURS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+               (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212))
 
 
 def _number(value, digits: int = 3) -> str:
@@ -82,7 +92,9 @@ def _suffix(path: Path) -> str:
 class ExpertsPanel(QWidget):
     """Table of a run's experts; apply one to the viewer's image; save the prediction; export a bundle.
 
-    Signals: `applied(record)` after a successful classification, `exported(path)` after an export.
+    Signals: `applied(record)` after a successful classification or segmentation (a segmentation record has
+    kind "segmentation", task, image, labels {value: name}, voxels {name: count}), `exported(path)` after an
+    export.
     """
 
     COLUMNS = (
@@ -105,11 +117,12 @@ class ExpertsPanel(QWidget):
         self.summary: dict | None = None
         self.experts: list[dict] = []
         self.result: dict | None = None
+        self.seg_result: dict | None = None  # the last segmentation: expert, record, labels (Z, Y, X) uint8
         self._thread: TaskThread | None = None
         self._threads: set[TaskThread] = set()  # kept alive until they finish (also after a cancel)
         self._build()
         self._update_buttons()
-        viewer.volumeLoaded.connect(lambda _v: self._update_buttons())
+        viewer.volumeLoaded.connect(self._volume_changed)
         viewer.overlayChanged.connect(self._update_buttons)
         app = QApplication.instance()
         if app is not None:
@@ -186,7 +199,8 @@ class ExpertsPanel(QWidget):
     # ------------------------------------------------------------------------------ dialogs (patchable)
     def _ask_save_path(self, suggested: str) -> str | None:
         """Save dialog for a prediction (tests monkeypatch this)."""
-        path, _ = QFileDialog.getSaveFileName(self, "Save prediction", suggested, SCORE_FILTER)
+        filters = LABEL_FILTER if self.seg_result is not None else SCORE_FILTER
+        path, _ = QFileDialog.getSaveFileName(self, "Save prediction", suggested, filters)
         return path or None
 
     def _ask_export_folder(self) -> str | None:
@@ -253,7 +267,7 @@ class ExpertsPanel(QWidget):
             "macs": (task.get("macs") or {}).get("expert_model"),
             "teacher_macs": teacher.get("macs"),
             "bundle": bundle if bundle.is_dir() else None,
-            "spatial_dims": None,
+            "spatial_dims": 3 if task.get("kind") == SEGMENTATION else None,
             "labels": task.get("labels"),
         }
         if row["bundle"] is not None:
@@ -262,6 +276,7 @@ class ExpertsPanel(QWidget):
                 row["spatial_dims"] = int(lorkd["preprocessing"]["spatial_dims"])
                 row["kind"] = str(lorkd.get("kind", row["kind"]))
                 row["labels"] = lorkd.get("label_names", row["labels"])
+                row["bundle_kind"] = str(lorkd.get("kind", ""))
             except (ValueError, KeyError, TypeError):
                 row["bundle_problem"] = "bundle metadata unreadable"
         return row
@@ -319,8 +334,8 @@ class ExpertsPanel(QWidget):
         self.save_button.setEnabled(not busy and (self.result is not None or has_overlay))
         self.progress.setVisible(busy)
 
-    def _start(self, fn, what: str, on_success) -> None:
-        thread = TaskThread(fn)
+    def _start(self, fn, what: str, on_success, control: Control | None = None) -> None:
+        thread = TaskThread(fn, control=control)
         thread.progressed.connect(self._progressed)
         thread.succeeded.connect(lambda result, t=thread: self._finished(t, on_success, result))
         thread.failed.connect(lambda message, t=thread: self._failed(t, message))
@@ -392,24 +407,24 @@ class ExpertsPanel(QWidget):
 
     # ------------------------------------------------------------------------------------------ apply
     def apply_to_image(self) -> None:
-        """Classify the viewer's axial slice with the selected expert (in a worker thread)."""
+        """Apply the selected expert in a worker thread: a classification expert scores the viewer's axial
+        slice, a segmentation expert segments the whole volume (the result becomes the viewer's overlay)."""
         expert = self.selected_expert()
         if expert is None or self.is_busy():
+            return
+        if expert["kind"] == SEGMENTATION:
+            self._apply_segmentation(expert)
             return
         if expert["kind"] not in runtime.KINDS or (expert["spatial_dims"] or 2) != 2:
             what = "a 3D" if expert["spatial_dims"] == 3 else f"a {expert['kind']}"
             self._show_info(
-                f"Expert '{expert['name']}' is {what} expert. Applying 3D and segmentation experts in the "
-                "viewer is not supported yet; this version applies 2D classification experts to the slice "
-                "shown in the axial view.",
+                f"Expert '{expert['name']}' is {what} expert. Applying 3D classification experts in the viewer "
+                "is not supported yet; this version applies 2D classification experts to the slice shown in the "
+                "axial view and segmentation experts to the whole volume.",
                 "Expert not supported here",
             )
             return
-        if expert["bundle"] is None:
-            self._show_error(
-                f"Expert '{expert['name']}' has no bundle in {self.run_dir / 'experts' / expert['name']}: "
-                "export the run's experts first (Export bundle… or `lorkd export RUN`)."
-            )
+        if not self._has_bundle(expert):
             return
         image = self.viewer.current_slice_image()
         if image is None:
@@ -423,9 +438,92 @@ class ExpertsPanel(QWidget):
 
         self._start(work, f"applying {expert['name']}", lambda record: self._show_result(expert, record))
 
+    def _has_bundle(self, expert: dict) -> bool:
+        if expert["bundle"] is None:
+            self._show_error(
+                f"Expert '{expert['name']}' has no bundle in {self.run_dir / 'experts' / expert['name']}: "
+                "export the run's experts first (Export bundle… or `lorkd export RUN`)."
+            )
+            return False
+        return True
+
+    def _apply_segmentation(self, expert: dict) -> None:
+        """Segment the viewer's volume with a segmentation expert (sliding window in a worker thread)."""
+        if not self._has_bundle(expert):
+            return
+        volume = self.viewer.volume
+        if volume is None:
+            self._show_info("Load a volume in the viewer first (a NIfTI/NRRD/MHA file or a DICOM series folder).")
+            return
+        shape = np.asarray(volume.array).shape
+        if volume.is_rgb or len(shape) != 3 or min(shape) < 2:
+            self._show_info(
+                f"Expert '{expert['name']}' segments 3D single-channel volumes; the viewer shows "
+                f"{'an RGB image' if volume.is_rgb else 'an image of shape ' + 'x'.join(map(str, shape))}. "
+                "Load a NIfTI/NRRD/MHA volume or a DICOM series.",
+                "Expert not supported here",
+            )
+            return
+        bundle = expert["bundle"]
+        source = str((volume.metadata or {}).get("source") or "volume")
+        control = Control()
+
+        def work(progress):
+            from core.export.seg_bundle import load_seg_bundle  # torch/monai: already imported by the engine
+            from core.infer.sliding import segment_volume
+
+            progress(0.0, "loading the expert")
+            net, metadata = load_seg_bundle(bundle)
+            lorkd = metadata["lorkd"]
+            labels = segment_volume(net, volume, lorkd["preprocessing"], progress, control)
+            names = [str(n) for n in lorkd["label_names"]]
+            counts = np.bincount(labels.reshape(-1), minlength=len(names))
+            progress(1.0, "done")
+            record = {
+                "image": source,
+                "task": str(lorkd["task"]["name"]),
+                "kind": SEGMENTATION,
+                "labels": {str(i): n for i, n in enumerate(names)},
+                "voxels": {n: int(counts[i]) for i, n in enumerate(names)},
+            }
+            return record, labels, volume
+
+        self._start(work, f"segmenting with {expert['name']}",
+                    lambda result: self._show_segmentation(expert, *result), control=control)
+
+    def _show_segmentation(self, expert: dict, record: dict, labels: np.ndarray, volume) -> None:
+        if self.viewer.volume is not volume:  # another image was loaded meanwhile: the labels belong to the old one
+            self.status_label.setText(f"dropped the result of {expert['name']}: the viewer shows another image now")
+            return
+        names = {int(k): v for k, v in record["labels"].items() if int(k) != 0}
+        colours = {k: SEG_COLOURS[(k - 1) % len(SEG_COLOURS)] for k in names}
+        self.result = None
+        self.seg_result = {"expert": expert, "record": record, "labels": labels, "volume": volume}
+        self.viewer.set_overlay(labels, names, colours)
+        self._clear_plot()
+        spacing = np.prod(np.asarray(volume.spacing, dtype=float))
+        parts = [f"{name}: {record['voxels'].get(name, 0) * spacing / 1000.0:.1f} ml"
+                 for k, name in sorted(names.items())]
+        self.prediction_label.setText(
+            f"<b>{record['task']}</b> (segmentation) on {record['image']}: " + ", ".join(parts)
+            + " — shown as the viewer's overlay (Viewer tab: opacity, per-label visibility)"
+        )
+        self.status_label.setText(f"applied {expert['name']}")
+        self._update_buttons()
+        self.applied.emit(record)
+
+    def _clear_plot(self) -> None:
+        self.plot.clear()
+        self.bars = None
+
+    def _volume_changed(self, _volume) -> None:
+        self.seg_result = None  # the viewer dropped the overlay with the old image
+        self._update_buttons()
+
     def _show_result(self, expert: dict, record: dict) -> None:
         labels = list(record["scores"])
         probs = np.array([record["scores"][k] for k in labels], dtype=np.float64)
+        self.seg_result = None
         self.result = {"expert": expert, "record": record, "labels": labels, "probs": probs}
         prediction = record["prediction"]
         if isinstance(prediction, str):
@@ -473,12 +571,15 @@ class ExpertsPanel(QWidget):
 
     # ------------------------------------------------------------------------------------------- save
     def save_prediction(self) -> Path | None:
-        """Save the scores (.json/.csv) or the viewer's overlay as a NIfTI label map (.nii/.nii.gz)."""
+        """Save the scores (.json/.csv) or the viewer's overlay as a label map: NIfTI (.nii/.nii.gz) in the
+        image's exact geometry, or DICOM SEG (.dcm) when the image came from DICOM files."""
         overlay = getattr(self.viewer, "overlay_labels", None)
         if self.result is None and overlay is None:
             self._show_info("Nothing to save yet: apply an expert first.")
             return None
-        if self.result is not None:
+        if self.seg_result is not None and overlay is not None:
+            suggested = f"{self.seg_result['record']['task'] or 'segmentation'}_labels.nii.gz"
+        elif self.result is not None:
             suggested = f"{self.result['record']['task'] or 'prediction'}_scores.json"
         else:
             suggested = "labels.nii.gz"
@@ -492,6 +593,10 @@ class ExpertsPanel(QWidget):
                 if overlay is None:
                     raise ValueError("there is no label map to save (no overlay is shown); save scores as .json/.csv")
                 written = write_label_map(np.asarray(overlay), self.viewer.volume, path)
+            elif suffix == ".dcm":
+                if overlay is None:
+                    raise ValueError("there is no label map to save (no overlay is shown)")
+                written = self._write_dicom_seg(np.asarray(overlay), path)
             elif suffix in runtime.SCORE_SUFFIXES:
                 if self.result is None:
                     raise ValueError("there are no scores to save yet: apply a classification expert first")
@@ -501,12 +606,24 @@ class ExpertsPanel(QWidget):
                 )
                 written = path
             else:
-                raise ValueError(f"{path}: unsupported extension (use .json, .csv, .nii or .nii.gz)")
+                raise ValueError(f"{path}: unsupported extension (use .json, .csv, .nii, .nii.gz or .dcm)")
         except Exception as error:  # a dialog; the panel keeps working
             self._show_error(f"Cannot save {path}: {error_message(error)}")
             return None
         self.status_label.setText(f"saved {written}")
         return Path(written)
+
+    def _write_dicom_seg(self, labels: np.ndarray, path: Path) -> Path:
+        from core.data.dicom_seg import dicom_source_files, write_dicom_seg
+
+        volume = self.viewer.volume
+        files = dicom_source_files(volume)
+        names = self.viewer.overlay_names
+        label_names = [names.get(k, f"label {k}") for k in range(1, int(labels.max(initial=0)) + 1)]
+        if self.seg_result is not None:
+            given = [str(v) for k, v in sorted(self.seg_result["record"]["labels"].items(), key=lambda kv: int(kv[0]))]
+            label_names = given[1:] if len(given) > 1 else label_names
+        return write_dicom_seg(labels, volume, files, path, label_names)
 
     # ----------------------------------------------------------------------------------------- export
     def export_bundle(self) -> None:
@@ -534,10 +651,17 @@ class ExpertsPanel(QWidget):
                 return target
         else:
             def work(progress):
-                from core.train.run import open_run  # heavy (training stack): only when needed
+                from core.config import load_config  # heavy (training stack): only when needed
+                from core.train.run import RunFolder, open_run
 
                 progress(0.0, "loading the run's checkpoint")
-                run = open_run(run_dir)
+                run_folder = RunFolder(Path(run_dir))
+                if run_folder.config.is_file() and load_config(run_folder.config).kind == SEGMENTATION:
+                    from core.train.seg_run import open_seg_run
+
+                    run = open_seg_run(run_dir)
+                else:
+                    run = open_run(run_dir)
                 progress(0.3, "exporting every expert of the run")
                 run.export(folder)
                 if not target.is_dir():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +24,9 @@ from app.about import about_html
 from app.experts import ExpertsPanel
 from app.monitor import MonitorPanel
 from app.settings import AppSettings, default_data_dir
-from app.setup_panel import SetupPanel
+from app.setup_panel import SetupPanel, demo_kind, demo_note, prepare_demo_with_volume
 from app.viewer import ViewerWidget
 from app.worker import FunctionWorker, RunController, RunState, choose_run_dir, warm_up_engine
-from core.config import apply_override
 from core.errors import LorkdError
 from core.train.metrics_log import read_metrics
 
@@ -41,25 +39,6 @@ STATE_TEXT = {
     RunState.STOPPED: ("Stopped (resumable)", "#555555"),
     RunState.FAILED: ("Failed", "#c0392b"),
 }
-
-
-DEMO_NOTE = (
-    "The embedded demo: four small 2D tasks built from real images that ship with the installed packages "
-    "(MNI152 brain MRI slices: slice plane, slice level, tissue; modality: MRI / CT / fundus photo / histology). "
-    "A ResNet-18 foundation model is pre-trained on them, then decomposed into a compact backbone with rank-4 "
-    "task experts. Press Start; a few minutes on a laptop CPU. Research use only."
-)
-
-
-def prepare_demo(data_dir: Path, demo_kwargs: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """The embedded demo's config mapping (files written or reused in data_dir), with overrides."""
-    from core.data.demo import build_demo
-
-    raw = build_demo(data_dir, **demo_kwargs)
-    raw = copy.deepcopy(raw)
-    for assignment in overrides:
-        apply_override(raw, assignment)
-    return raw
 
 
 class MainWindow(QMainWindow):
@@ -76,6 +55,7 @@ class MainWindow(QMainWindow):
         load_demo: bool = True,
         demo_kwargs: dict[str, Any] | None = None,
         demo_overrides: list[str] | None = None,
+        demo_kind: str | None = None,
         restore: bool = True,
     ) -> None:
         super().__init__()
@@ -131,8 +111,9 @@ class MainWindow(QMainWindow):
             if state is not None:
                 self.restoreState(state)
         self._state_changed(c.state)
+        self.setup.demo_requested.connect(lambda kind: self.load_demo(kind=kind))
         if load_demo:
-            self.load_demo(demo_kwargs or {}, demo_overrides or [])
+            self.load_demo(demo_kwargs or {}, demo_overrides or [], demo_kind)
 
     # --------------------------------------------------------------------------- layout
     def _button(self, text: str, icon: QStyle.StandardPixmap, slot, tip: str) -> QPushButton:
@@ -242,27 +223,35 @@ class MainWindow(QMainWindow):
         self.demo_action.setEnabled(idle and not preparing)
 
     # ------------------------------------------------------------------------------ demo
-    def load_demo(self, demo_kwargs: dict[str, Any] | None = None, overrides: list[str] | None = None) -> None:
-        """Generate (or reuse) the embedded demo's files in the background and load its config."""
+    def load_demo(self, demo_kwargs: dict[str, Any] | None = None, overrides: list[str] | None = None,
+                  kind: str | None = None) -> None:
+        """Generate (or reuse) an embedded demo's files in the background and load its config (and, for the
+        segmentation demo, its volume into the viewer). kind: "segmentation" (default) or "classification"."""
         if self._demo_worker is not None or self.controller.state.active:
             return
+        kind = demo_kind(demo_kwargs, kind)
         self.statusBar().showMessage(f"Preparing the demo data in {self.data_dir}…")
         self.setup.status.setText("Preparing the demo data…")
-        worker = FunctionWorker(prepare_demo, self.data_dir, demo_kwargs or {}, overrides or [], parent=self)
+        worker = FunctionWorker(prepare_demo_with_volume, self.data_dir, demo_kwargs or {}, overrides or [], kind,
+                                parent=self)
         worker.result.connect(self._demo_loaded)
         worker.error.connect(self._demo_failed)
         self._demo_worker = worker
         self._update_actions()
         worker.start()
 
-    def _demo_loaded(self, raw: dict[str, Any]) -> None:
+    def _demo_loaded(self, result: tuple[dict[str, Any], Any]) -> None:
         self._demo_worker = None
+        raw, volume = result
         try:
-            self.setup.set_mapping(raw, note=DEMO_NOTE)
+            self.setup.set_mapping(raw, note=demo_note(raw))
         except LorkdError as exc:
             self._demo_failed(str(exc), "")
             return
-        self.statusBar().showMessage("Demo loaded: four tasks from real images shipped with the installed "
+        if volume is not None:
+            self.viewer.load_volume(volume)  # the segmentation demo's T1: ready for its experts after the run
+        what = "3D segmentation of the MNI152 brain" if raw.get("kind") == "segmentation" else "four 2D tasks"
+        self.statusBar().showMessage(f"Demo loaded: {what} from real images shipped with the installed "
                                      "packages. Press Start.", 10000)
         self.monitor.log(f"demo data in {self.data_dir}")
         self._update_actions()
@@ -348,7 +337,10 @@ class MainWindow(QMainWindow):
         try:
             self.setup.load_yaml(path)
         except LorkdError as exc:
-            self.show_error("Cannot open the config", " ".join(str(exc).split()))
+            message = " ".join(str(exc).split())
+            if str(path) not in message:  # name the file (field errors name only the field)
+                message = f"{path}: {message}"
+            self.show_error("Cannot open the config", message)
             return False
         self.settings.add_recent("configs", path)
         self.settings.set_last_dir(path)

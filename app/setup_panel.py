@@ -1,4 +1,9 @@
-"""Run setup: tasks, foundation model, backbone and experts, training, device; YAML load/save.
+"""Run setup: tasks, foundation model, backbone and experts, training, device; YAML load/save; the embedded demos.
+
+Both run kinds: classification (MedMNIST-format .npz tasks) and segmentation (`kind: segmentation`: volumes with
+label maps; the tasks table shows the images and the label names, the data block - spacing, patch size,
+intensity - is kept from the loaded config). `prepare_demo` builds the embedded demos: the 3D segmentation demo
+on the MNI152 brain (the default, with its T1 volume for the viewer) or the 2D classification demo.
 
 The panel edits a config mapping. Everything it does not show (data caps, schedule, seed, ...) is
 kept from the loaded config untouched. Validity is decided by `core.config` (and, for the task files,
@@ -38,7 +43,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.config import BACKBONE_ARCHS, TEACHER_ARCHS, Config, from_dict, load_config, save_config
+from core.config import (
+    BACKBONE_ARCHS,
+    SEG_ARCHS,
+    TEACHER_ARCHS,
+    Config,
+    apply_override,
+    from_dict,
+    load_config,
+    save_config,
+)
 from core.errors import ConfigError, LorkdError
 
 ERROR_STYLE = "color: #c0392b;"
@@ -47,6 +61,7 @@ FIELD_PATH = re.compile(r"^[A-Za-z_][\w\-]*(\.[\w\-]+)*$")
 COL_NAME, COL_FILE, COL_KIND, COL_LABELS, COL_RANK, COL_INFO = range(6)
 TASK_COLUMNS = ("Name", "File", "Kind", "Labels", "Rank", "Contents")
 KINDS = ("auto", "multiclass", "multilabel")
+SEGMENTATION = "segmentation"
 INT_RANGE = (-1_000_000, 1_000_000)  # wide on purpose: core.config decides what is valid
 
 
@@ -91,6 +106,92 @@ def _fmt(value: Any) -> str:
     return "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
+# ------------------------------------------------------------------------------------------------ demos
+DEMOS = {  # kind -> menu text (the first is the default)
+    SEGMENTATION: "3D segmentation: MNI152 brain tissues",
+    "classification": "2D classification: four small tasks",
+}
+DEMO_NOTES = {
+    SEGMENTATION: (
+        "The embedded demo: 3D segmentation of the MNI152 2009a brain MRI shipped in nilearn's package data "
+        "(four tasks: grey matter, white matter, CSF, brain mask; the T1 volume is loaded in the Viewer). A MONAI "
+        "UNet foundation model is pre-trained on them, then decomposed into a lighter UNet backbone with low-rank "
+        "task experts; Dice and HD95 on a held-out slab. Press Start; a few minutes on a laptop CPU. Research use "
+        "only."
+    ),
+    "classification": (
+        "The embedded demo: four small 2D tasks built from real images that ship with the installed packages "
+        "(MNI152 brain MRI slices: slice plane, slice level, tissue; modality: MRI / CT / fundus photo / "
+        "histology). A ResNet-18 foundation model is pre-trained on them, then decomposed into a compact backbone "
+        "with rank-4 task experts. Press Start; a few minutes on a laptop CPU. Research use only."
+    ),
+}
+# keyword arguments only the classification demo takes (a caller passing them means that demo)
+CLASSIFICATION_DEMO_KWARGS = ("size", "n_per_task")
+
+
+def demo_kind(demo_kwargs: dict[str, Any] | None = None, kind: str | None = None) -> str:
+    """The demo to build: `kind` when given; else classification when `demo_kwargs` has its arguments; else the
+    default (segmentation)."""
+    if kind:
+        if kind not in DEMOS:
+            raise ValueError(f"demo kind {kind!r} is not available (available: {', '.join(DEMOS)})")
+        return kind
+    if any(k in (demo_kwargs or {}) for k in CLASSIFICATION_DEMO_KWARGS):
+        return "classification"
+    return next(iter(DEMOS))
+
+
+def prepare_demo(
+    data_dir: str | Path, demo_kwargs: dict[str, Any] | None = None, overrides: list[str] | None = None,
+    kind: str | None = None,
+) -> dict[str, Any]:
+    """The config mapping of an embedded demo (its files written or reused in `data_dir`), with `overrides`
+    ("key=value"). Segmentation: `build_seg_demo(data_dir, **demo_kwargs)` (quick=...); classification:
+    `build_demo(data_dir, **demo_kwargs)` (size, n_per_task, seed). Off the GUI thread: it may write files."""
+    kind = demo_kind(demo_kwargs, kind)
+    if kind == SEGMENTATION:
+        from core.data.seg_demo import build_seg_demo
+
+        raw = build_seg_demo(Path(data_dir) / "segmentation", **(demo_kwargs or {}))
+    else:
+        from core.data.demo import build_demo
+
+        raw = build_demo(data_dir, **(demo_kwargs or {}))
+    raw = copy.deepcopy(raw)
+    for assignment in overrides or []:
+        apply_override(raw, assignment)
+    return raw
+
+
+def demo_volume_path(raw: dict[str, Any]) -> Path | None:
+    """The volume a segmentation config's first task reads first (the demo's T1), or None."""
+    if raw.get("kind") != SEGMENTATION or not raw.get("tasks"):
+        return None
+    images = raw["tasks"][0].get("images")
+    first = images[0] if isinstance(images, list) and images else images
+    return Path(first) if first else None
+
+
+def prepare_demo_with_volume(
+    data_dir: str | Path, demo_kwargs: dict[str, Any] | None = None, overrides: list[str] | None = None,
+    kind: str | None = None,
+) -> tuple[dict[str, Any], Any]:
+    """(`prepare_demo`'s mapping, the demo volume read for the viewer or None); for a worker thread."""
+    raw = prepare_demo(data_dir, demo_kwargs, overrides, kind)
+    path = demo_volume_path(raw)
+    volume = None
+    if path is not None:
+        from core.data.volume import read_volume
+
+        volume = read_volume(path)
+    return raw, volume
+
+
+def demo_note(raw: dict[str, Any]) -> str:
+    return DEMO_NOTES[SEGMENTATION if raw.get("kind") == SEGMENTATION else "classification"]
+
+
 def mark_invalid(widget: QWidget, invalid: bool) -> None:
     """Tint an input red (a palette change: a style sheet would drop the native spin/combo look)."""
     if not invalid:
@@ -117,10 +218,12 @@ class SetupPanel(QWidget):
     runs_dir_chosen = Signal(str)
     load_requested = Signal()
     save_requested = Signal()
+    demo_requested = Signal(str)  # a demo kind (DEMOS) the user asked to load
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._base: dict[str, Any] = Config().to_dict()
+        self.kind = "classification"
         self._loading = False
         self._valid: bool | None = None
         self.config: Config | None = None
@@ -230,6 +333,7 @@ class SetupPanel(QWidget):
         self._fields["tasks"] = (self.tasks, self.tasks_error)
         add = QPushButton("Add MedMNIST files…")
         add.clicked.connect(self._add_files_dialog)
+        self.add_button = add
         remove = QPushButton("Remove")
         remove.clicked.connect(self.remove_selected_tasks)
         buttons = QHBoxLayout()
@@ -317,8 +421,17 @@ class SetupPanel(QWidget):
         self.load_button.clicked.connect(self.load_requested)
         self.save_button.clicked.connect(self.save_requested)
         self.status = QLabel()
+        self.demo_combo = QComboBox()
+        for kind, text in DEMOS.items():
+            self.demo_combo.addItem(text, kind)
+        self.demo_combo.setToolTip("the embedded demos: real images shipped with the installed packages, no download")
+        self.demo_button = QPushButton("Load demo")
+        self.demo_button.setToolTip("load the chosen embedded demo (its files are written once into the data folder)")
+        self.demo_button.clicked.connect(lambda: self.demo_requested.emit(self.demo_combo.currentData()))
         yaml_row = QHBoxLayout()
         yaml_row.addWidget(self.status, 1)
+        yaml_row.addWidget(self.demo_combo)
+        yaml_row.addWidget(self.demo_button)
         yaml_row.addWidget(self.load_button)
         yaml_row.addWidget(self.save_button)
 
@@ -358,16 +471,21 @@ class SetupPanel(QWidget):
         config = from_dict(Config, copy.deepcopy(raw))  # types and keys only; values are validated later
         self._base = config.to_dict()
         c = self._base
+        self.kind = c.get("kind") or "classification"
         self.set_note(note)
         self._loading = True
         try:
+            self._set_kind_widgets()
             self.name_edit.setText(c["name"])
             self.image_size.setValue(c["data"]["image_size"])
             self.tasks.setRowCount(0)
             ranks = c["backbone"]["ranks"] or {}
             for task in c["tasks"]:
-                self._append_task(task["name"], task["medmnist"] or "", task["kind"], task["labels"],
-                                  ranks.get(task["name"]))
+                if self.kind == SEGMENTATION:
+                    self._append_seg_task(task, ranks.get(task["name"]))
+                else:
+                    self._append_task(task["name"], task["medmnist"] or "", task["kind"], task["labels"],
+                                      ranks.get(task["name"]))
             t = c["teacher"]
             self._set_combo(self.teacher_arch, t["arch"])
             self.teacher_epochs.setValue(t["epochs"])
@@ -392,6 +510,50 @@ class SetupPanel(QWidget):
         self.validate_now()
         self.changed.emit()
 
+    def _set_kind_widgets(self) -> None:
+        """Architectures and fields of the current run kind (called while loading)."""
+        seg = self.kind == SEGMENTATION
+        for combo, archs in ((self.teacher_arch, SEG_ARCHS if seg else TEACHER_ARCHS),
+                             (self.backbone_arch, SEG_ARCHS if seg else BACKBONE_ARCHS)):
+            if [combo.itemData(i) for i in range(combo.count())] != list(archs):
+                combo.blockSignals(True)
+                combo.clear()
+                for arch in archs:
+                    combo.addItem(arch, arch)
+                combo.blockSignals(False)
+        self.image_size.setEnabled(not seg)
+        self.image_size.setToolTip("data.image_size: every task is resized to this side (pixels)" if not seg else
+                                   "segmentation runs resample volumes to data.spacing (kept from the config)")
+        self.tasks.horizontalHeaderItem(COL_FILE).setText("Images → label maps" if seg else "File")
+        self.tasks.horizontalHeaderItem(COL_LABELS).setToolTip(
+            "label names 1, 2, ... comma-separated (0 is the background)" if seg
+            else "class names, comma-separated (empty: 0, 1, ...)")
+        self.add_button.setEnabled(not seg)
+
+    def _append_seg_task(self, task: dict[str, Any], rank: int | None) -> None:
+        """A segmentation task row: the file cell shows images -> label maps (kept as they are), the labels cell
+        the label names 1..K."""
+        def show(value) -> str:
+            if isinstance(value, list):
+                return value[0] if len(value) == 1 else f"{len(value)} files ({value[0]}, …)"
+            return str(value or "")
+
+        names = task.get("label_names") or {}
+        labels = [str(names[k]) for k in sorted(names, key=int)]
+        self._append_task(task["name"], f"{show(task.get('images'))} → {show(task.get('labels'))}", SEGMENTATION,
+                          labels, rank)
+        was = self._loading
+        self._loading = True
+        try:
+            row = self.tasks.rowCount() - 1
+            item = self.tasks.item(row, COL_FILE)
+            item.setData(Qt.ItemDataRole.UserRole, {"images": task.get("images"), "labels": task.get("labels")})
+            item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
+            item.setToolTip(f"images: {task.get('images')}\nlabel maps: {task.get('labels')}")
+            self.tasks.cellWidget(row, COL_KIND).setEnabled(False)
+        finally:
+            self._loading = was
+
     @staticmethod
     def _set_combo(combo: QComboBox, value: Any) -> None:
         index = combo.findData(value)
@@ -409,8 +571,13 @@ class SetupPanel(QWidget):
         for row in range(self.tasks.rowCount()):
             name = self._cell(row, COL_NAME)
             labels = [s.strip() for s in self._cell(row, COL_LABELS).split(",") if s.strip()]
-            tasks.append({"name": name, "medmnist": self._cell(row, COL_FILE) or None,
-                          "kind": self.tasks.cellWidget(row, COL_KIND).currentData(), "labels": labels or None})
+            if self.kind == SEGMENTATION:
+                files = self.tasks.item(row, COL_FILE).data(Qt.ItemDataRole.UserRole) or {}
+                tasks.append({"name": name, "images": files.get("images"), "labels": files.get("labels"),
+                              "label_names": {i: n for i, n in enumerate(labels, start=1)} or None})
+            else:
+                tasks.append({"name": name, "medmnist": self._cell(row, COL_FILE) or None,
+                              "kind": self.tasks.cellWidget(row, COL_KIND).currentData(), "labels": labels or None})
             rank = self._cell(row, COL_RANK)
             if rank:
                 ranks[name] = int(rank) if re.fullmatch(r"-?\d+", rank) else rank
@@ -452,7 +619,7 @@ class SetupPanel(QWidget):
             file_item.setToolTip(path)
             self.tasks.setItem(row, COL_FILE, file_item)
             combo = QComboBox()
-            for k in KINDS:
+            for k in (SEGMENTATION,) if kind == SEGMENTATION else KINDS:
                 combo.addItem(k, k)
             self._set_combo(combo, kind)
             combo.currentIndexChanged.connect(self._edited)
@@ -548,7 +715,13 @@ class SetupPanel(QWidget):
     def _check_files(self, config: Config) -> None:
         """What core.config cannot know: the files exist and fit the task settings; the GPU exists."""
         for i, task in enumerate(config.tasks):
-            if not Path(task.medmnist).expanduser().is_file():
+            if config.kind == SEGMENTATION:
+                for key in ("images", "labels"):
+                    value = getattr(task, key)
+                    for path in value if isinstance(value, list) else [value]:
+                        if not Path(str(path)).expanduser().exists():
+                            raise ConfigError(f"tasks.{i}.{key}: not found: {path}")
+            elif not Path(task.medmnist).expanduser().is_file():
                 raise ConfigError(f"tasks.{i}.medmnist: file not found: {task.medmnist}")
         checkpoint = config.teacher.checkpoint
         if checkpoint is not None:
@@ -562,7 +735,25 @@ class SetupPanel(QWidget):
                 raise ConfigError(f"device: {config.device} was asked for but no CUDA GPU is available")
             if config.device != "cuda" and config.device not in values:
                 raise ConfigError(f"device: no {config.device} (GPUs: {', '.join(values)})")
-        self._show_specs(self._task_specs(config))
+        if config.kind == SEGMENTATION:
+            self._show_seg_info(config)
+        else:
+            self._show_specs(self._task_specs(config))
+
+    def _show_seg_info(self, config: Config) -> None:
+        was = self._loading
+        self._loading = True
+        try:
+            d = config.data
+            for row, task in enumerate(config.tasks):
+                item = self.tasks.item(row, COL_INFO)
+                if item is not None:
+                    n = f"{len(task.images)} volume(s)" if isinstance(task.images, list) else "a folder of volumes"
+                    item.setText(f"segmentation · {task.num_labels} label(s) · 3D · {n}")
+                    item.setToolTip(f"resampled to {d.spacing} mm, patches {d.patch_size}, intensity "
+                                    f"{d.intensity.mode}")
+        finally:
+            self._loading = was
 
     def _task_specs(self, config: Config) -> list:
         """core.data.tasks.build_task_specs, cached on the task settings and the files' mtimes; a file
@@ -656,7 +847,10 @@ class SetupPanel(QWidget):
 
     def _mark_task_cell(self, field: str, message: str) -> None:
         parts = field.split(".")
-        columns = {"name": COL_NAME, "medmnist": COL_FILE, "kind": COL_KIND, "labels": COL_LABELS}
+        columns = {"name": COL_NAME, "medmnist": COL_FILE, "kind": COL_KIND, "labels": COL_LABELS,
+                   "images": COL_FILE, "label_names": COL_LABELS}
+        if self.kind == SEGMENTATION:
+            columns["labels"] = COL_FILE
         if parts[0] == "tasks" and len(parts) >= 2 and parts[1].isdigit():
             row = int(parts[1])
             col = columns.get(parts[2], COL_NAME) if len(parts) > 2 else COL_NAME

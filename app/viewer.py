@@ -964,11 +964,22 @@ class ViewerWidget(QWidget):
             raise ValueError(f"overlay shape {labels.shape} differs from the image's {shape}")
         if labels.dtype.kind not in "biu":
             raise ValueError(f"overlay labels must be integers, got {labels.dtype}")
-        keys = np.unique(labels)
-        if not (keys == 0).any():
-            keys = np.unique(np.concatenate([keys, [0]]))
-        keys = keys.astype(np.int64)
-        index = np.searchsorted(keys, labels).astype(np.uint8 if len(keys) <= 256 else np.int32)
+        if labels.dtype.kind == "b":
+            labels = labels.astype(np.uint8)
+        if labels.dtype.kind == "u" and labels.dtype.itemsize <= 2:
+            # a whole-brain label map has ~10 M voxels: counting is O(n), np.unique sorts (~10x slower)
+            counts = np.bincount(labels.reshape(-1))
+            counts[0] = 1  # background is always a key
+            keys = np.flatnonzero(counts).astype(np.int64)
+            lut = np.zeros(len(counts), dtype=np.uint8 if len(keys) <= 256 else np.int32)
+            lut[keys] = np.arange(len(keys))
+            index = lut[labels]
+        else:
+            keys = np.unique(labels)
+            if not (keys == 0).any():
+                keys = np.unique(np.concatenate([keys, [0]]))
+            keys = keys.astype(np.int64)
+            index = np.searchsorted(keys, labels).astype(np.uint8 if len(keys) <= 256 else np.int32)
         present = [int(k) for k in keys if k != 0]
         names = {int(k): str(v) for k, v in (names or {}).items()}
         if isinstance(colours, (list, tuple)):

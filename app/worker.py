@@ -37,7 +37,10 @@ def warm_up_engine() -> None:
     import torch
 
     import core.export.bundle  # noqa: F401 - export phase
+    import core.export.seg_bundle  # noqa: F401 - segmentation export phase
+    import core.infer.sliding  # noqa: F401 - the experts panel's segmentation
     import core.train.run  # noqa: F401
+    import core.train.seg_run  # noqa: F401 - the default demo is a segmentation run
 
     param = torch.zeros(1, requires_grad=True)
     torch.optim.SGD([param], lr=0.1)
@@ -120,7 +123,8 @@ class EventSink:
 
 
 class RunWorker(QObject):
-    """Runs one Decomposition; lives in its own QThread."""
+    """Runs one run of either kind (classification `Decomposition`, segmentation `SegDecomposition`); lives in
+    its own QThread."""
 
     done = Signal()
 
@@ -130,10 +134,10 @@ class RunWorker(QObject):
 
     @Slot()
     def run(self) -> None:
-        from core.train.run import Decomposition
+        from core.train.seg_run import decomposition_for
 
         try:
-            Decomposition(self.config, self.run_dir, self.sink, self.control).run(export=self.export)
+            decomposition_for(self.config, self.run_dir, self.sink, self.control).run(export=self.export)
         except RunStopped:  # a stop asked for before the engine's own handler was in place
             self.sink.on_end({"status": "stopped", "run_dir": str(self.run_dir)})
         except LorkdError as exc:

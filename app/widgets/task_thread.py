@@ -1,7 +1,9 @@
 """Run one function in a QThread with throttled progress and cooperative cancel (Orange3-style).
 
 The function receives `progress(fraction, message)`; after `cancel()` that callback raises `Cancelled`, so
-the work stops at its next step, and a result that still arrives is dropped (never emitted).
+the work stops at its next step, and a result that still arrives is dropped (never emitted). With a `control`
+(`core.train.events.Control`, the engine's pause/stop token) `cancel()` also stops it, so work that checks the
+token between steps (sliding-window inference) ends before its next window.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from typing import Any
 
 from PySide6.QtCore import QThread, Signal
 
-from core.errors import LorkdError
+from core.errors import LorkdError, RunStopped
+from core.train.events import Control
 
 ProgressFn = Callable[[float, str], None]
 
@@ -44,15 +47,19 @@ class TaskThread(QThread):
 
     THROTTLE_S = 0.05
 
-    def __init__(self, fn: Callable[[ProgressFn], Any], parent=None) -> None:
+    def __init__(self, fn: Callable[[ProgressFn], Any], parent=None, control: Control | None = None) -> None:
         super().__init__(parent)
         self._fn = fn
         self._cancel = False
         self._last = (-1.0, None)
+        self.control = control
 
     def cancel(self) -> None:
-        """Ask the function to stop at its next progress call; its result, if any, is dropped."""
+        """Ask the function to stop at its next progress call (or control checkpoint); its result, if any, is
+        dropped."""
         self._cancel = True
+        if self.control is not None:
+            self.control.stop()
 
     @property
     def is_cancelled(self) -> bool:
@@ -70,7 +77,7 @@ class TaskThread(QThread):
     def run(self) -> None:  # noqa: D401 - QThread API
         try:
             result = self._fn(self._progress)
-        except Cancelled:
+        except (Cancelled, RunStopped):
             self.cancelled.emit()
         except Exception as error:  # shown to the user in a dialog; the traceback goes to the log
             if not isinstance(error, LorkdError):

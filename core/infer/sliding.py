@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from core.data.segmentation import check_3d_volume
 from core.data.volume import Volume, read_volume, write_label_map
 from core.errors import DataError
 from core.export.seg_bundle import load_seg_bundle
@@ -52,6 +53,7 @@ def segment_volume(
     inverted), with the preprocessing block of a segmentation bundle."""
     if volume.is_rgb:
         raise DataError("segmentation experts need a single-channel volume, got an RGB image")
+    check_3d_volume(volume)
     report = (lambda f: progress(f, "segmenting")) if progress else None
     check = control.checkpoint if control is not None else None
     return seg_runtime.segment_array(net, volume.array, volume.spacing, volume.direction, preprocessing,
@@ -66,17 +68,31 @@ def apply_segmentation(
     control: Control | None = None,
 ) -> dict:
     """`lorkd apply` for a segmentation bundle: read the volume, segment it, write `out_path` (NIfTI, NRRD or
-    MHA) with the input's geometry. Returns {"image", "task", "out", "labels": {value: name}, "voxels":
-    {name: count}, "labels_array"}."""
+    MHA) with the input's geometry, or a DICOM SEG (`.dcm`) referencing the source instances when the input is a
+    DICOM series folder or file. Returns {"image", "task", "out", "labels": {value: name}, "voxels":
+    {name: count}, "labels_array", "warnings": the reader's warnings (several series, non-uniform spacing, ...)}.
+    A volume that is not one finite 3D volume (4D, 2D, NaN/Inf voxels) raises `DataError`."""
+    dicom_seg = bool(out_path) and str(out_path).lower().endswith(".dcm")
     net, metadata = load_seg_bundle(bundle_dir)
     lorkd = metadata["lorkd"]
+    names = lorkd["label_names"]
     if progress:
         progress(0.0, "reading the volume")
     volume = read_volume(image_path)
+    check_3d_volume(volume, image_path)
+    sources = None
+    if dicom_seg:  # before the (long) inference: a non-DICOM input fails at once
+        from core.data.dicom_seg import dicom_source_files
+
+        sources = dicom_source_files(volume)
     labels = segment_volume(net, volume, lorkd["preprocessing"], progress, control)
-    if out_path:
+    if dicom_seg:
+        from core.data.dicom_seg import write_dicom_seg
+
+        write_dicom_seg(labels, volume, sources, out_path, [str(n) for n in names[1:]],
+                        algorithm=f"LoRKD expert {lorkd['task']['name']}"[:64])
+    elif out_path:
         write_label_map(labels, volume, out_path)
-    names = lorkd["label_names"]
     counts = np.bincount(labels.ravel(), minlength=len(names))
     if progress:
         progress(1.0, "done")
@@ -87,4 +103,5 @@ def apply_segmentation(
         "labels": {str(i): n for i, n in enumerate(names)},
         "voxels": {n: int(counts[i]) for i, n in enumerate(names)},
         "labels_array": labels,
+        "warnings": list(volume.warnings),
     }

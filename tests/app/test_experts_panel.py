@@ -1,5 +1,7 @@
 """app.experts.ExpertsPanel: the run's expert table, applying an expert to the viewer's image (same numbers as
-`apply_expert` on the file), saving scores and label maps, exporting a bundle, errors in dialogs."""
+`apply_expert` on the file), saving scores and label maps, exporting a bundle, errors in dialogs; segmentation
+experts of a tiny trained 3D run: the volume's label map as the viewer's overlay (same labels as `lorkd apply`),
+cancel, NIfTI and DICOM SEG output in the input's geometry, bundle export."""
 
 from __future__ import annotations
 
@@ -122,7 +124,7 @@ def test_table_shows_the_runs_experts(panel):
     assert row[6].startswith("300 M / 1.3 G")
     assert row[7].endswith("toygrey")
     seg = [table.item(1, c).text() for c in range(table.columnCount())]
-    assert seg[:5] == ["brainseg", "segmentation", "dice", "—", "0.700"]
+    assert seg[:5] == ["brainseg", "segmentation · 3D", "dice", "—", "0.700"]
     assert seg[7] == "not exported"
     assert panel.selected_expert()["name"] == "toygrey"
 
@@ -180,14 +182,13 @@ def test_save_scores_and_label_map(qtbot, panel, grey_png, tmp_path, monkeypatch
     np.testing.assert_array_equal(sitk.GetArrayFromImage(written).reshape(labels.shape), labels)
 
 
-def test_segmentation_expert_gives_a_clear_message(qtbot, panel, grey_png, dialogs):
+def test_segmentation_expert_without_bundle_gives_a_clear_message(qtbot, panel, grey_png, dialogs):
     panel.viewer.load_path(grey_png)
     panel.select_task("brainseg")
     panel.apply_button.click()
     assert not panel.is_busy()
-    assert len(dialogs["information"]) == 1
-    assert "segmentation" in dialogs["information"][0][2] and "not supported" in dialogs["information"][0][2]
-    assert panel.result is None
+    assert len(dialogs["critical"]) == 1 and "no bundle" in dialogs["critical"][0][2]
+    assert panel.result is None and panel.seg_result is None
 
 
 def test_apply_without_image_and_cancel(qtbot, panel, grey_png, dialogs):
@@ -241,3 +242,196 @@ def test_bad_bundle_and_bad_summary_give_dialogs(qtbot, panel, run_dir, grey_png
     assert panel.set_run(run_dir)
     _apply(qtbot, panel)
     assert panel.result is not None
+
+
+# ------------------------------------------------------------------------------------------- segmentation
+
+
+@pytest.fixture(scope="session")
+def seg_run(tmp_path_factory) -> Path:
+    """A tiny finished segmentation run (synthetic cubes with a shell and a core; one epoch each, 16^3 patches)."""
+    from core.config import load_config
+    from core.data.seg_synthetic import write_synthetic_task
+    from core.train.seg_run import SegDecomposition
+
+    root = tmp_path_factory.mktemp("segrun")
+    images, labels = write_synthetic_task(root / "cubes", 2, "cube", shape=(16, 20, 24), seed=2)
+    raw = {
+        "name": "tiny-seg", "kind": "segmentation",
+        "tasks": [{"name": "cubes", "images": str(images), "labels": str(labels),
+                   "label_names": {1: "shell", 2: "core"}}],
+        "data": {"spacing": [2, 2, 2], "patch_size": [16, 16, 16], "samples_per_volume": 4, "holdout": 0.5},
+        "teacher": {"channels": [4, 8, 16], "epochs": 1},
+        "backbone": {"channels": [4, 8, 16]},
+        "train": {"epochs": 2, "batch_size": 4, "lr": 0.01},
+        "device": "cpu",
+    }
+    torch.manual_seed(0)
+    summary = SegDecomposition(load_config(raw), root / "run").run()
+    assert summary["status"] == "completed"
+    return root / "run"
+
+
+@pytest.fixture
+def seg_volume(tmp_path) -> Path:
+    """A cube volume with a permuted, flipped direction and anisotropic spacing (NIfTI)."""
+    from core.data.seg_synthetic import synthetic_volume
+    from core.data.volume import Volume, write_volume
+
+    image, _ = synthetic_volume((14, 22, 26), "cube", seed=7)
+    volume = Volume(image, spacing=(1.2, 1.6, 2.1), origin=(3.0, -7.0, 11.0), direction=(0, 0, 1, -1, 0, 0, 0, 1, 0))
+    return write_volume(volume, tmp_path / "volume.nii.gz")
+
+
+@pytest.fixture
+def seg_panel(qtbot, seg_run, dialogs):
+    viewer = ViewerWidget()
+    qtbot.addWidget(viewer)
+    widget = ExpertsPanel(viewer)
+    qtbot.addWidget(widget)
+    widget.resize(900, 600)
+    widget.show()
+    assert widget.set_run(seg_run)
+    yield widget
+    widget.shutdown()
+
+
+def test_seg_table_shows_dice_and_sizes(seg_panel, seg_run):
+    summary = json.loads((seg_run / "summary.json").read_text())
+    task = summary["tasks"][0]
+    row = [seg_panel.table.item(0, c).text() for c in range(seg_panel.table.columnCount())]
+    assert row[:3] == ["cubes", "segmentation · 3D", "dice"]
+    assert row[3] == f"{task['teacher']:.3f}" and row[4] == f"{task['expert']:.3f}"  # Dice: foundation, expert
+    assert "smaller" in row[5] and row[7].endswith("cubes")
+    assert seg_panel.selected_expert()["labels"] == ["background", "shell", "core"]
+
+
+def test_seg_apply_shows_the_label_map_as_overlay(qtbot, seg_panel, seg_run, seg_volume, dialogs, tmp_path):
+    from core.infer.sliding import apply_segmentation
+
+    viewer = seg_panel.viewer
+    assert viewer.load_path(seg_volume)
+    seen = []
+    seg_panel.applied.connect(seen.append)
+    seg_panel.apply_button.click()
+    assert seg_panel.is_busy() and seg_panel.cancel_button.isEnabled()  # in a worker: the click returned at once
+    qtbot.waitUntil(lambda: not seg_panel.is_busy(), timeout=60_000)
+    assert seg_panel.wait_idle() and not dialogs["critical"], dialogs
+    expected = apply_segmentation(seg_run / "experts" / "cubes", seg_volume, None)
+    np.testing.assert_array_equal(viewer.overlay_labels, expected["labels_array"])
+    assert seen and seen[0]["kind"] == "segmentation" and seen[0]["voxels"] == expected["voxels"]
+    assert seen[0]["labels"] == {"0": "background", "1": "shell", "2": "core"}
+    present = [k for k in (1, 2) if (expected["labels_array"] == k).any()]
+    assert present, "the tiny expert should find some structure"
+    assert all(viewer.overlay_names[k] == {1: "shell", 2: "core"}[k] for k in present)
+    assert viewer.label_list.count() == len(present)
+    assert "shell" in seg_panel.prediction_label.text() and " ml" in seg_panel.prediction_label.text()
+    # per-label visibility and opacity act on the shown overlay
+    viewer.set_label_visible(present[0], False)
+    assert not viewer.label_visible(present[0])
+    viewer.set_overlay_opacity(0.25)
+    assert viewer.views["axial"].overlay.opacity() == pytest.approx(0.25)
+    # save as NIfTI: the input's exact grid
+    out = tmp_path / "saved" / "labels.nii.gz"
+    seg_panel._ask_save_path = lambda suggested: str(out)
+    assert seg_panel.save_prediction() == out
+    written = sitk.ReadImage(str(out))
+    source = sitk.ReadImage(str(seg_volume))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(written), expected["labels_array"])
+    assert written.GetSize() == source.GetSize()
+    np.testing.assert_allclose(written.GetSpacing(), source.GetSpacing(), rtol=1e-6)
+    np.testing.assert_allclose(written.GetOrigin(), source.GetOrigin(), atol=1e-5)
+    np.testing.assert_allclose(written.GetDirection(), source.GetDirection(), atol=1e-6)
+    # a DICOM SEG needs a DICOM image: refused with a dialog
+    seg_panel._ask_save_path = lambda suggested: str(tmp_path / "x.dcm")
+    assert seg_panel.save_prediction() is None
+    assert "DICOM" in dialogs["critical"][-1][2]
+    # a new image drops the result
+    assert viewer.load_path(seg_volume)
+    assert seg_panel.seg_result is None and viewer.overlay_labels is None
+
+
+def test_seg_apply_cancel_and_needs_a_volume(qtbot, seg_panel, seg_volume, grey_png, dialogs):
+    seg_panel.viewer.load_path(grey_png)  # a 2D image: refused, nothing started
+    seg_panel.apply_button.click()
+    assert not seg_panel.is_busy()
+    assert "3D" in dialogs["information"][-1][2]
+    seg_panel.viewer.load_path(seg_volume)
+    seg_panel.apply_button.click()
+    thread = seg_panel._thread
+    assert seg_panel.is_busy() and thread.control is not None
+    seg_panel.cancel_button.click()
+    assert not seg_panel.is_busy() and thread.control.stopping
+    assert seg_panel.status_label.text() == "cancelled"
+    assert seg_panel.wait_idle()
+    qtbot.wait(50)  # whatever the cancelled thread emitted is dropped
+    assert seg_panel.seg_result is None and seg_panel.viewer.overlay_labels is None
+    assert not dialogs["critical"]
+
+
+def test_seg_apply_to_dicom_series_saves_dicom_seg(qtbot, seg_panel, tmp_path, dialogs):
+    import highdicom as hd
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    from core.data.seg_synthetic import synthetic_volume
+
+    image, _ = synthetic_volume((10, 20, 24), "cube", seed=7)
+    folder = tmp_path / "series"
+    folder.mkdir()
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    for z, plane in enumerate(image):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = MRImageStorage, generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(str(folder / f"{z}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.Modality, ds.PatientID, ds.PatientName, ds.StudyDate = "MR", "P1", "Test^Seg", "20240101"
+        ds.InstanceNumber, ds.SeriesNumber = z + 1, 2
+        ds.ImagePositionPatient = [0.0, 0.0, 2.0 * z]
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.PixelSpacing, ds.SliceThickness = [1.5, 1.5], 2.0
+        ds.Rows, ds.Columns = plane.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.PixelData = np.round(plane).astype(np.int16).tobytes()
+        ds.save_as(folder / f"{z}.dcm", enforce_file_format=True)
+    assert seg_panel.viewer.load_path(folder)
+    seg_panel.apply_button.click()
+    qtbot.waitUntil(lambda: not seg_panel.is_busy(), timeout=60_000)
+    assert seg_panel.wait_idle() and seg_panel.seg_result is not None, dialogs
+    labels = seg_panel.viewer.overlay_labels
+    out = tmp_path / "seg.dcm"
+    seg_panel._ask_save_path = lambda suggested: str(out)
+    assert seg_panel.save_prediction() == out, dialogs
+    seg = hd.seg.segread(out)
+    assert [seg.get_segment_description(n).SegmentLabel for n in seg.get_segment_numbers()] == ["shell", "core"]
+    files = sorted(folder.iterdir(), key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
+    uids = [str(pydicom.dcmread(f).SOPInstanceUID) for f in files]
+    back = seg.get_pixels_by_source_instance(uids, combine_segments=True)
+    np.testing.assert_array_equal(np.asarray(back), labels)
+
+
+def test_seg_export_bundle_copies_or_exports_from_the_checkpoint(qtbot, seg_panel, seg_run, tmp_path, dialogs):
+    from core.export.seg_bundle import load_seg_bundle
+
+    out = tmp_path / "exported"
+    seg_panel._ask_export_folder = lambda: str(out)
+    seg_panel.export_button.click()
+    qtbot.waitUntil(lambda: not seg_panel.is_busy(), timeout=30_000)
+    assert seg_panel.wait_idle()
+    _, metadata = load_seg_bundle(out / "cubes")
+    assert metadata["lorkd"]["label_names"] == ["background", "shell", "core"]
+    # a run without exported bundles: exported from its checkpoint (open_seg_run)
+    bare = tmp_path / "bare_run"
+    shutil.copytree(seg_run, bare, ignore=shutil.ignore_patterns("experts"))
+    assert seg_panel.set_run(bare) and seg_panel.selected_expert()["bundle"] is None
+    out2 = tmp_path / "exported2"
+    seg_panel._ask_export_folder = lambda: str(out2)
+    seg_panel.export_button.click()
+    qtbot.waitUntil(lambda: not seg_panel.is_busy(), timeout=60_000)
+    assert seg_panel.wait_idle() and not dialogs["critical"], dialogs
+    _, metadata2 = load_seg_bundle(out2 / "cubes")
+    assert metadata2["lorkd"]["network"] == metadata["lorkd"]["network"]

@@ -4,7 +4,7 @@ YAML round trip, tasks table."""
 from __future__ import annotations
 
 import yaml
-from conftest import tiny_config
+from gui_support import tiny_config
 
 from app.setup_panel import COL_FILE, COL_RANK, INVALID_CELL, SetupPanel, error_field
 from core.config import load_config
@@ -146,3 +146,78 @@ def test_device_choices(window):
     values = [window.setup.device.itemData(i) for i in range(window.setup.device.count())]
     assert values[:2] == ["auto", "cpu"]
     assert window.setup.device_info.text()
+
+
+# ------------------------------------------------------------------------------------ segmentation and demos
+
+
+def test_segmentation_demo_is_the_default_and_loads_in_the_form(qtbot, tmp_path):
+    """The default embedded demo is the 3D MNI152 segmentation; the form shows and validates it, keeps what it does
+    not show (spacing, patches), edits label names, round-trips through YAML, and the classification demo stays
+    one choice away."""
+    from app.setup_panel import DEMOS, demo_kind, demo_note, demo_volume_path, prepare_demo
+
+    assert next(iter(DEMOS)) == "segmentation" and demo_kind() == "segmentation"
+    assert demo_kind({"n_per_task": 20}) == "classification"  # the classification demo's own arguments
+    raw = prepare_demo(tmp_path / "demo", {"quick": True}, ["train.epochs=1"])
+    assert raw["kind"] == "segmentation" and raw["train"]["epochs"] == 1
+    assert demo_volume_path(raw).name.startswith("mni_icbm152_t1")
+    setup = SetupPanel()
+    qtbot.addWidget(setup)
+    setup.set_mapping(raw, note=demo_note(raw))
+    assert setup.is_valid, setup.error
+    assert "MNI152" in setup.note.text()
+    assert [setup.tasks.item(r, 0).text() for r in range(setup.tasks.rowCount())] == [
+        "grey_matter", "white_matter", "csf", "brain"]
+    assert setup.tasks.item(0, 3).text() == "grey matter"
+    assert "segmentation" in setup.tasks.item(0, 5).text()
+    assert setup.teacher_arch.currentData() == "unet" and not setup.image_size.isEnabled()
+    config = setup.config
+    assert config.kind == "segmentation" and config.data.spacing == [3.0, 3.0, 3.0]
+    assert config.tasks[0].images == raw["tasks"][0]["images"]
+    setup.tasks.item(2, 3).setText("cerebrospinal fluid")
+    assert setup.validate_now().tasks[2].class_names == ["background", "cerebrospinal fluid"]
+    setup.tasks.item(2, 3).setText("")
+    setup.validate_now()
+    assert setup.error_for("tasks").startswith("tasks.2.label_names:")
+    setup.tasks.item(2, 3).setText("CSF")
+    path = tmp_path / "seg.yaml"
+    setup.save_yaml(path)
+    other = SetupPanel()
+    qtbot.addWidget(other)
+    other.load_yaml(path)
+    assert other.is_valid and other.mapping() == setup.mapping()
+    # the classification demo is one choice away in the same panel
+    kinds = []
+    setup.demo_requested.connect(kinds.append)
+    setup.demo_combo.setCurrentIndex(setup.demo_combo.findData("classification"))
+    setup.demo_button.click()
+    assert kinds == ["classification"]
+    setup.set_mapping(prepare_demo(tmp_path / "demo", {"n_per_task": 20}, [], "classification"))
+    assert setup.is_valid and setup.config.kind == "classification"
+    assert setup.teacher_arch.findData("resnet18") >= 0 and setup.teacher_arch.findData("unet") < 0
+    assert setup.image_size.isEnabled()
+
+
+def test_segmentation_run_starts_from_the_window(qtbot, window, tmp_path):
+    """Start on a (tiny) segmentation config runs SegDecomposition in the worker thread and fills the Experts tab."""
+    from core.data.seg_synthetic import write_synthetic_task
+
+    images, labels = write_synthetic_task(tmp_path / "cubes", 2, "cube", shape=(16, 20, 24), seed=2)
+    raw = {
+        "name": "gui-seg", "kind": "segmentation",
+        "tasks": [{"name": "cubes", "images": str(images), "labels": str(labels),
+                   "label_names": {1: "shell", 2: "core"}}],
+        "data": {"spacing": [2, 2, 2], "patch_size": [16, 16, 16], "samples_per_volume": 2, "holdout": 0.5},
+        "teacher": {"channels": [4, 8, 16], "epochs": 1},
+        "backbone": {"channels": [4, 8, 16]},
+        "train": {"epochs": 1, "batch_size": 2, "log_every": 1},
+        "device": "cpu",
+    }
+    window.setup.set_mapping(raw)
+    assert window.setup.is_valid, window.setup.error
+    with qtbot.waitSignal(window.run_finished, timeout=120_000) as blocker:
+        window.start_button.click()
+    assert blocker.args[0]["status"] == "completed"
+    assert [e["name"] for e in window.experts.experts] == ["cubes"]
+    assert window.experts.experts[0]["kind"] == "segmentation" and window.experts.experts[0]["bundle"] is not None

@@ -82,7 +82,7 @@ def _assert_same_geometry(a: Volume, b: Volume, exact: bool) -> None:
 def _write_ct_series(folder: Path, positions, iop=(1, 0, 0, 0, 1, 0), size=(8, 6), gantry_tilt=0.0) -> list[Path]:
     """A small synthetic CT series (pydicom-written, uncompressed), one file per position, rescale -1024."""
     folder.mkdir(parents=True, exist_ok=True)
-    series_uid, study_uid = generate_uid(), generate_uid()
+    series_uid, study_uid, frame_uid = generate_uid(), generate_uid(), generate_uid()
     paths = []
     for i, pos in enumerate(positions):
         meta = FileMetaDataset()
@@ -95,6 +95,10 @@ def _write_ct_series(folder: Path, positions, iop=(1, 0, 0, 0, 1, 0), size=(8, 6
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
         ds.StudyInstanceUID, ds.SeriesInstanceUID = study_uid, series_uid
         ds.Modality, ds.SeriesDescription, ds.PatientID = "CT", "synthetic", "P1"
+        ds.PatientName, ds.PatientBirthDate, ds.PatientSex = "Test^Synthetic", "19700101", "O"
+        ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20240101", "120000", "1", "A1"
+        ds.ReferringPhysicianName, ds.SeriesNumber = "", 3
+        ds.FrameOfReferenceUID = frame_uid
         ds.InstanceNumber = i + 1
         ds.ImagePositionPatient = [float(v) for v in pos]
         ds.ImageOrientationPatient = [float(v) for v in iop]
@@ -502,3 +506,74 @@ def test_non_image_files_beside_a_series_are_skipped_with_warning(tmp_path):
     assert vol.array.shape == (5, 16, 16)
     assert any("skipped 1 DICOM file" in w and "RT Plan" in w for w in vol.warnings)
     assert os.path.basename(list_series(tmp_path)[0].files[0]) == "3353"
+
+
+# ---------------------------------------------------------------------------------------------- DICOM SEG
+
+
+@pytest.mark.parametrize("oblique", [False, True])
+def test_dicom_seg_round_trip(tmp_path, oblique):
+    """A generated CT series -> labels -> DICOM SEG -> read back with highdicom: frames, segment labels and the
+    geometry of every frame match the source slices."""
+    import highdicom as hd
+
+    from core.data.dicom_seg import dicom_source_files, write_dicom_seg
+
+    rot = _rotation(0.2, 0.1, -0.3) if oblique else np.eye(3)
+    row, col, normal = rot[:, 0], rot[:, 1], rot[:, 2]
+    origin = np.array([-30.0, 12.5, 7.0])
+    positions = [origin + k * 2.0 * normal for k in range(4)]
+    files = _write_ct_series(tmp_path / "ct", positions, iop=list(row) + list(col), size=(8, 6))
+    random.Random(1).shuffle(files)  # file order is not slice order
+    vol = read_volume(tmp_path / "ct")
+    labels = np.zeros(vol.array.shape, np.uint8)
+    labels[0, 1:3, 2:5] = 1
+    labels[2, 3:6, 0:4] = 2
+    labels[3, 0, 0] = 1  # slice 1 stays empty
+    sources = dicom_source_files(vol)
+    assert sorted(sources) == sorted(files)
+    out = write_dicom_seg(labels, vol, sources, tmp_path / "out" / "seg.dcm", ["liver", "spleen"])
+    assert out.is_file() and not [p for p in out.parent.iterdir() if p.name.startswith(".")]
+
+    seg = hd.seg.segread(out)
+    assert seg.Modality == "SEG" and seg.SegmentationType == "BINARY"
+    assert [seg.get_segment_description(n).SegmentLabel for n in seg.get_segment_numbers()] == ["liver", "spleen"]
+    ds0 = pydicom.dcmread(files[0])
+    assert seg.StudyInstanceUID == ds0.StudyInstanceUID and seg.FrameOfReferenceUID == ds0.FrameOfReferenceUID
+    # every labelled slice comes back on its own source instance
+    by_z = []
+    for z in range(labels.shape[0]):
+        world = vol.index_to_world([0, 0, z])
+        by_z.append(min(files, key=lambda f: np.linalg.norm(
+            np.asarray(pydicom.dcmread(f).ImagePositionPatient, float) - world)))
+    uids = [str(pydicom.dcmread(f).SOPInstanceUID) for f in by_z]
+    back = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, combine_segments=True, skip_overlap_checks=True
+    )
+    np.testing.assert_array_equal(np.asarray(back), labels)
+    # frame geometry: orientation and pixel spacing of the source, positions on the source slices
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    np.testing.assert_allclose(shared.PlaneOrientationSequence[0].ImageOrientationPatient,
+                               list(row) + list(col), atol=1e-6)
+    np.testing.assert_allclose(shared.PixelMeasuresSequence[0].PixelSpacing, [0.5, 0.75])
+    source_positions = [np.asarray(pydicom.dcmread(f).ImagePositionPatient, float) for f in files]
+    frames = seg.PerFrameFunctionalGroupsSequence
+    assert len(frames) == int(seg.NumberOfFrames) == 3  # one frame per non-empty (slice, segment); slice 1 is empty
+    for frame in frames:
+        ipp = np.asarray(frame.PlanePositionSequence[0].ImagePositionPatient, float)
+        assert min(np.linalg.norm(ipp - p) for p in source_positions) < 1e-4
+
+
+def test_dicom_seg_needs_a_dicom_image(tmp_path):
+    from core.data.dicom_seg import dicom_source_files, write_dicom_seg
+
+    vol = _volume("oblique")
+    with pytest.raises(DataError, match="DICOM"):
+        dicom_source_files(vol)
+    files = _write_ct_series(tmp_path / "ct", [(0, 0, 2.0 * k) for k in range(3)])
+    ct = read_volume(tmp_path / "ct")
+    with pytest.raises(ValueError, match="no name"):
+        write_dicom_seg(np.full(ct.array.shape, 3, np.uint8), ct, files, tmp_path / "x.dcm", ["a"])
+    with pytest.raises(DataError, match="source DICOM files"):
+        write_dicom_seg(np.zeros(ct.array.shape, np.uint8), ct, files[:2], tmp_path / "x.dcm", ["a"])
+    assert not (tmp_path / "x.dcm").exists()

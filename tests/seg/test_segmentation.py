@@ -202,3 +202,73 @@ def test_seg_demo_data(tmp_path):
     assert np.array_equal(parts[0] | parts[1] | parts[2], brain)  # the three tissues partition the brain
     assert not (parts[0] & parts[1]).any()
     assert 0.3 < parts[0].sum() / brain.sum() < 0.7
+
+
+def _write_dicom_series(folder: Path, image: np.ndarray, spacing=(1.5, 1.25, 2.0), origin=(-20.0, 15.0, 40.0)):
+    """image (Z, Y, X) as an axial MR series (one pydicom-written file per slice, int16)."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    folder.mkdir(parents=True)
+    study, series, frame = generate_uid(), generate_uid(), generate_uid()
+    for z, plane in enumerate(image):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = MRImageStorage
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(str(folder / f"im{z:03d}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+        ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series, frame
+        ds.Modality, ds.SeriesDescription, ds.PatientID, ds.PatientName = "MR", "synthetic", "P1", "Test^Seg"
+        ds.PatientBirthDate, ds.PatientSex, ds.StudyDate, ds.StudyTime = "19700101", "O", "20240101", "120000"
+        ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName, ds.SeriesNumber = "1", "A1", "", 5
+        ds.InstanceNumber = z + 1
+        ds.ImagePositionPatient = [origin[0], origin[1], origin[2] + z * spacing[2]]
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+        ds.PixelSpacing = [spacing[1], spacing[0]]
+        ds.SliceThickness = spacing[2]
+        ds.Rows, ds.Columns = plane.shape
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
+        ds.PixelData = np.round(plane).astype(np.int16).tobytes()
+        ds.save_as(folder / f"im{z:03d}.dcm", enforce_file_format=True)
+    return folder
+
+
+def test_apply_to_dicom_series_writes_dicom_seg(trained, tmp_path, capsys):
+    """`lorkd apply` on a DICOM series with --out X.dcm writes a DICOM SEG whose frames, segment labels and
+    geometry match the source series and the NIfTI label map of the same input."""
+    import highdicom as hd
+    import pydicom
+
+    from core.cli import main
+
+    root, _ = trained
+    bundle = root / "run" / "experts" / "cubes"
+    image, _ = synthetic_volume((12, 26, 30), "cube", seed=7)
+    folder = _write_dicom_series(tmp_path / "series", image)
+    assert main(["apply", str(bundle), str(folder), "--out", str(tmp_path / "labels.nii.gz")]) == 0
+    assert main(["apply", str(bundle), str(folder), "--out", str(tmp_path / "seg.dcm")]) == 0
+    expected = read_volume(tmp_path / "labels.nii.gz").array
+    assert expected.any()
+    seg = hd.seg.segread(tmp_path / "seg.dcm")
+    numbers = seg.get_segment_numbers()
+    assert [seg.get_segment_description(n).SegmentLabel for n in numbers] == ["shell", "core"]
+    files = sorted(folder.iterdir())
+    sources = [pydicom.dcmread(f) for f in files]
+    assert seg.StudyInstanceUID == sources[0].StudyInstanceUID
+    assert seg.FrameOfReferenceUID == sources[0].FrameOfReferenceUID
+    back = seg.get_pixels_by_source_instance([str(ds.SOPInstanceUID) for ds in sources], combine_segments=True)
+    np.testing.assert_array_equal(np.asarray(back), expected)
+    nonempty = {(z, v) for z in range(expected.shape[0]) for v in (1, 2) if (expected[z] == v).any()}
+    assert int(seg.NumberOfFrames) == len(nonempty)
+    positions = {tuple(np.round(np.asarray(ds.ImagePositionPatient, float), 4)) for ds in sources}
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        ipp = tuple(np.round(np.asarray(frame.PlanePositionSequence[0].ImagePositionPatient, float), 4))
+        assert ipp in positions
+    shared = seg.SharedFunctionalGroupsSequence[0]
+    np.testing.assert_allclose(shared.PixelMeasuresSequence[0].PixelSpacing, [1.25, 1.5])
+    # a DICOM SEG needs DICOM input: a NIfTI input is refused before any inference
+    capsys.readouterr()
+    assert main(["apply", str(bundle), str(tmp_path / "labels.nii.gz"), "--out", str(tmp_path / "x.dcm")]) == 2
+    assert "DICOM" in capsys.readouterr().err and not (tmp_path / "x.dcm").exists()
