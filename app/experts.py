@@ -651,17 +651,10 @@ class ExpertsPanel(QWidget):
                 return target
         else:
             def work(progress):
-                from core.config import load_config  # heavy (training stack): only when needed
-                from core.train.run import RunFolder, open_run
+                from core.train.run import open_run  # heavy (training stack): only when needed
 
                 progress(0.0, "loading the run's checkpoint")
-                run_folder = RunFolder(Path(run_dir))
-                if run_folder.config.is_file() and load_config(run_folder.config).kind == SEGMENTATION:
-                    from core.train.seg_run import open_seg_run
-
-                    run = open_seg_run(run_dir)
-                else:
-                    run = open_run(run_dir)
+                run = open_run(run_dir)
                 progress(0.3, "exporting every expert of the run")
                 run.export(folder)
                 if not target.is_dir():

@@ -134,7 +134,7 @@ class RunWorker(QObject):
 
     @Slot()
     def run(self) -> None:
-        from core.train.seg_run import decomposition_for
+        from core.train.run import decomposition_for
 
         try:
             decomposition_for(self.config, self.run_dir, self.sink, self.control).run(export=self.export)

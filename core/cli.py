@@ -87,22 +87,13 @@ def _interruptible(control: Control):
 
 def _run(config, out: str | None, export: bool = True) -> dict:
     from core.train import distributed
-    from core.train.run import Decomposition
+    from core.train.run import decomposition_for
 
     control = Control()
     run_dir = out or str(Path("runs") / config.name)
     previous = _interruptible(control)
     try:
-        if config.kind == "segmentation":
-            from core.train.seg_run import SegDecomposition
-
-            if distributed.from_env().enabled:
-                raise LorkdError("segmentation runs are single-process for now; run them without torchrun "
-                                 "(distributed runs support classification tasks)")
-
-            summary = SegDecomposition(config, run_dir, ProgressObserver(), control).run(export=export)
-        else:
-            summary = Decomposition(config, run_dir, ProgressObserver(), control).run(export=export)
+        summary = decomposition_for(config, run_dir, ProgressObserver(), control).run(export=export)
     finally:
         signal.signal(signal.SIGINT, previous)
         distributed.shutdown()
@@ -138,14 +129,8 @@ def _num(value) -> str:
 
 def _open_run(run_dir: str):
     """A finished run of either kind, ready to evaluate or export."""
-    from core.config import load_config
-    from core.train.run import RunFolder, open_run
+    from core.train.run import open_run
 
-    folder = RunFolder(Path(run_dir))
-    if folder.config.is_file() and load_config(folder.config).kind == "segmentation":
-        from core.train.seg_run import open_seg_run
-
-        return open_seg_run(run_dir, ProgressObserver())
     return open_run(run_dir, ProgressObserver())
 
 
@@ -162,24 +147,23 @@ def cmd_decompose(args) -> int:
 
 def cmd_demo(args) -> int:
     from core.config import load_config
-    from core.data.demo import build_demo
 
     if args.kind not in ("segmentation", "classification"):
         raise LorkdError(f"demo kind {args.kind!r} is not available (available: segmentation, classification)")
+    overrides = list(args.set or [])
     if args.kind == "segmentation":
         from core.data.seg_demo import build_seg_demo
 
         out = Path(args.out or "runs/demo-seg")
-        config = load_config(build_seg_demo(out / "data", quick=args.quick), list(args.set or []))
-        summary = _run(config, str(out))
-        return 0 if summary.get("status") == "completed" else 130
-    out = Path(args.out or "runs/demo")
-    raw = build_demo(out / "data", **({"n_per_task": 200} if args.quick else {}))
-    overrides = list(args.set or [])
-    if args.quick:
-        overrides += ["teacher.epochs=1", "train.epochs=1"]
-    config = load_config(raw, overrides)
-    summary = _run(config, str(out))
+        raw = build_seg_demo(out / "data", quick=args.quick)
+    else:
+        from core.data.demo import build_demo
+
+        out = Path(args.out or "runs/demo")
+        raw = build_demo(out / "data", **({"n_per_task": 200} if args.quick else {}))
+        if args.quick:
+            overrides += ["teacher.epochs=1", "train.epochs=1"]
+    summary = _run(load_config(raw, overrides), str(out))
     return 0 if summary.get("status") == "completed" else 130
 
 
@@ -188,10 +172,6 @@ def cmd_evaluate(args) -> int:
 
     run = _open_run(args.run)
     summary = run.evaluate()
-    if summary.get("kind") == "segmentation":
-        from core.train.seg_run import _finite_or_none
-
-        summary = _finite_or_none(summary)
     write_text_atomic(run.folder.summary, json.dumps(summary, indent=2))
     summary["status"] = "completed"
     _print_summary(summary)

@@ -179,8 +179,84 @@ def routed(student: MultiTaskNet):
 
 
 # ------------------------------------------------------------------------------------------ run
-class Decomposition:
-    """Builds and trains the teacher (if needed) and the student; evaluates; exports."""
+class Pipeline:
+    """What every kind of run shares: the folder check, the run lifecycle (resume from checkpoints/last.pt,
+    teacher -> student -> decomposition -> evaluation -> summary -> export, stop and error reporting) and
+    reopening a finished run. Subclasses set config, folder, observer, control, main, dist and build the
+    models (`build_teacher`, `build_student`, `_decompose`, `evaluate`, `export`)."""
+
+    main = True  # only rank 0 of a distributed run reports and writes files
+    dist: Dist = SINGLE
+
+    def _check_folder(self) -> None:
+        if self.folder.config.is_file():
+            previous = yaml.safe_load(self.folder.config.read_text())
+            current = self.config.to_dict()
+            if previous != current:
+                diff = [k for k in current if previous.get(k) != current.get(k)]
+                raise ConfigError(
+                    f"{self.folder.path}: this run folder was made with a different config "
+                    f"(differs in: {', '.join(diff)}); choose another output folder"
+                )
+
+    def run_info(self, phases: list[str]) -> RunInfo:
+        raise NotImplementedError
+
+    def _load_extra(self, state: dict) -> None:
+        """Restore what else a finished run's checkpoint holds (after build_teacher / build_student)."""
+
+    def run(self, export: bool = True) -> dict[str, Any]:
+        """The whole pipeline; resumes from checkpoints/last.pt when the folder has one."""
+        cfg, folder = self.config, self.folder
+        if self.main:
+            folder.path.mkdir(parents=True, exist_ok=True)
+            if not folder.config.is_file():
+                write_text_atomic(folder.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        self.log = MetricsLog(folder.metrics) if self.main else NullLog()
+        resume = safe_load(folder.last) if folder.last.is_file() else None
+        phases = ([] if cfg.teacher.checkpoint else ["foundation"]) + ["decompose", "evaluate"]
+        phases += ["export"] if export else []
+        self.observer.on_start(self.run_info(phases))
+        started = time.time()
+        try:
+            self.build_teacher(resume)
+            self.build_student()
+            self._decompose(resume if resume and resume["phase"] == "decompose" else None)
+            summary = self.evaluate()
+            summary["seconds"] = round(time.time() - started, 1)
+            if self.main:
+                write_text_atomic(folder.summary, json.dumps(summary, indent=2))
+                if export:
+                    self.export()
+            distributed.barrier(self.dist)
+        except RunStopped:
+            summary = {"status": "stopped", "run_dir": str(folder.path)}
+            self.observer.on_log("run stopped; run the same command again to resume from the last epoch")
+            self.observer.on_end(summary)
+            return summary
+        except BaseException as exc:
+            self.observer.on_error(exc)
+            raise
+        summary["status"] = "completed"
+        self.observer.on_end(summary)
+        return summary
+
+    def load_trained(self) -> None:
+        """Rebuild teacher and student of a finished run from its checkpoints (for evaluate / export)."""
+        if not self.folder.last.is_file():
+            raise LorkdError(f"{self.folder.path}: no checkpoints/last.pt — has this run been trained?")
+        state = safe_load(self.folder.last)
+        if state.get("phase") != "decompose" or state.get("epoch") != self.config.train.epochs:
+            raise LorkdError(f"{self.folder.path}: the run has not finished its decomposition; resume it first")
+        self.log = MetricsLog(self.folder.metrics) if self.main else NullLog()
+        self.build_teacher(None)
+        self.build_student()
+        self.student.load_state_dict(state["models"]["student"])
+        self._load_extra(state)
+
+
+class Decomposition(Pipeline):
+    """Classification: builds and trains the teacher (if needed) and the student; evaluates; exports."""
 
     def __init__(self, config: Config, run_dir: str | Path, observer: Observer | None = None,
                  control: Control | None = None) -> None:
@@ -197,16 +273,8 @@ class Decomposition:
         self.student: MultiTaskNet | None = None
         self.projector: nn.Module | None = None
 
-    def _check_folder(self) -> None:
-        if self.folder.config.is_file():
-            previous = yaml.safe_load(self.folder.config.read_text())
-            current = self.config.to_dict()
-            if previous != current:
-                diff = [k for k in current if previous.get(k) != current.get(k)]
-                raise ConfigError(
-                    f"{self.folder.path}: this run folder was made with a different config "
-                    f"(differs in: {', '.join(diff)}); choose another output folder"
-                )
+    def run_info(self, phases: list[str]) -> RunInfo:
+        return RunInfo(str(self.folder.path), phases, [s.name for s in self.ws.specs], device_label(self.ws.device))
 
     # ----------------------------------------------------------------------------- teacher
     def _teacher_feature_dim(self) -> int:
@@ -369,43 +437,6 @@ class Decomposition:
             for m, mode in zip(modules, modes, strict=True):
                 m.train(mode)
 
-    def run(self, export: bool = True) -> dict[str, Any]:
-        """The whole pipeline; resumes from checkpoints/last.pt when the folder has one."""
-        cfg, folder = self.config, self.folder
-        if self.main:
-            folder.path.mkdir(parents=True, exist_ok=True)
-            if not folder.config.is_file():
-                write_text_atomic(folder.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        self.log = MetricsLog(folder.metrics) if self.main else NullLog()
-        resume = safe_load(folder.last) if folder.last.is_file() else None
-        phases = ([] if cfg.teacher.checkpoint else ["foundation"]) + ["decompose", "evaluate"]
-        phases += ["export"] if export else []
-        self.observer.on_start(RunInfo(str(folder.path), phases, [s.name for s in self.ws.specs],
-                                       device_label(self.ws.device)))
-        started = time.time()
-        try:
-            self.build_teacher(resume)
-            self.build_student()
-            self._decompose(resume if resume and resume["phase"] == "decompose" else None)
-            summary = self.evaluate()
-            summary["seconds"] = round(time.time() - started, 1)
-            if self.main:
-                write_text_atomic(folder.summary, json.dumps(summary, indent=2))
-                if export:
-                    self.export()
-            distributed.barrier(self.dist)
-        except RunStopped:
-            summary = {"status": "stopped", "run_dir": str(folder.path)}
-            self.observer.on_log("run stopped; run the same command again to resume from the last epoch")
-            self.observer.on_end(summary)
-            return summary
-        except BaseException as exc:
-            self.observer.on_error(exc)
-            raise
-        summary["status"] = "completed"
-        self.observer.on_end(summary)
-        return summary
-
     def evaluate(self) -> dict[str, Any]:
         """Teacher vs experts on the test split; parameter counts and MACs; the summary dict."""
         ws, cfg = self.ws, self.config
@@ -484,27 +515,26 @@ class Decomposition:
             self.observer.on_log(f"exported expert {spec.name} -> {paths[-1]}")
         return paths
 
-    def load_trained(self) -> None:
-        """Rebuild teacher and student of a finished run from its checkpoints (for evaluate / export)."""
-        if not self.folder.last.is_file():
-            raise LorkdError(f"{self.folder.path}: no checkpoints/last.pt — has this run been trained?")
-        state = safe_load(self.folder.last)
-        if state.get("phase") != "decompose" or state.get("epoch") != self.config.train.epochs:
-            raise LorkdError(f"{self.folder.path}: the run has not finished its decomposition; resume it first")
-        self.log = MetricsLog(self.folder.metrics) if self.main else NullLog()
-        self.build_teacher(None)
-        self.build_student()
-        self.student.load_state_dict(state["models"]["student"])
+    def _load_extra(self, state: dict) -> None:
         if self.projector is not None and "projector" in state["models"]:
             self.projector.load_state_dict(state["models"]["projector"])
 
 
-def open_run(run_dir: str | Path, observer: Observer | None = None) -> Decomposition:
-    """A finished run folder, ready to evaluate or export."""
+def decomposition_for(config: Config, run_dir: str | Path, observer: Observer | None = None,
+                      control: Control | None = None) -> Pipeline:
+    """The run object for a config of either kind (`Decomposition` or the segmentation `SegDecomposition`)."""
+    if config.kind == "segmentation":
+        from core.train.seg_run import SegDecomposition
+
+        return SegDecomposition(config, run_dir, observer, control)
+    return Decomposition(config, run_dir, observer, control)
+
+
+def open_run(run_dir: str | Path, observer: Observer | None = None) -> Pipeline:
+    """A finished run folder of either kind, ready to evaluate or export."""
     folder = RunFolder(Path(run_dir))
     if not folder.config.is_file():
         raise LorkdError(f"{folder.path}: not a run folder (no config.yaml)")
-    config = load_config(folder.config)
-    run = Decomposition(config, folder.path, observer)
+    run = decomposition_for(load_config(folder.config), folder.path, observer)
     run.load_trained()
     return run

@@ -12,28 +12,26 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
-from core.config import Config, load_config
+from core.config import Config
 from core.data.segmentation import SegCase, SegPatchDataset, load_task_cases, patch_loader
-from core.errors import CheckpointError, ConfigError, LorkdError, RunStopped
+from core.errors import CheckpointError, ConfigError, LorkdError
 from core.experts import expert_parameters, merge_expert, route
-from core.files import atomic_save, safe_load, write_text_atomic
+from core.files import atomic_save, safe_load
 from core.infer.seg_runtime import sliding_logits
 from core.models.checkpoint import load_strict
 from core.models.complexity import count_macs, count_parameters
 from core.models.seg_nets import SegNet
 from core.models.segmentation import build_seg_backbone, build_seg_teacher, seg_expert_network, task_slices
+from core.train import distributed
 from core.train.events import Control, EvalEvent, NullObserver, Observer, RunInfo
 from core.train.loop import Phase, run_phase, seed_everything
-from core.train.metrics_log import MetricsLog
-from core.train.run import RunFolder, device_label, resolve_device
+from core.train.run import Pipeline, RunFolder, device_label, resolve_device
 from core.train.seg_losses import seg_kd_loss, seg_task_loss
 from core.train.seg_metrics import label_metrics, task_summary
 
@@ -56,16 +54,22 @@ def _finite_or_none(value: Any) -> Any:
         return None
     if isinstance(value, dict):
         return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
     return value
 
 
-class SegDecomposition:
-    """Builds and trains the teacher (if needed) and the student; evaluates; exports."""
+class SegDecomposition(Pipeline):
+    """Segmentation: builds and trains the teacher (if needed) and the student; evaluates; exports.
+    Single-process (the CLI refuses torchrun for segmentation configs)."""
 
     def __init__(self, config: Config, run_dir: str | Path, observer: Observer | None = None,
                  control: Control | None = None) -> None:
         if config.kind != "segmentation":
             raise ConfigError(f"kind: SegDecomposition needs kind: segmentation, got {config.kind!r}")
+        if distributed.from_env().enabled:
+            raise LorkdError("segmentation runs are single-process for now; run them without torchrun "
+                             "(distributed runs support classification tasks)")
         self.config = config
         self.folder = RunFolder(Path(run_dir))
         self.control = control or Control()
@@ -87,16 +91,9 @@ class SegDecomposition:
     def _warn(self, message: str) -> None:
         self.observer.on_log(f"warning: {message}")
 
-    def _check_folder(self) -> None:
-        if self.folder.config.is_file():
-            previous = yaml.safe_load(self.folder.config.read_text())
-            current = self.config.to_dict()
-            if previous != current:
-                diff = [k for k in current if previous.get(k) != current.get(k)]
-                raise ConfigError(
-                    f"{self.folder.path}: this run folder was made with a different config "
-                    f"(differs in: {', '.join(diff)}); choose another output folder"
-                )
+    def run_info(self, phases: list[str]) -> RunInfo:
+        return RunInfo(str(self.folder.path), phases, [t.name for t in self.tasks], device_label(self.device),
+                       {"kind": "segmentation"})
 
     # --------------------------------------------------------------------------------- teacher
     def _teacher_channels(self) -> list[int]:
@@ -269,8 +266,8 @@ class SegDecomposition:
                 "metric": "dice",
                 "teacher": teacher_m[task.name]["dice"],
                 "expert": student_m[task.name]["dice"],
-                "teacher_metrics": _finite_or_none(teacher_m[task.name]),
-                "expert_metrics": _finite_or_none(student_m[task.name]),
+                "teacher_metrics": teacher_m[task.name],
+                "expert_metrics": student_m[task.name],
                 "test_samples": len(self.test_cases[t]),
                 "test_sources": [c.source for c in self.test_cases[t]],
                 "params": {
@@ -280,7 +277,7 @@ class SegDecomposition:
                 "macs": {"expert_model": count_macs(expert, self.input_shape)},
             })
         backbone = merge_expert(self.student.body, None)
-        return {
+        return _finite_or_none({
             "name": cfg.name,
             "kind": "segmentation",
             "device": device_label(self.device),
@@ -291,7 +288,7 @@ class SegDecomposition:
                          "alpha": cfg.backbone.alpha, "params": count_parameters(backbone),
                          "macs": count_macs(backbone, self.input_shape)},
             "tasks": tasks,
-        }
+        })
 
     # ---------------------------------------------------------------------------------- export
     def export(self, out_dir: str | Path | None = None) -> list[Path]:
@@ -324,68 +321,3 @@ class SegDecomposition:
             ))
             self.observer.on_log(f"exported expert {task.name} -> {paths[-1]}")
         return paths
-
-    # ------------------------------------------------------------------------------------- run
-    def run(self, export: bool = True) -> dict[str, Any]:
-        cfg, folder = self.config, self.folder
-        folder.path.mkdir(parents=True, exist_ok=True)
-        if not folder.config.is_file():
-            write_text_atomic(folder.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        self.log = MetricsLog(folder.metrics)
-        resume = safe_load(folder.last) if folder.last.is_file() else None
-        phases = ([] if cfg.teacher.checkpoint else ["foundation"]) + ["decompose", "evaluate"]
-        phases += ["export"] if export else []
-        self.observer.on_start(RunInfo(str(folder.path), phases, [t.name for t in self.tasks],
-                                       device_label(self.device), {"kind": "segmentation"}))
-        started = time.time()
-        try:
-            self.build_teacher(resume)
-            self.build_student()
-            self._decompose(resume if resume and resume["phase"] == "decompose" else None)
-            summary = self.evaluate()
-            summary["seconds"] = round(time.time() - started, 1)
-            write_text_atomic(folder.summary, json.dumps(_finite_or_none(summary), indent=2))
-            if export:
-                self.export()
-        except RunStopped:
-            summary = {"status": "stopped", "run_dir": str(folder.path)}
-            self.observer.on_log("run stopped; run the same command again to resume from the last epoch")
-            self.observer.on_end(summary)
-            return summary
-        except BaseException as exc:
-            self.observer.on_error(exc)
-            raise
-        summary["status"] = "completed"
-        self.observer.on_end(summary)
-        return summary
-
-    def load_trained(self) -> None:
-        """Rebuild teacher and student of a finished run from its checkpoints (for evaluate / export)."""
-        if not self.folder.last.is_file():
-            raise LorkdError(f"{self.folder.path}: no checkpoints/last.pt — has this run been trained?")
-        state = safe_load(self.folder.last)
-        if state.get("phase") != "decompose" or state.get("epoch") != self.config.train.epochs:
-            raise LorkdError(f"{self.folder.path}: the run has not finished its decomposition; resume it first")
-        self.log = MetricsLog(self.folder.metrics)
-        self.build_teacher(None)
-        self.build_student()
-        self.student.load_state_dict(state["models"]["student"])
-
-
-def open_seg_run(run_dir: str | Path, observer: Observer | None = None) -> SegDecomposition:
-    folder = RunFolder(Path(run_dir))
-    if not folder.config.is_file():
-        raise LorkdError(f"{folder.path}: not a run folder (no config.yaml)")
-    run = SegDecomposition(load_config(folder.config), folder.path, observer)
-    run.load_trained()
-    return run
-
-
-def decomposition_for(config: Config, run_dir: str | Path, observer: Observer | None = None,
-                      control: Control | None = None):
-    """The run object for a config of either kind (`SegDecomposition` or the classification `Decomposition`)."""
-    if config.kind == "segmentation":
-        return SegDecomposition(config, run_dir, observer, control)
-    from core.train.run import Decomposition
-
-    return Decomposition(config, run_dir, observer, control)

@@ -424,7 +424,7 @@ def test_seg_export_bundle_copies_or_exports_from_the_checkpoint(qtbot, seg_pane
     assert seg_panel.wait_idle()
     _, metadata = load_seg_bundle(out / "cubes")
     assert metadata["lorkd"]["label_names"] == ["background", "shell", "core"]
-    # a run without exported bundles: exported from its checkpoint (open_seg_run)
+    # a run without exported bundles: exported from its checkpoint (open_run)
     bare = tmp_path / "bare_run"
     shutil.copytree(seg_run, bare, ignore=shutil.ignore_patterns("experts"))
     assert seg_panel.set_run(bare) and seg_panel.selected_expert()["bundle"] is None
