@@ -31,8 +31,13 @@ def _atomic_write(path: str | os.PathLike, mode: str, write: Callable[[IO], None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    try:  # make the rename itself durable (POSIX)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """Make renames into `folder` durable (POSIX; a no-op where directories cannot be opened)."""
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY)
     except OSError:
         return
     try:
@@ -41,6 +46,11 @@ def _atomic_write(path: str | os.PathLike, mode: str, write: Callable[[IO], None
         pass
     finally:
         os.close(dir_fd)
+
+
+def write_bytes_atomic(path: str | os.PathLike, write: Callable[[IO], None]) -> None:
+    """Create `path` atomically from `write(binary file handle)` (temp file, fsync, rename)."""
+    _atomic_write(path, "wb", write)
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:

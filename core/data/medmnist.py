@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import DataError
+from core.files import write_bytes_atomic
 
 SPLITS = ("train", "val", "test")
 ARRAYS = tuple(f"{split}_{part}" for split in SPLITS for part in ("images", "labels"))
@@ -166,16 +167,8 @@ def open_array(path: str | Path, name: str) -> np.ndarray:
             key = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}|{member}".encode()).hexdigest()[:20]
             target = cache_dir() / f"{path.stem}-{name}-{key}.npy"
             if not target.is_file():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-                try:
-                    with archive.open(member) as src, open(tmp, "wb") as dst:
-                        shutil.copyfileobj(src, dst, 1 << 22)
-                        dst.flush()
-                        os.fsync(dst.fileno())
-                    os.replace(tmp, target)
-                finally:
-                    tmp.unlink(missing_ok=True)
+                with archive.open(member) as src:
+                    write_bytes_atomic(target, lambda dst: shutil.copyfileobj(src, dst, 1 << 22))
         return np.load(target, mmap_mode="r", allow_pickle=False)
     except KeyError as error:
         raise _fail(path, f"has no array {name!r}") from error

@@ -33,6 +33,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from core.errors import DataError
+from core.files import fsync_dir
 
 __all__ = [
     "LABEL_MAP_EXTENSIONS",
@@ -554,16 +555,7 @@ def _write_image_atomic(image: sitk.Image, p: Path) -> None:
         raise DataError(f"{p}: cannot write ({exc.strerror or exc})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        dir_fd = os.open(p.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    fsync_dir(p.parent)
 
 
 # ------------------------------------------------------------------------------------------------------- DICOM
