@@ -163,6 +163,18 @@ def _plain_state(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     return {str(k): v.detach().to("cpu").clone().contiguous() for k, v in state_dict.items()}
 
 
+def metadata_header(version: str, now: str) -> dict[str, Any]:
+    """The MONAI metadata fields every bundle starts with (schema, version, changelog, library versions)."""
+    return {
+        "schema": SCHEMA_URL,
+        "version": version,
+        "changelog": {version: f"exported by LoRKD Studio on {now}"},
+        "monai_version": monai.__version__,
+        "pytorch_version": torch.__version__,
+        "numpy_version": np.__version__,
+    }
+
+
 def _build_metadata(
     *,
     task: dict,
@@ -183,12 +195,7 @@ def _build_metadata(
     readers = ", ".join(f"{_OPTIONAL_READERS[k]} via {k}" for k in versions)
     now = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
     return {
-        "schema": SCHEMA_URL,
-        "version": version,
-        "changelog": {version: f"exported by LoRKD Studio on {now}"},
-        "monai_version": monai.__version__,
-        "pytorch_version": torch.__version__,
-        "numpy_version": np.__version__,
+        **metadata_header(version, now),
         "required_packages_version": versions,
         "name": f"LoRKD expert: {name}",
         "task": f"{name}: {kind} classification of {spatial_dims}D medical images into {num_classes} labels",
@@ -506,27 +513,27 @@ def publish_bundle(out_dir: str | os.PathLike, build: Callable[[Path], None]) ->
     return out_dir
 
 
-def load_bundle(bundle_dir: str | os.PathLike) -> tuple[ClassifierNet, dict]:
-    """Load an exported expert: `(network in eval mode on CPU, metadata dict)`.
-
-    Checks that the bundle's files exist, that models/model.pt has the SHA-256 recorded at export, reads
-    it with `torch.load(weights_only=True)` and loads it with strict=True into the `ClassifierNet` that
-    the metadata describes (built from core.models.nets, the code the bundle's scripts/lorkd_nets.py was
-    copied from). Raises `BundleError` with a one-line message on any problem.
-    """
+def read_verified(
+    bundle_dir: str | os.PathLike, required_files: tuple[str, ...], network_keys: tuple[str, ...],
+    required_lorkd: tuple[str, ...] = (),
+) -> tuple[Path, dict, dict, dict[str, torch.Tensor]]:
+    """(root, metadata, network kwargs, state_dict) of an exported bundle of any kind, after the checks every
+    bundle gets: its files exist, the metadata names the network (`network_keys`) and `required_lorkd`
+    entries, models/model.pt has the SHA-256 recorded at export and is read with
+    `torch.load(weights_only=True)`. Raises `BundleError` with a one-line message on any problem."""
     root = Path(bundle_dir)
     if not root.is_dir():
         raise BundleError(f"expert bundle {root} does not exist")
-    for rel in REQUIRED_FILES:
+    for rel in required_files:
         if not (root / rel).is_file():
             what = "model file" if rel == MODEL_FILE else "file"
             raise BundleError(f"expert bundle {root} is incomplete: {what} {rel} is missing")
     try:
         metadata = runtime.read_bundle_metadata(root)
         lorkd = metadata["lorkd"]
-        network = {k: lorkd["network"][k] for k in ("arch", "spatial_dims", "in_channels", "num_classes")}
+        network = {k: lorkd["network"][k] for k in network_keys}
         expected = str(lorkd["model_sha256"])
-        missing = [key for key in ("kind", "label_names", "preprocessing") if key not in lorkd]
+        missing = [key for key in required_lorkd if key not in lorkd]
         if missing:
             raise KeyError(f"lorkd block lacks {', '.join(missing)}")
     except (ValueError, KeyError, TypeError) as error:
@@ -542,14 +549,33 @@ def load_bundle(bundle_dir: str | os.PathLike) -> tuple[ClassifierNet, dict]:
         state = torch.load(model_path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle errors, zip errors, refused globals under weights_only
         raise BundleError(f"model file {model_path} cannot be read ({runtime._one_line(error)})") from error
-    try:
-        net = ClassifierNet(**network)
-    except (ValueError, TypeError) as error:
-        raise BundleError(f"expert bundle {root}: cannot build network {network} ({error})") from error
+    return root, metadata, network, state
+
+
+def load_state_into(net: torch.nn.Module, state: dict, root: Path, network: dict) -> torch.nn.Module:
+    """`net` in eval mode with `state` loaded strictly; `BundleError` when the weights do not fit."""
     try:
         net.load_state_dict(state, strict=True)
     except (RuntimeError, TypeError, AttributeError) as error:
         raise BundleError(
-            f"model file {model_path} does not fit {network} ({runtime._one_line(error)[:300]})"
+            f"model file {root / MODEL_FILE} does not fit {network} ({runtime._one_line(error)[:300]})"
         ) from error
-    return net.eval(), metadata
+    return net.eval()
+
+
+def load_bundle(bundle_dir: str | os.PathLike) -> tuple[ClassifierNet, dict]:
+    """Load an exported classification expert: `(network in eval mode on CPU, metadata dict)`.
+
+    `read_verified` checks files, metadata and SHA-256 and reads the weights with weights_only; they are
+    loaded with strict=True into the `ClassifierNet` that the metadata describes (built from
+    core.models.nets, the code the bundle's scripts/lorkd_nets.py was copied from).
+    """
+    root, metadata, network, state = read_verified(
+        bundle_dir, REQUIRED_FILES, ("arch", "spatial_dims", "in_channels", "num_classes"),
+        ("kind", "label_names", "preprocessing"),
+    )
+    try:
+        net = ClassifierNet(**network)
+    except (ValueError, TypeError) as error:
+        raise BundleError(f"expert bundle {root}: cannot build network {network} ({error})") from error
+    return load_state_into(net, state, root, network), metadata

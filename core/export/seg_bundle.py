@@ -23,8 +23,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import monai
-import numpy as np
 import torch
 
 from core.config import DataConfig
@@ -40,10 +38,13 @@ from core.export.bundle import (
     _plain_state,
     _write_json,
     _write_labels,
+    load_state_into,
+    metadata_header,
     publish_bundle,
+    read_verified,
 )
 from core.export.model_card import _fmt, _metrics_table
-from core.export.schema import SCHEMA_URL, validate_metadata
+from core.export.schema import validate_metadata
 from core.infer import runtime, seg_runtime
 from core.models import seg_nets
 from core.models.seg_nets import SegExpertNet
@@ -77,15 +78,10 @@ def _metadata(task: dict, network: dict, pre: dict, metrics: dict, training: dic
               sha: str) -> dict:
     labels = task["label_names"]
     label_def = {str(i): name for i, name in enumerate(labels)}
-    now = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
     patch = pre["patch_size"]
+    now = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
     return {
-        "schema": SCHEMA_URL,
-        "version": version,
-        "changelog": {version: f"exported by LoRKD Studio on {now}"},
-        "monai_version": monai.__version__,
-        "pytorch_version": torch.__version__,
-        "numpy_version": np.__version__,
+        **metadata_header(version, now),
         "required_packages_version": {"SimpleITK": _sitk_version(), **_package_versions()},
         "name": f"LoRKD segmentation expert: {task['name']}",
         "task": f"{task['name']}: 3D segmentation of {len(labels) - 1} structure(s): {', '.join(labels[1:])}",
@@ -282,31 +278,16 @@ def is_seg_bundle(bundle_dir: str | os.PathLike) -> bool:
 
 def load_seg_bundle(bundle_dir: str | os.PathLike) -> tuple[SegExpertNet, dict]:
     """(network in eval mode on CPU, metadata) of a segmentation expert bundle; files, SHA-256 and strict load
-    checked; `BundleError` with a one-line message on any problem."""
-    root = Path(bundle_dir)
-    if not root.is_dir():
-        raise BundleError(f"expert bundle {root} does not exist")
-    for rel in REQUIRED_FILES:
-        if not (root / rel).is_file():
-            raise BundleError(f"expert bundle {root} is incomplete: {rel} is missing")
+    checked (`read_verified`); `BundleError` with a one-line message on any problem."""
+    root, metadata, network, state = read_verified(
+        bundle_dir, REQUIRED_FILES, ("arch", "in_channels", "num_classes", "channels", "features"),
+        ("kind", "label_names", "preprocessing"),
+    )
+    kind = metadata["lorkd"]["kind"]
+    if kind != KIND:
+        raise BundleError(f"expert bundle {root}: invalid {METADATA_FILE} (not a segmentation bundle (kind {kind!r}))")
     try:
-        metadata = runtime.read_bundle_metadata(root)
-        lorkd = metadata["lorkd"]
-        if lorkd.get("kind") != KIND:
-            raise ValueError(f"not a segmentation bundle (kind {lorkd.get('kind')!r})")
-        network = {k: lorkd["network"][k] for k in ("arch", "in_channels", "num_classes", "channels", "features")}
-        expected = str(lorkd["model_sha256"])
-        _ = lorkd["preprocessing"]["spacing"], lorkd["label_names"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise BundleError(f"expert bundle {root}: invalid {METADATA_FILE} ({runtime._one_line(error)})") from error
-    model_path = root / lorkd.get("model_file", MODEL_FILE)
-    if runtime.sha256_file(model_path) != expected:
-        raise BundleError(f"model file {model_path} does not match the SHA-256 recorded at export "
-                          "(tampered or corrupted)")
-    try:
-        state = torch.load(model_path, map_location="cpu", weights_only=True)
         net = SegExpertNet(**network)
-        net.load_state_dict(state, strict=True)
-    except Exception as error:  # noqa: BLE001 - pickle, zip, shape and key errors
-        raise BundleError(f"model file {model_path} cannot be loaded ({runtime._one_line(error)[:300]})") from error
-    return net.eval(), metadata
+    except (ValueError, TypeError) as error:
+        raise BundleError(f"expert bundle {root}: cannot build network {network} ({error})") from error
+    return load_state_into(net, state, root, network), metadata
