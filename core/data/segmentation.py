@@ -32,7 +32,6 @@ from core.errors import DataError
 from core.infer import seg_runtime
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".dcm")
-ITK_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
 GAIN_RANGE = 0.10
 OFFSET_RANGE = 0.05
 
@@ -59,57 +58,22 @@ def read_any_volume(path: str | Path, warn: Callable[[str], None] | None = None)
     return np.asarray(vol.array), tuple(vol.spacing), tuple(vol.direction)
 
 
-def _stored_dims(path: Path) -> tuple[int, ...] | None:
-    """The size of an ITK-readable file (NIfTI, NRRD, MetaImage) as stored, from its header; None otherwise."""
-    name = path.name.lower()
-    if not path.is_file() or not name.endswith(ITK_SUFFIXES):
-        return None
-    import SimpleITK as sitk
-
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        return None
-    return tuple(int(n) for n in reader.GetSize())
-
-
-def _nifti_nonfinite(path: Path) -> int:
-    """NaN/Inf voxels of a floating-point NIfTI file. ITK's NIfTI reader silently turns them into 0, so
-    they are counted on the stored data (nibabel, read only for float files)."""
-    name = path.name.lower()
-    if not path.is_file() or not name.endswith((".nii", ".nii.gz")):
-        return 0
-    import nibabel as nib
-
-    try:
-        image = nib.load(str(path))
-        if image.header.get_data_dtype().kind not in "fc":
-            return 0
-        data = np.asanyarray(image.dataobj)
-    except Exception:  # noqa: BLE001 - SimpleITK read the file; an odd header for nibabel is not our problem
-        return 0
-    return int(np.count_nonzero(~np.isfinite(data)))
-
-
 def check_3d_volume(volume: Volume, path: str | Path | None = None) -> None:
     """Raise `DataError` (naming `path`, or the volume's source) unless `volume` is what segmentation needs:
     one single-channel 3D volume (not RGB, not a 2D image, not 4D) with finite intensities."""
     where = str(path or volume.metadata.get("source") or "the volume")
     if volume.is_rgb:
         raise DataError(f"{where}: an RGB image; segmentation needs single-channel 3D volumes")
-    if path is not None:
-        size = _stored_dims(Path(path))
-        if size is not None and len(size) > 3 and math.prod(size[3:]) > 1:
-            raise DataError(f"{where}: a 4D image ({math.prod(size[3:])} volumes of {' x '.join(map(str, size[:3]))}); "
-                            f"segmentation needs one 3D volume per file (extract the volume to use)")
+    volumes = int(volume.metadata.get("volumes", "1"))  # recorded by read_volume: a 4D file keeps its first volume
+    if volumes > 1:
+        raise DataError(f"{where}: a 4D image ({volumes} volumes of {volume.metadata.get('stored_size')}); "
+                        f"segmentation needs one 3D volume per file (extract the volume to use)")
     array = np.asarray(volume.array)
     if array.shape[0] == 1:
         raise DataError(f"{where}: a 2D image ({array.shape[1]} x {array.shape[2]}); segmentation needs a 3D volume")
+    # NIfTI NaN/Inf are zeroed by the reader, which records how many there were
     bad = int(np.count_nonzero(~np.isfinite(array))) if array.dtype.kind in "fc" else 0
-    if path is not None and not bad:
-        bad = _nifti_nonfinite(Path(path))
+    bad = bad or int(volume.metadata.get("nonfinite_voxels", "0"))
     if bad:
         raise DataError(f"{where}: {bad} voxel{'s are' if bad > 1 else ' is'} NaN or infinite; segmentation needs "
                         f"finite intensities (fill or mask them first)")

@@ -460,12 +460,13 @@ def _read_itk_file(p: Path, io: str, kind: str) -> Volume:
         raise DataError(f"{p}: unreadable {kind} header ({_itk_message(exc)})") from None
     warnings = []
     dim, size = reader.GetDimension(), reader.GetSize()
+    volumes = 1
     if dim > 3:
-        n = math.prod(size[3:])
+        volumes = math.prod(size[3:])
         reader.SetExtractIndex([0] * dim)
         reader.SetExtractSize(list(size[:3]) + [0] * (dim - 3))
-        if n > 1:
-            warnings.append(f"{dim}D image {p}: first of {n} volumes read")
+        if volumes > 1:
+            warnings.append(f"{dim}D image {p}: first of {volumes} volumes read")
     try:
         image = reader.Execute()
     except RuntimeError as exc:
@@ -475,7 +476,28 @@ def _read_itk_file(p: Path, io: str, kind: str) -> Volume:
         if image.HasMetaDataKey(key) and image.GetMetaData(key).strip():
             description = image.GetMetaData(key).strip()
             break
-    return Volume.from_sitk(image, {"source": str(p), "description": description, "modality": ""}, warnings)
+    metadata = {"source": str(p), "description": description, "modality": "", "volumes": str(volumes),
+                "stored_size": " x ".join(map(str, size[:3]))}
+    nonfinite = _nifti_nonfinite(p) if kind == "NIfTI" else 0
+    if nonfinite:
+        metadata["nonfinite_voxels"] = str(nonfinite)
+        warnings.append(f"{p}: {nonfinite} NaN or infinite voxel(s), read as 0")
+    return Volume.from_sitk(image, metadata, warnings)
+
+
+def _nifti_nonfinite(p: Path) -> int:
+    """NaN/Inf voxels of a floating-point NIfTI file. ITK's NIfTI reader silently turns them into 0, so
+    they are counted on the stored data (nibabel, read only for float files)."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(p))
+        if image.header.get_data_dtype().kind not in "fc":
+            return 0
+        data = np.asanyarray(image.dataobj)
+    except Exception:  # noqa: BLE001 - SimpleITK read the file; an odd header for nibabel is not our problem
+        return 0
+    return int(np.count_nonzero(~np.isfinite(data)))
 
 
 def _read_2d_image(p: Path) -> Volume:

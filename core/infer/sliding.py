@@ -10,36 +10,18 @@ writing go through `core.data.volume` (`read_volume`, `write_label_map`: exact g
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import torch
 
 from core.data.segmentation import check_3d_volume
 from core.data.volume import Volume, read_volume, write_label_map
-from core.errors import DataError
 from core.export.seg_bundle import load_seg_bundle
 from core.infer import seg_runtime
 from core.train.events import Control
 
 Progress = Callable[[float, str], None]
-
-
-def sliding_window(
-    net: torch.nn.Module,
-    image: torch.Tensor,
-    roi: Sequence[int],
-    overlap: float = 0.25,
-    mode: str = "gaussian",
-    progress: Progress | None = None,
-    control: Control | None = None,
-    sw_batch_size: int = 1,
-) -> torch.Tensor:
-    """Logits (C, X, Y, Z) on the CPU of an image (channels, X, Y, Z); the net runs on its own device.
-    `progress(fraction, message)` after each window batch; `control` pauses / stops (RunStopped) between them."""
-    report = (lambda f: progress(f, "segmenting")) if progress else None
-    check = control.checkpoint if control is not None else None
-    return seg_runtime.sliding_logits(net, image, roi, overlap, mode, sw_batch_size, progress=report, check=check)
 
 
 def segment_volume(
@@ -51,8 +33,6 @@ def segment_volume(
 ) -> np.ndarray:
     """uint8 label map (Z, Y, X) of `volume` on its own voxel grid (canonical reorientation and resampling
     inverted), with the preprocessing block of a segmentation bundle."""
-    if volume.is_rgb:
-        raise DataError("segmentation experts need a single-channel volume, got an RGB image")
     check_3d_volume(volume)
     report = (lambda f: progress(f, "segmenting")) if progress else None
     check = control.checkpoint if control is not None else None
@@ -79,7 +59,6 @@ def apply_segmentation(
     if progress:
         progress(0.0, "reading the volume")
     volume = read_volume(image_path)
-    check_3d_volume(volume, image_path)
     sources = None
     if dicom_seg:  # before the (long) inference: a non-DICOM input fails at once
         from core.data.dicom_seg import dicom_source_files

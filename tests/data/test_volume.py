@@ -577,3 +577,19 @@ def test_dicom_seg_needs_a_dicom_image(tmp_path):
     with pytest.raises(DataError, match="source DICOM files"):
         write_dicom_seg(np.zeros(ct.array.shape, np.uint8), ct, files[:2], tmp_path / "x.dcm", ["a"])
     assert not (tmp_path / "x.dcm").exists()
+
+
+def test_nifti_nan_voxels_and_4d_files_are_recorded_by_the_reader(tmp_path):
+    data = np.ones((6, 7, 8), np.float32)
+    data[1, 2, 3] = np.nan
+    data[2, 2, 2] = np.inf
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "nan.nii.gz")
+    vol = read_volume(tmp_path / "nan.nii.gz")
+    assert vol.metadata["nonfinite_voxels"] == "2" and np.isfinite(vol.array).all()  # ITK reads them as 0
+    assert any("2 NaN or infinite" in w for w in vol.warnings)
+
+    nib.save(nib.Nifti1Image(np.zeros((6, 7, 8, 3), np.int16), np.eye(4)), tmp_path / "four.nii.gz")
+    four = read_volume(tmp_path / "four.nii.gz")
+    assert four.metadata["volumes"] == "3" and four.metadata["stored_size"] == "6 x 7 x 8"
+    assert four.array.shape == (8, 7, 6)
+    assert read_volume(tmp_path / "nan.nii.gz").metadata["volumes"] == "1"
