@@ -1,4 +1,4 @@
-"""Fixtures for the GUI tests: a tiny two-task config and a main window with its own settings file.
+"""Fixtures for the GUI tests (the main window fixture is in tests/conftest.py; tiny configs in gui_support.py).
 
 Run offscreen: QT_QPA_PLATFORM=offscreen (set here when missing).
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import pytest  # noqa: E402
-from PySide6.QtCore import QSettings, QTimer  # noqa: E402
+from PySide6.QtCore import QTimer  # noqa: E402
 
 
 @pytest.fixture
@@ -20,24 +20,6 @@ def data_dir(tmp_path) -> Path:
     path = tmp_path / "data"
     path.mkdir()
     return path
-
-
-@pytest.fixture
-def window(qtbot, tmp_path):
-    from app.main_window import MainWindow
-
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    win = MainWindow(settings, data_dir=tmp_path / "demo", runs_dir=tmp_path / "runs", load_demo=False,
-                     restore=False)
-    qtbot.addWidget(win)
-    win.resize(1100, 750)
-    win.show()
-    yield win
-    if win.controller.state.active:
-        win.controller.cancel()
-        win.controller.wait(60_000)
-    if win.error_box is not None:
-        win.error_box.close()
 
 
 class StallProbe:
