@@ -210,6 +210,16 @@ class _FloatEdit(QLineEdit):
         self.setMaximumWidth(110)
 
 
+def _field_with_button(field: QWidget, button: QPushButton) -> QWidget:
+    """A line edit (stretching) with its Browse/Choose button on one form row."""
+    row = QWidget()
+    h = QHBoxLayout(row)
+    h.setContentsMargins(0, 0, 0, 0)
+    h.addWidget(field, 1)
+    h.addWidget(button)
+    return row
+
+
 class SetupPanel(QWidget):
     """The run configuration form."""
 
@@ -295,12 +305,7 @@ class SetupPanel(QWidget):
                                       "config there is resumed)")
         choose = QPushButton("Choose…")
         choose.clicked.connect(self._choose_runs_dir)
-        runs_row = QWidget()
-        h = QHBoxLayout(runs_row)
-        h.setContentsMargins(0, 0, 0, 0)
-        h.addWidget(self.runs_dir_edit, 1)
-        h.addWidget(choose)
-        run_form.addRow("Runs folder", runs_row)
+        run_form.addRow("Runs folder", _field_with_button(self.runs_dir_edit, choose))
         self.image_size = self._int("data.image_size: every task is resized to this side (pixels)")
         self._row(run_form, "Image size", self.image_size, "data.image_size")
         self.note = QLabel()
@@ -364,12 +369,7 @@ class SetupPanel(QWidget):
         self.checkpoint_edit.textChanged.connect(self._edited)
         browse = QPushButton("Browse…")
         browse.clicked.connect(self._browse_checkpoint)
-        ckpt_row = QWidget()
-        h = QHBoxLayout(ckpt_row)
-        h.setContentsMargins(0, 0, 0, 0)
-        h.addWidget(self.checkpoint_edit, 1)
-        h.addWidget(browse)
-        self._row(teacher_form, "Checkpoint", ckpt_row, "teacher.checkpoint")
+        self._row(teacher_form, "Checkpoint", _field_with_button(self.checkpoint_edit, browse), "teacher.checkpoint")
         self._checkpoint_row = (self.checkpoint_edit, browse)
 
         # backbone and experts ---------------------------------------------------------
