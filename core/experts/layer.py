@@ -169,6 +169,22 @@ class ExpertConv(nn.Module):
         fn = (F.conv1d, F.conv2d, F.conv3d)[self.spatial_dims - 1]
         return fn(z, b.view(*b.shape, *([1] * self.spatial_dims)))
 
+    def _add_up(self, y: torch.Tensor, z: torch.Tensor, plan: RoutePlan) -> torch.Tensor:
+        """`y + s_t B_t z` for every sample in one batched matmul (equal ranks).
+
+        Each sample gets its task's B (C_out x r, a small copy per sample); one `baddbmm` replaces T 1x1
+        convolutions, their concatenation and the add. Works on channels-first and channels-last tensors.
+        """
+        ups = torch.stack(list(self.lora_B)) * self.scales[0]  # (T, C_out, r)
+        ups = ups.index_select(0, plan.task_ids_on(ups.device))  # (n, C_out, r)
+        n, out_channels, r = ups.shape
+        if self.kind != "linear" and y.is_contiguous():  # channels-first: (n, C_out, P) += B (n, C_out, r) @ z
+            return torch.baddbmm(y.view(n, out_channels, -1), ups, z.reshape(n, r, -1)).view(y.shape)
+        y_last, z_last = (y, z) if self.kind == "linear" else (y.movedim(1, -1), z.movedim(1, -1))
+        out = torch.baddbmm(y_last.reshape(n, -1, out_channels), z_last.reshape(n, -1, r), ups.transpose(1, 2))
+        out = out.view(y_last.shape)
+        return out if self.kind == "linear" else out.movedim(-1, 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         plan = self.plan
         if plan is None:
@@ -184,9 +200,10 @@ class ExpertConv(nn.Module):
         parts = plan.split(x)
         if self.form == "factorized" and not self._dense_pays(x, plan):
             y = self._op(x, self.weight, self.bias)
-            pairs = zip(plan.tasks, parts, strict=True)
-            deltas = [self._up(self._op(part, self.lora_A[t], None), t) for t, part in pairs]
-            return y + plan.join(deltas)
+            downs = [self._op(part, self.lora_A[t], None) for t, part in zip(plan.tasks, parts, strict=True)]
+            if len(set(self.ranks)) > 1:  # per-task ranks: z cannot be one tensor, one 1x1 conv per task
+                return y + plan.join([self._up(z, t) for t, z in zip(plan.tasks, downs, strict=True)])
+            return self._add_up(y, plan.join(downs), plan)
         pairs = zip(plan.tasks, parts, strict=True)
         outs = [self._op(part, self.weight + self.delta_weight(t), self.bias) for t, part in pairs]
         return plan.join(outs)

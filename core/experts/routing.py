@@ -42,6 +42,7 @@ class RoutePlan:
             perm = torch.argsort(ids, stable=True)
             self._perm, self._inverse = perm, torch.argsort(perm)
         self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._ids_on: dict[torch.device, torch.Tensor] = {}
 
     @property
     def is_sorted(self) -> bool:
@@ -51,6 +52,12 @@ class RoutePlan:
         if device not in self._on:
             self._on[device] = (self._perm.to(device), self._inverse.to(device))
         return self._on[device]
+
+    def task_ids_on(self, device: torch.device) -> torch.Tensor:
+        """The task ids on `device` (copied once per device, not once per layer)."""
+        if device not in self._ids_on:
+            self._ids_on[device] = self.task_ids.to(device)
+        return self._ids_on[device]
 
     def split(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The samples of each present task, in `self.tasks` order."""

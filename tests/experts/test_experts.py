@@ -90,17 +90,25 @@ def test_routed_equals_merged_and_reference(kind, form, shape, order):
 
 
 @pytest.mark.parametrize("strategy", ["branch", "dense"])
-def test_both_strategies_of_factorized_are_exact(strategy):
-    model = resnet2d("factorized")
+@pytest.mark.parametrize("ranks", [None, [1, 2, 3]])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_both_strategies_of_factorized_are_exact(strategy, ranks, channels_last):
+    """Both strategies, equal ranks (one batched matmul for B) or per-task ranks, NCHW or channels-last."""
+    model = resnet2d("factorized", ranks=ranks)
     for layer in expert_layers(model):
         layer.strategy = strategy
     x = torch.randn(6, 3, 20, 20)
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     task_ids = torch.tensor([1, 0, 2, 2, 0, 1])
     with torch.no_grad(), route(model, task_ids):
         fast = model(x)
     with torch.no_grad(), route(model, task_ids, impl="reference"):
         reference = model(x)
     assert rel_err(fast, reference) < 1e-5
+    expected = torch.cat([merge_expert(model, t)(x[task_ids == t]) for t in range(T)])
+    order = torch.argsort(task_ids, stable=True)
+    assert rel_err(fast[order], expected.detach()) < 1e-5
 
 
 def test_outside_route_is_plain_backbone():
