@@ -136,9 +136,10 @@ def _stepper(model, form: str, x, task_ids, loss_of):
 
 # --------------------------------------------------------------------------------------------- steps
 def step_ratios(arch="resnet18", image_size=28, batch=128, tasks=10, forms=FORMS, repeats=5, warmup=1,
-                memory=False):
+                memory=False, channels_last=False):
     """{form: median(step time / plain step time), form + " best": best / best}; with memory, also
-    {form + " mem": saved bytes / plain}."""
+    {form + " mem": saved bytes / plain}. channels_last: every network's weights channels-last (as
+    classification runs train), the plain one too."""
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, image_size, image_size, generator=g)
     y = torch.randint(0, 10, (batch,), generator=g)
@@ -148,6 +149,8 @@ def step_ratios(arch="resnet18", image_size=28, batch=128, tasks=10, forms=FORMS
         return F.cross_entropy(out, y[rows], reduction="sum") / batch
 
     models = {f: _net2d(arch, f, tasks) for f in ("plain", *forms)}
+    if channels_last:
+        models = {f: m.to(memory_format=torch.channels_last) for f, m in models.items()}
     ratios = paired_ratios({f: _stepper(m, f, x, task_ids, loss_of) for f, m in models.items()}, "plain",
                            repeats, warmup, best=repeats > 1)
     if memory:
@@ -167,6 +170,8 @@ def step_grid(quick: bool) -> list[dict]:
     rows += [dict(image_size=28, batch=128, tasks=t, repeats=5, forms=two, memory=True) for t in (1, 4, 32)]
     rows += [dict(image_size=28, batch=b, tasks=10, repeats=5, forms=two, memory=True) for b in (32, 512)]
     rows += [dict(image_size=64, batch=128, tasks=10, repeats=7, forms=fast, memory=True)]
+    rows += [dict(image_size=s, batch=128, tasks=10, repeats=7, forms=("factorized",), channels_last=True)
+             for s in (28, 64)]
     rows += [dict(image_size=224, batch=32, tasks=10, repeats=3, forms=two, memory=True)]
     rows += [dict(image_size=28, batch=32, tasks=10, repeats=1, warmup=0, forms=("paper-reference",))]
     return rows
@@ -183,7 +188,7 @@ def bench_steps(quick: bool, report) -> list[dict]:
         ratios = step_ratios(**row)
         results.append({"section": "steps", **{k: v for k, v in row.items() if k != "forms"}, "ratios": ratios})
         report(f"{row['arch']:<9} {row['image_size']:>4}px B={row['batch']:<4} T={row['tasks']:<3} "
-               + format_ratios(ratios))
+               + ("channels-last  " if row.get("channels_last") else "") + format_ratios(ratios))
     return results
 
 

@@ -101,7 +101,7 @@ class ExpertConv(nn.Module):
         self.merged_task: int | None = None
         self.plan: RoutePlan | None = None
         self.impl = "fast"
-        # factorized form only: "auto" | "branch" | "dense" (see _dense_pays); the paper form is always dense
+        # "auto" | "branch" | "dense" | "grouped" (see _choose); the paper form has no branch
         self.strategy = "auto"
 
     # ----------------------------------------------------------------------------------- shapes
@@ -197,8 +197,11 @@ class ExpertConv(nn.Module):
             )
         if self.impl == "reference":
             return self._reference_forward(x, plan)
+        strategy = self._choose(x, plan)
+        if strategy == "grouped":
+            return self._grouped_forward(x, plan)
         parts = plan.split(x)
-        if self.form == "factorized" and not self._dense_pays(x, plan):
+        if strategy == "branch":
             y = self._op(x, self.weight, self.bias)
             downs = [self._op(part, self.lora_A[t], None) for t, part in zip(plan.tasks, parts, strict=True)]
             if len(set(self.ranks)) > 1:  # per-task ranks: z cannot be one tensor, one 1x1 conv per task
@@ -208,27 +211,49 @@ class ExpertConv(nn.Module):
         outs = [self._op(part, self.weight + self.delta_weight(t), self.bias) for t, part in pairs]
         return plan.join(outs)
 
-    def _dense_pays(self, x: torch.Tensor, plan: RoutePlan) -> bool:
-        """Whether per-task dense weights beat the low-rank branch for this input.
+    def _choose(self, x: torch.Tensor, plan: RoutePlan) -> str:
+        """"branch", "dense" or "grouped" for this input (all exact; `strategy` other than auto forces one).
 
-        Both are exact. Dense weights cost T convolutions over the task segments (no extra FLOPs,
-        but small GEMMs); the branch costs the full-batch conv plus 2T tiny convs. Measured on CPU
-        (benchmarks/bench_experts.py): dense wins while a segment has >= 256 output rows
-        (samples x output positions), the branch wins on small feature maps.
+        - grouped (per-sample weights, one grouped conv): 3D layers on batches of <= 8 samples, where
+          task segments of one sample would run PyTorch's native conv3d instead of oneDNN.
+        - dense (per-task W0 + dW_t on the task segments): no extra FLOPs but T smaller GEMMs; measured on
+          CPU it wins while a segment has >= 256 output rows (samples x output positions).
+        - branch (factorized only: conv(x, W0) + s B_t(A_t(x_t))): small feature maps.
         """
         if self.strategy != "auto":
-            return self.strategy == "dense"
+            return "dense" if self.form == "paper" and self.strategy == "branch" else self.strategy
         if self.kind == "linear":
-            return False
+            return "branch" if self.form == "factorized" else "dense"
+        if self.spatial_dims == 3 and x.shape[0] <= 8:
+            return "grouped"
+        if self.form == "paper":
+            return "dense"
         stride = math.prod(self.options["stride"])
         positions = math.prod(x.shape[2:]) / stride if self.kind == "conv" else math.prod(x.shape[2:]) * stride
-        return x.shape[0] / len(plan.tasks) * positions >= 256
+        return "dense" if x.shape[0] / len(plan.tasks) * positions >= 256 else "branch"
 
     def _reference_forward(self, x: torch.Tensor, plan: RoutePlan) -> torch.Tensor:
         """The paper's EKS conv: per-sample weights W0 + sum_t M[b, t] dW_t, one grouped conv."""
         onehot = F.one_hot(plan.task_ids, self.num_tasks).to(self.weight.dtype)  # (B, T)
         deltas = torch.stack([self.delta_weight(t) for t in range(self.num_tasks)])  # (T, *W)
         weights = self.weight.unsqueeze(0) + torch.einsum("bt,t...->b...", onehot, deltas)  # (B, *W)
+        return self._per_sample(x, weights)
+
+    def _grouped_forward(self, x: torch.Tensor, plan: RoutePlan) -> torch.Tensor:
+        """Per-sample weights W0 + dW_t(b) gathered from the present tasks' deltas, one grouped conv.
+
+        Chosen for 3D layers on small batches: task segments of one sample fall off oneDNN onto
+        PyTorch's native conv3d (~10x slower, e.g. a 64^3 UNet step 3.4x the plain one), while a grouped
+        conv stays on oneDNN (1.23x). The weight copies are n x |W| for n <= 8 samples.
+        """
+        deltas = torch.stack([self.delta_weight(t) for t in plan.tasks])  # (T present, *W)
+        position = torch.full((self.num_tasks,), -1, dtype=torch.long)
+        position[plan.tasks] = torch.arange(len(plan.tasks))
+        index = position.to(plan.task_ids.device)[plan.task_ids].to(deltas.device)
+        return self._per_sample(x, self.weight.unsqueeze(0) + deltas.index_select(0, index))
+
+    def _per_sample(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Sample b through weights[b]: one grouped conv with groups = batch size."""
         n = x.shape[0]
         if self.kind == "linear":
             y = torch.einsum("b...i,boi->b...o", x, weights)

@@ -89,7 +89,7 @@ def test_routed_equals_merged_and_reference(kind, form, shape, order):
     assert rel_err(fast, plain) > 1e-3
 
 
-@pytest.mark.parametrize("strategy", ["branch", "dense"])
+@pytest.mark.parametrize("strategy", ["branch", "dense", "grouped"])
 @pytest.mark.parametrize("ranks", [None, [1, 2, 3]])
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_both_strategies_of_factorized_are_exact(strategy, ranks, channels_last):
@@ -138,8 +138,11 @@ def _grads(model, x, y, task_ids, impl="fast"):
 
 
 @pytest.mark.parametrize("form", ["factorized", "paper"])
-def test_gradient_separation(form):
+@pytest.mark.parametrize("strategy", ["auto", "grouped"])
+def test_gradient_separation(form, strategy):
     model = resnet2d(form).eval()  # eval: batch norm uses running stats, so per-sample terms are independent
+    for layer in expert_layers(model):
+        layer.strategy = strategy
     g = torch.Generator().manual_seed(3)
     x = torch.randn(6, 3, 20, 20, generator=g)
     y = torch.randint(0, 5, (6,), generator=g)
