@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -190,7 +191,7 @@ def routed(student: MultiTaskNet):
 
 
 # ------------------------------------------------------------------------------------------ run
-class Pipeline:
+class Pipeline(ABC):
     """What every kind of run shares: the folder check, the run lifecycle (resume from checkpoints/last.pt,
     teacher -> student -> decomposition -> evaluation -> summary -> export, stop and error reporting) and
     reopening a finished run. Subclasses set config, folder, observer, control, main, dist and build the
@@ -210,11 +211,14 @@ class Pipeline:
                     f"(differs in: {', '.join(diff)}); choose another output folder"
                 )
 
+    @abstractmethod
     def run_info(self, phases: list[str]) -> RunInfo:
-        raise NotImplementedError
+        """Folder, phases, task names and device of this run, for the observer's on_start."""
 
     def _load_extra(self, state: dict) -> None:
-        """Restore what else a finished run's checkpoint holds (after build_teacher / build_student)."""
+        """Restore what else a finished run's checkpoint holds (after build_teacher / build_student).
+        A hook: nothing by default (segmentation runs hold nothing else)."""
+        return None
 
     def run(self, export: bool = True) -> dict[str, Any]:
         """The whole pipeline; resumes from checkpoints/last.pt when the folder has one."""
