@@ -147,6 +147,27 @@ class ExpertConv(nn.Module):
             delta = (b @ a.flatten(1)).view(self.weight.shape)
         return delta * self.scales[task]
 
+    def _task_weights(self, tasks: list[int]) -> list[torch.Tensor]:
+        """`W0 + s_t dW_t` for each of `tasks`, in the memory layout of `weight`.
+
+        Equal ranks (factorized conv or linear): one `baddbmm` over the stacked factors instead of a
+        matmul, a scale and an add per task (and their backward nodes). A channels-last weight is built
+        in its own order (C_out, *k, C_in), so neither the weights nor their gradients are re-laid out.
+        """
+        if self.form != "factorized" or self.kind == "convT" or len(set(self.ranks)) > 1:
+            return [self.weight + self.delta_weight(t) for t in tasks]
+        w = self.weight
+        last = w.dim() > 2 and not w.is_contiguous() and w.movedim(1, -1).is_contiguous()
+        a = torch.stack([self.lora_A[t] for t in tasks])  # (T', r, C_in, *k)
+        b = torch.stack([self.lora_B[t] for t in tasks])  # (T', C_out, r)
+        if last:
+            a, base = a.movedim(2, -1), w.movedim(1, -1)  # (T', r, *k, C_in), (C_out, *k, C_in) views
+        else:
+            base = w
+        out = torch.baddbmm(base.reshape(1, w.shape[0], -1), b, a.flatten(2), alpha=self.scales[0])
+        out = out.view(len(tasks), *base.shape)
+        return list((out.movedim(-1, 2) if last else out).unbind(0))
+
     # ---------------------------------------------------------------------------------- forward
     def _op(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, **override) -> torch.Tensor:
         if self.kind == "linear":
@@ -207,9 +228,8 @@ class ExpertConv(nn.Module):
             if len(set(self.ranks)) > 1:  # per-task ranks: z cannot be one tensor, one 1x1 conv per task
                 return y + plan.join([self._up(z, t) for t, z in zip(plan.tasks, downs, strict=True)])
             return self._add_up(y, plan.join(downs), plan)
-        pairs = zip(plan.tasks, parts, strict=True)
-        outs = [self._op(part, self.weight + self.delta_weight(t), self.bias) for t, part in pairs]
-        return plan.join(outs)
+        weights = self._task_weights(plan.tasks)
+        return plan.join([self._op(part, w, self.bias) for w, part in zip(weights, parts, strict=True)])
 
     def _choose(self, x: torch.Tensor, plan: RoutePlan) -> str:
         """"branch", "dense" or "grouped" for this input (all exact; `strategy` other than auto forces one).

@@ -138,16 +138,23 @@ def _grads(model, x, y, task_ids, impl="fast"):
 
 
 @pytest.mark.parametrize("form", ["factorized", "paper"])
-@pytest.mark.parametrize("strategy", ["auto", "grouped"])
-def test_gradient_separation(form, strategy):
+@pytest.mark.parametrize("strategy", ["auto", "dense", "grouped"])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_gradient_separation(form, strategy, channels_last):
     model = resnet2d(form).eval()  # eval: batch norm uses running stats, so per-sample terms are independent
     for layer in expert_layers(model):
         layer.strategy = strategy
     g = torch.Generator().manual_seed(3)
     x = torch.randn(6, 3, 20, 20, generator=g)
+    if channels_last:
+        model, x = model.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 5, (6,), generator=g)
     task_ids = torch.tensor([0, 2, 0, 2, 2, 0])  # task 1 absent
     grads = _grads(model, x, y, task_ids)
+    for layer in expert_layers(model):  # W0's gradient keeps W0's layout (no re-layout copy per step)
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        assert layer.weight.is_contiguous(memory_format=layout)
+        assert layer.weight.grad.is_contiguous(memory_format=layout)
     for p in expert_parameters(model, 1):
         assert p.grad is None or torch.count_nonzero(p.grad) == 0
     assert any(torch.count_nonzero(p.grad) > 0 for p in expert_parameters(model, 0))
