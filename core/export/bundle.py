@@ -293,9 +293,10 @@ def _build_metadata(
     }
 
 
-def _inference_config(network: dict) -> dict:
-    """configs/inference.json: puts the bundle root on sys.path itself, builds network_def, loads the
-    weights (SHA-256 checked, weights_only, strict) and runs `scripts.lorkd_runtime.classify`."""
+def inference_config(network: dict, net_target: str, action: str, action_target: str) -> dict:
+    """configs/inference.json of a bundle: puts the bundle root on sys.path itself, builds `network_def`
+    (`net_target` with the `network` arguments), loads the weights (SHA-256 checked, weights_only,
+    strict) and runs `action_target(bundle_root, image_path, out_path, net)` as `action`."""
     return {
         "imports": ["$import os", "$import sys"],
         "bundle_root": ".",
@@ -303,21 +304,21 @@ def _inference_config(network: dict) -> dict:
         "output": "",
         "device": "cpu",
         "initialize": ["$sys.path.insert(0, os.path.abspath(@bundle_root))"],
-        "network_def": {"_target_": "scripts.lorkd_nets.ClassifierNet", **network},
+        "network_def": {"_target_": net_target, **network},
         "network": {
             "_target_": "scripts.lorkd_runtime.load_weights",
             "net": "@network_def",
             "bundle_root": "@bundle_root",
             "device": "@device",
         },
-        "classify": {
-            "_target_": "scripts.lorkd_runtime.classify",
+        action: {
+            "_target_": action_target,
             "bundle_root": "@bundle_root",
             "image_path": "@image",
             "out_path": "@output",
             "net": "@network",
         },
-        "run": ["$@classify"],
+        "run": [f"$@{action}"],
     }
 
 
@@ -359,7 +360,8 @@ def _build_bundle(
     shutil.copyfile(nets.__file__, root / "scripts" / "lorkd_nets.py")
     shutil.copyfile(runtime.__file__, root / "scripts" / "lorkd_runtime.py")
     _write_labels(root, task)
-    _write_json(root / INFERENCE_FILE, _inference_config(network))
+    _write_json(root / INFERENCE_FILE, inference_config(network, "scripts.lorkd_nets.ClassifierNet", "classify",
+                                                        "scripts.lorkd_runtime.classify"))
     (root / "configs" / "logging.conf").write_text(LOGGING_CONF, encoding="utf-8")
     metadata = _build_metadata(
         task=task,

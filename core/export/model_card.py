@@ -55,24 +55,12 @@ def _metrics_table(metrics: dict) -> list[str]:
     return lines
 
 
-def render_model_card(metadata: dict) -> str:
-    """Markdown model card built from the bundle metadata (so the two cannot disagree)."""
+def _intro(title: str, metadata: dict, facts: list[str]) -> list[str]:
+    """Title, the research-use notice, the Task section with `facts` as bullets, and the labels."""
     lorkd = metadata["lorkd"]
-    task = lorkd["task"]
-    pre = lorkd["preprocessing"]
-    net = lorkd["network"]
-    labels = lorkd["label_names"]
-    kind = lorkd["kind"]
-    name = task.get("name", "task")
-    size = "×".join([str(pre["image_size"])] * int(pre["spatial_dims"]))
-    channels = "RGB (3 channels)" if int(pre["in_channels"]) == 3 else "grey (1 channel)"
-    decision = (
-        "the label with the highest probability (softmax over labels)"
-        if kind == "multiclass"
-        else "every label whose probability (independent sigmoid) is ≥ 0.5"
-    )
-    lines = [
-        f"# LoRKD task expert: {name}",
+    column = "index" if lorkd["kind"] != "segmentation" else "value"
+    return [
+        f"# {title}",
         "",
         "**Research use only.** Not a medical device; not validated for clinical diagnosis, screening or "
         "treatment decisions.",
@@ -81,19 +69,60 @@ def render_model_card(metadata: dict) -> str:
         "",
         f"{metadata['task']}. {metadata['description']}",
         "",
-        f"- Kind: {kind} ({len(labels)} labels); prediction: {decision}.",
-        f"- Network: MONAI `{net['arch']}`, {net['spatial_dims']}D, {net['in_channels']} input channel(s), "
-        f"{net['num_classes']} outputs (logits), defined in `scripts/lorkd_nets.py`.",
+        *facts,
         f"- Weights: `{lorkd['model_file']}` (plain state_dict), SHA-256 `{lorkd['model_sha256']}`.",
         "",
         "## Labels",
         "",
-        "| index | label |",
+        f"| {column} | label |",
         "|---|---|",
-        *[f"| {i} | {_fmt(label)} |" for i, label in enumerate(labels)],
+        *[f"| {i} | {_fmt(label)} |" for i, label in enumerate(lorkd["label_names"])],
         "",
         "Also in `labels.json` and `labels.csv`.",
         "",
+    ]
+
+
+def _how_to_run(metadata: dict, packages: str, image: str, output: str) -> list[str]:
+    """Intended use, what the bundle needs and the `monai.bundle run` command line."""
+    return [
+        "## Intended use",
+        "",
+        f"{metadata['intended_use']}",
+        "",
+        "## How to run (without LoRKD Studio)",
+        "",
+        f"Needs Python with the packages and versions listed in `configs/metadata.json` ({packages}):",
+        "",
+        "```",
+        "python -m monai.bundle run --config_file BUNDLE/configs/inference.json --bundle_root BUNDLE \\",
+        f"    --image {image} --output {output}",
+        "```",
+        "",
+    ]
+
+
+def render_model_card(metadata: dict) -> str:
+    """docs/README.md of a classification expert bundle."""
+    lorkd = metadata["lorkd"]
+    task = lorkd["task"]
+    pre = lorkd["preprocessing"]
+    net = lorkd["network"]
+    kind = lorkd["kind"]
+    size = "×".join([str(pre["image_size"])] * int(pre["spatial_dims"]))
+    channels = "RGB (3 channels)" if int(pre["in_channels"]) == 3 else "grey (1 channel)"
+    decision = (
+        "the label with the highest probability (softmax over labels)"
+        if kind == "multiclass"
+        else "every label whose probability (independent sigmoid) is ≥ 0.5"
+    )
+    facts = [
+        f"- Kind: {kind} ({len(lorkd['label_names'])} labels); prediction: {decision}.",
+        f"- Network: MONAI `{net['arch']}`, {net['spatial_dims']}D, {net['in_channels']} input channel(s), "
+        f"{net['num_classes']} outputs (logits), defined in `scripts/lorkd_nets.py`.",
+    ]
+    lines = [
+        *_intro(f"LoRKD task expert: {task.get('name', 'task')}", metadata, facts),
         "## Evaluation",
         "",
         *_metrics_table(lorkd.get("metrics", {})),
@@ -119,26 +148,49 @@ def render_model_card(metadata: dict) -> str:
         f"- Size: resized to {size} with {pre['resize']}",
         f"- Normalisation: (x − {pre['mean']}) / {pre['std']}",
         "",
-        "## Intended use",
-        "",
-        f"{metadata['intended_use']}",
-        "",
-        "## How to run (without LoRKD Studio)",
-        "",
-        "Needs Python with the packages and versions listed in `configs/metadata.json` "
-        "(`monai`, `torch`, `numpy`, plus Pillow / nibabel / pydicom for PNG-JPEG / NIfTI / DICOM input):",
-        "",
-        "```",
-        "python -m monai.bundle run --config_file BUNDLE/configs/inference.json --bundle_root BUNDLE \\",
-        "    --image IMAGE --output scores.json",
-        "```",
-        "",
+        *_how_to_run(metadata, "`monai`, `torch`, `numpy`, plus Pillow / nibabel / pydicom for PNG-JPEG / NIfTI / "
+                     "DICOM input", "IMAGE", "scores.json"),
         "`BUNDLE` is this folder; `IMAGE` is a PNG, JPEG, BMP, TIFF, `.npy`, NIfTI or DICOM file with one 2D "
         "image (a 3D NIfTI or multi-frame DICOM is scored on its middle axial slice / middle frame); the "
         "output is `.json` or `.csv` with one probability per label and the prediction. Leave out `--output` "
         "to print the JSON. Add `--device cuda` to run on a GPU (needs a CUDA build of PyTorch).",
         "",
         "Within LoRKD Studio: `lorkd apply BUNDLE IMAGE --out scores.json` gives the same numbers.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_seg_model_card(metadata: dict) -> str:
+    """docs/README.md of a segmentation expert bundle."""
+    lorkd = metadata["lorkd"]
+    pre, net = lorkd["preprocessing"], lorkd["network"]
+    facts = [
+        f"- Network: MONAI `{net['arch']}` channels {net['channels']} -> {net['features']} features -> 1x1x1 head "
+        f"to {net['num_classes']} classes (`scripts/lorkd_seg_nets.py`).",
+    ]
+    lines = [
+        *_intro(f"LoRKD segmentation expert: {lorkd['task']['name']}", metadata, facts),
+        "## Evaluation (held-out data; Dice and HD95 in mm, per label)",
+        "",
+        *_metrics_table(lorkd.get("metrics", {})),
+        "",
+        "## Training",
+        "",
+        "| setting | value |",
+        "|---|---|",
+        *[f"| {_fmt(k)} | {_fmt(v)} |" for k, v in lorkd.get("training", {}).items()],
+        "",
+        "## Preprocessing (`scripts/lorkd_seg_runtime.py`, identical inside and outside the app)",
+        "",
+        f"- Orientation: {pre['orientation']}",
+        f"- Spacing: {pre['spacing']} mm; {pre['resample']}",
+        f"- Intensity: {pre['intensity']} ({pre['intensity_note']})",
+        f"- Sliding window: {pre['patch_size']} voxels, overlap {pre['overlap']}, {pre['blend']} blending",
+        "",
+        *_how_to_run(metadata, "`monai`, `torch`, `numpy`, `SimpleITK`", "VOLUME.nii.gz", "labels.nii.gz"),
+        "The label map has the input's exact geometry (size, spacing, origin, direction). Within LoRKD Studio: "
+        "`lorkd apply BUNDLE VOLUME --out labels.nii.gz` writes the same labels.",
         "",
     ]
     return "\n".join(lines)

@@ -38,12 +38,13 @@ from core.export.bundle import (
     _plain_state,
     _write_json,
     _write_labels,
+    inference_config,
     load_state_into,
     metadata_header,
     publish_bundle,
     read_verified,
 )
-from core.export.model_card import _fmt, _metrics_table
+from core.export.model_card import render_seg_model_card
 from core.export.schema import validate_metadata
 from core.infer import runtime, seg_runtime
 from core.models import seg_nets
@@ -141,83 +142,6 @@ def _sitk_version() -> str:
         return "not installed"
 
 
-def _inference_config(network: dict) -> dict:
-    return {
-        "imports": ["$import os", "$import sys"],
-        "bundle_root": ".",
-        "image": "",
-        "output": "",
-        "device": "cpu",
-        "initialize": ["$sys.path.insert(0, os.path.abspath(@bundle_root))"],
-        "network_def": {"_target_": "scripts.lorkd_seg_nets.SegExpertNet", **network},
-        "network": {"_target_": "scripts.lorkd_runtime.load_weights", "net": "@network_def",
-                    "bundle_root": "@bundle_root", "device": "@device"},
-        "segment": {"_target_": "scripts.lorkd_seg_runtime.segment", "bundle_root": "@bundle_root",
-                    "image_path": "@image", "out_path": "@output", "net": "@network"},
-        "run": ["$@segment"],
-    }
-
-
-def _model_card(metadata: dict) -> str:
-    lorkd = metadata["lorkd"]
-    pre, net, labels = lorkd["preprocessing"], lorkd["network"], lorkd["label_names"]
-    lines = [
-        f"# LoRKD segmentation expert: {lorkd['task']['name']}",
-        "",
-        "**Research use only.** Not a medical device; not validated for clinical diagnosis, screening or "
-        "treatment decisions.",
-        "",
-        "## Task",
-        "",
-        f"{metadata['task']}. {metadata['description']}",
-        "",
-        f"- Network: MONAI `{net['arch']}` channels {net['channels']} -> {net['features']} features -> 1x1x1 head "
-        f"to {net['num_classes']} classes (`scripts/lorkd_seg_nets.py`).",
-        f"- Weights: `{lorkd['model_file']}`, SHA-256 `{lorkd['model_sha256']}`.",
-        "",
-        "## Labels",
-        "",
-        "| value | label |",
-        "|---|---|",
-        *[f"| {i} | {_fmt(name)} |" for i, name in enumerate(labels)],
-        "",
-        "Also in `labels.json` and `labels.csv`.",
-        "",
-        "## Evaluation (held-out data; Dice and HD95 in mm, per label)",
-        "",
-        *_metrics_table(lorkd.get("metrics", {})),
-        "",
-        "## Training",
-        "",
-        "| setting | value |",
-        "|---|---|",
-        *[f"| {_fmt(k)} | {_fmt(v)} |" for k, v in lorkd.get("training", {}).items()],
-        "",
-        "## Preprocessing (`scripts/lorkd_seg_runtime.py`, identical inside and outside the app)",
-        "",
-        f"- Orientation: {pre['orientation']}",
-        f"- Spacing: {pre['spacing']} mm; {pre['resample']}",
-        f"- Intensity: {pre['intensity']} ({pre['intensity_note']})",
-        f"- Sliding window: {pre['patch_size']} voxels, overlap {pre['overlap']}, {pre['blend']} blending",
-        "",
-        "## Intended use",
-        "",
-        metadata["intended_use"],
-        "",
-        "## How to run (without LoRKD Studio)",
-        "",
-        "```",
-        "python -m monai.bundle run --config_file BUNDLE/configs/inference.json --bundle_root BUNDLE \\",
-        "    --image VOLUME.nii.gz --output labels.nii.gz",
-        "```",
-        "",
-        "The label map has the input's exact geometry (size, spacing, origin, direction). Within LoRKD Studio: "
-        "`lorkd apply BUNDLE VOLUME --out labels.nii.gz` writes the same labels.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 def write_seg_bundle(
     out_dir: str | os.PathLike,
     *,
@@ -258,12 +182,13 @@ def write_seg_bundle(
         shutil.copyfile(seg_runtime.__file__, root / "scripts" / "lorkd_seg_runtime.py")
         shutil.copyfile(runtime.__file__, root / "scripts" / "lorkd_runtime.py")
         _write_labels(root, task)
-        _write_json(root / INFERENCE_FILE, _inference_config(network))
+        _write_json(root / INFERENCE_FILE, inference_config(network, "scripts.lorkd_seg_nets.SegExpertNet", "segment",
+                                                            "scripts.lorkd_seg_runtime.segment"))
         (root / "configs" / "logging.conf").write_text(LOGGING_CONF, encoding="utf-8")
         metadata = _metadata(task, network, pre, _jsonable(dict(metrics)), _jsonable(dict(training)), str(version),
                              runtime.sha256_file(root / MODEL_FILE))
         validate_metadata(metadata)
-        (root / "docs" / "README.md").write_text(_model_card(metadata), encoding="utf-8")
+        (root / "docs" / "README.md").write_text(render_seg_model_card(metadata), encoding="utf-8")
         _write_json(root / METADATA_FILE, metadata)
 
     return publish_bundle(out_dir, build)
