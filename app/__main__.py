@@ -183,6 +183,7 @@ def run_smoke(out: Path, timeout: float, qt_args: list[str], kind: str = "segmen
         window.controller.cancel()
         window.controller.wait(30_000)
     loader.wait()
+    window.viewer.shutdown()
     window.experts.shutdown()
     window.hide()
     killer.cancel()

@@ -421,6 +421,7 @@ class MainWindow(QMainWindow):
             return
         if self._demo_worker is not None:
             self._demo_worker.wait()
+        self.viewer.shutdown()
         self.experts.shutdown()
         self.settings.save_window(self.saveGeometry(), self.saveState())
         self.settings.sync()

@@ -48,7 +48,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.widgets.task_thread import error_message
+from app.widgets.task_thread import TaskThread, error_message
 from core.data.volume import SeriesInfo, Volume, list_series, orientation_code, read_volume
 
 __all__ = ["PRESETS", "SeriesDialog", "SliceView", "ViewerWidget"]
@@ -499,7 +499,8 @@ def _to_rgba(colour) -> tuple[int, int, int, int]:
 
 # ---------------------------------------------------------------------------------------------- viewer
 class ViewerWidget(QWidget):
-    """The image viewer tab. Load with `load_path` (file or DICOM folder), `load_volume` or drag and drop.
+    """The image viewer tab. Load with `open_path` (file or DICOM folder, read off the GUI thread: the open
+    buttons and drag and drop use it), `load_path` (the same, blocking) or `load_volume`.
 
     Signals: `volumeLoaded(Volume)`, `cursorChanged((i, j, k))`, `overlayChanged()`.
     """
@@ -507,6 +508,8 @@ class ViewerWidget(QWidget):
     volumeLoaded = Signal(object)
     cursorChanged = Signal(object)
     overlayChanged = Signal()
+
+    HINT = "Drop a DICOM folder or an image file (NIfTI, NRRD, MHA, DICOM, PNG, JPEG, .npy) here"
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
@@ -520,6 +523,8 @@ class ViewerWidget(QWidget):
         self._data_range = (0.0, 1.0)
         self._overlay: _Overlay | None = None
         self._overlay_display: tuple[np.ndarray, np.ndarray] | None = None
+        self._reader: TaskThread | None = None  # the read in flight (open_path)
+        self._readers: set[TaskThread] = set()  # kept alive until they finish
         self._build()
         self._set_enabled(False)
 
@@ -529,7 +534,7 @@ class ViewerWidget(QWidget):
         self.open_file_button.clicked.connect(self._open_file_clicked)
         self.open_folder_button = QPushButton("Open DICOM folder…")
         self.open_folder_button.clicked.connect(self._open_folder_clicked)
-        self.hint = QLabel("Drop a DICOM folder or an image file (NIfTI, NRRD, MHA, DICOM, PNG, JPEG, .npy) here")
+        self.hint = QLabel(self.HINT)
         self.hint.setStyleSheet("color: gray;")
         top = QHBoxLayout()
         top.addWidget(self.open_file_button)
@@ -681,16 +686,26 @@ class ViewerWidget(QWidget):
     def _open_file_clicked(self) -> None:
         path = self._ask_open_file()
         if path:
-            self.load_path(path)
+            self.open_path(path)
 
     def _open_folder_clicked(self) -> None:
         path = self._ask_open_folder()
         if path:
-            self.load_path(path)
+            self.open_path(path)
 
     # ---------------------------------------------------------------------------------------- loading
+    def _pick_series(self, path: Path, series: list[SeriesInfo]) -> str | None:
+        """The series UID to read from a DICOM folder (the user picks when there are several); None when the
+        user cancelled the choice."""
+        if not series:
+            raise ValueError(f"{path}: no DICOM image series in this folder")
+        if len(series) == 1:
+            return series[0].uid
+        chosen = self._choose_series(series)
+        return None if chosen is None else chosen.uid
+
     def load_path(self, path: str | Path) -> bool:
-        """Load an image file or a DICOM folder (asking which series when it holds several).
+        """Load an image file or a DICOM folder (asking which series when it holds several), blocking.
 
         Returns True when an image was loaded; problems are shown in a dialog and return False (the
         previous image stays).
@@ -701,19 +716,13 @@ class ViewerWidget(QWidget):
             uid = None
             if path.is_dir():
                 series = list_series(path)
-                if not series:
-                    raise ValueError(f"{path}: no DICOM image series in this folder")
-                if len(series) > 1:
-                    QApplication.restoreOverrideCursor()
-                    try:
-                        chosen = self._choose_series(series)
-                    finally:
-                        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
-                    if chosen is None:
-                        return False
-                    uid = chosen.uid
-                else:
-                    uid = series[0].uid
+                QApplication.restoreOverrideCursor()
+                try:
+                    uid = self._pick_series(path, series)
+                finally:
+                    QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+                if uid is None:
+                    return False
             volume = read_volume(path, series_uid=uid) if uid else read_volume(path)
             self.load_volume(volume)
         except Exception as error:  # LorkdError or a reader bug: a dialog, the app keeps running
@@ -722,6 +731,85 @@ class ViewerWidget(QWidget):
             return False
         QApplication.restoreOverrideCursor()
         return True
+
+    def open_path(self, path: str | Path) -> bool:
+        """Read an image file or a DICOM folder in a background thread, then show it.
+
+        The window stays responsive while a large series is scanned and read; the open buttons are off and
+        the hint line says what is being read. Afterwards `volumeLoaded` is emitted, or an error dialog is
+        shown (the previous image stays). Returns False when a read is already in flight (nothing started).
+        """
+        if self.is_loading():
+            return False
+        path = Path(path)
+        if path.is_dir():
+            self._start_reader(lambda _progress: list_series(path), f"Scanning {path.name} for DICOM series",
+                               lambda series: self._read_series(path, series))
+        else:
+            self._start_reader(lambda _progress: read_volume(path), f"Reading {path.name}", self.load_volume)
+        return True
+
+    def _read_series(self, path: Path, series: list[SeriesInfo]) -> None:
+        uid = self._pick_series(path, series)
+        if uid is not None:
+            self._start_reader(lambda _progress: read_volume(path, series_uid=uid), f"Reading {path.name}",
+                               self.load_volume)
+
+    def _start_reader(self, fn, what: str, on_success) -> None:
+        thread = TaskThread(fn)
+        thread.succeeded.connect(lambda result, t=thread: self._reader_done(t, on_success, result))
+        thread.failed.connect(lambda message, t=thread: self._reader_done(t, None, message))
+        thread.finished.connect(lambda t=thread: self._reap_reader(t))
+        self._readers.add(thread)
+        self._reader = thread
+        self._show_reading(what + "…")
+        thread.start()
+
+    def _reader_done(self, thread: TaskThread, on_success, result) -> None:
+        """`on_success(result)` on the GUI thread; on_success None: the read failed, result is the message."""
+        if thread is not self._reader:  # dropped at shutdown
+            return
+        self._reader = None
+        self._show_reading(None)
+        if on_success is None:
+            self._show_error(result)
+            return
+        try:
+            on_success(result)
+        except Exception as error:  # e.g. an array that cannot be shown: a dialog, the app keeps running
+            self._show_error(error_message(error))
+
+    def _reap_reader(self, thread: TaskThread) -> None:
+        self._readers.discard(thread)
+        thread.deleteLater()
+
+    def _show_reading(self, text: str | None) -> None:
+        """Busy state while a background read runs: open buttons off, the hint line says what is read."""
+        for button in (self.open_file_button, self.open_folder_button):
+            button.setEnabled(text is None)
+        if text is not None:
+            self.hint.setText(text)
+            self.hint.setVisible(True)
+        else:
+            self.hint.setText(self.HINT)
+            self.hint.setVisible(self.volume is None)
+
+    def is_loading(self) -> bool:
+        """True while `open_path` is reading."""
+        return self._reader is not None
+
+    def wait_idle(self, timeout_ms: int | None = 30000) -> bool:
+        """Block until every background read has finished (None: however long it takes); its result is
+        delivered by the event loop afterwards."""
+        return all(thread.wait() if timeout_ms is None else thread.wait(timeout_ms) for thread in list(self._readers))
+
+    def shutdown(self) -> None:
+        """Closing: drop the result of a read in flight and wait for its thread (a QThread must not be
+        destroyed while it runs)."""
+        if self._reader is not None:
+            self._reader.cancel()
+            self._reader = None
+        self.wait_idle(None)
 
     def load_volume(self, volume: Volume) -> None:
         """Show `volume` (any previous overlay is removed); the crosshair goes to the centre."""
@@ -814,7 +902,7 @@ class ViewerWidget(QWidget):
 
     # ------------------------------------------------------------------------------------- drag & drop
     def dragEnterEvent(self, event):  # noqa: N802 - Qt API
-        if self._dropped_path(event.mimeData()) is not None:
+        if not self.is_loading() and self._dropped_path(event.mimeData()) is not None:
             event.acceptProposedAction()
         else:
             event.ignore()
@@ -828,7 +916,7 @@ class ViewerWidget(QWidget):
             event.ignore()
             return
         event.acceptProposedAction()
-        self.load_path(path)
+        self.open_path(path)
 
     @staticmethod
     def _dropped_path(mime) -> str | None:

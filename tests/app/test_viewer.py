@@ -4,6 +4,7 @@ window/level, orientation letters, overlay (offscreen, pytest-qt)."""
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 import nibabel as nib
@@ -274,14 +275,90 @@ def test_folder_with_several_series_asks(viewer, tmp_path, monkeypatch):
     assert viewer.load_path(folder) is False
 
 
-def test_drop_a_file(viewer, nifti):
+def test_drop_a_file(qtbot, viewer, nifti):
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(nifti))])
     event = QDropEvent(
         QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier
     )
-    viewer.dropEvent(event)
+    with qtbot.waitSignal(viewer.volumeLoaded, timeout=20000):  # read in the background
+        viewer.dropEvent(event)
     assert viewer.volume is not None and viewer.volume.array.shape == (NZ, NY, NX)
+
+
+def _gated_reader(monkeypatch):
+    """Replace the viewer's read_volume by one that records its thread and waits for `gate`."""
+    import app.viewer as viewer_module
+
+    gate, threads = threading.Event(), []
+    real = viewer_module.read_volume
+
+    def read(*args, **kwargs):
+        threads.append(threading.current_thread())
+        assert gate.wait(20)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(viewer_module, "read_volume", read)
+    return gate, threads
+
+
+def test_open_button_reads_off_the_gui_thread(qtbot, viewer, nifti, monkeypatch, no_dialogs):
+    gate, threads = _gated_reader(monkeypatch)
+    monkeypatch.setattr(viewer, "_ask_open_file", lambda: str(nifti))
+    qtbot.mouseClick(viewer.open_file_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: len(threads) == 1)
+    # the read blocks in its thread while the GUI thread keeps running: busy state shown, no second open
+    assert threads[0] is not threading.main_thread()
+    assert viewer.is_loading() and viewer.volume is None
+    assert not viewer.open_file_button.isEnabled() and not viewer.open_folder_button.isEnabled()
+    assert viewer.hint.text() == "Reading ramp.nii.gz…"
+    assert viewer.open_path(nifti) is False
+    qtbot.wait(100)  # the event loop runs meanwhile
+    with qtbot.waitSignal(viewer.volumeLoaded, timeout=20000):
+        gate.set()
+    assert viewer.volume.array.shape == (NZ, NY, NX) and not viewer.is_loading()
+    assert viewer.open_file_button.isEnabled() and viewer.open_folder_button.isEnabled()
+    assert not viewer.hint.isVisible() and not no_dialogs
+
+
+def test_open_folder_in_background_asks_for_the_series(qtbot, viewer, tmp_path, monkeypatch):
+    folder = tmp_path / "mixed"
+    shutil.copytree(CT_SERIES, folder)
+    shutil.copyfile(CT_SMALL, folder / "ct_small.dcm")
+    monkeypatch.setattr(viewer, "_ask_open_folder", lambda: str(folder))
+    offered = []
+    monkeypatch.setattr(viewer, "_choose_series", lambda series: offered.append(series) or None)  # Cancel
+    qtbot.mouseClick(viewer.open_folder_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: bool(offered) and not viewer.is_loading())
+    assert viewer.volume is None and viewer.open_folder_button.isEnabled()
+    monkeypatch.setattr(viewer, "_choose_series", lambda series: max(series, key=lambda s: len(s.files)))
+    with qtbot.waitSignal(viewer.volumeLoaded, timeout=20000):
+        qtbot.mouseClick(viewer.open_folder_button, Qt.MouseButton.LeftButton)
+    assert viewer.views["axial"].slider.maximum() == 4
+
+
+def test_background_read_failure_gives_a_dialog_and_keeps_the_image(qtbot, viewer, nifti, tmp_path, no_dialogs):
+    assert viewer.load_path(nifti)
+    shown = viewer.volume
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"this is not a NIfTI file at all" * 10)
+    assert viewer.open_path(bad)
+    qtbot.waitUntil(lambda: not viewer.is_loading() and bool(no_dialogs), timeout=20000)
+    assert "broken.nii.gz" in no_dialogs[0][2] and "Traceback" not in no_dialogs[0][2]
+    assert viewer.volume is shown and viewer.open_file_button.isEnabled()
+
+
+def test_shutdown_during_a_read_drops_its_result(qtbot, viewer, nifti, monkeypatch):
+    gate, threads = _gated_reader(monkeypatch)
+    loaded = []
+    viewer.volumeLoaded.connect(loaded.append)
+    assert viewer.open_path(nifti)
+    qtbot.waitUntil(lambda: len(threads) == 1)
+    gate.set()
+    viewer.shutdown()  # waits for the thread
+    assert not viewer.is_loading() and all(t.isFinished() for t in viewer._readers)
+    qtbot.wait(50)  # whatever the thread emitted is delivered now, and dropped
+    assert loaded == [] and viewer.volume is None
 
 
 @pytest.mark.parametrize(
