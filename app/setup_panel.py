@@ -23,6 +23,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QPalette
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QApplication,
     QButtonGroup,
     QComboBox,
     QFileDialog,
@@ -53,6 +54,7 @@ from core.config import (
     load_config,
     save_config,
 )
+from core.data.segmentation import label_values
 from core.errors import ConfigError, LorkdError
 
 ERROR_STYLE = "color: #c0392b;"
@@ -528,7 +530,9 @@ class SetupPanel(QWidget):
         self.tasks.horizontalHeaderItem(COL_LABELS).setToolTip(
             "label names 1, 2, ... comma-separated (0 is the background)" if seg
             else "class names, comma-separated (empty: 0, 1, ...)")
-        self.add_button.setEnabled(not seg)
+        self.add_button.setText("Add segmentation task…" if seg else "Add MedMNIST files…")
+        self.add_button.setToolTip("a folder of image volumes and a folder of label maps paired with them by name order"
+                                   if seg else "one task per MedMNIST .npz file")
 
     def _append_seg_task(self, task: dict[str, Any], rank: int | None) -> None:
         """A segmentation task row: the file cell shows images -> label maps (kept as they are), the labels cell
@@ -650,7 +654,44 @@ class SetupPanel(QWidget):
         if rows:
             self._edited()
 
+    def add_seg_task(self, images: str | Path, labels: str | Path) -> None:
+        """Add a segmentation task from a folder of image volumes and a folder of label maps (paired in name order).
+
+        The task is named after the images folder (its parent when the folder is called images*, as in
+        Task01_X/imagesTr); the label names are proposed as "label 1".."label K" from the values in the first
+        label map (rename them in the table). A label map that cannot be read leaves the names empty, and the
+        validation line says why.
+        """
+        images, labels = Path(images).expanduser().resolve(), Path(labels).expanduser().resolve()
+        named = images.parent if images.name.lower().startswith("image") and images.parent.name else images
+        taken = {self._cell(r, COL_NAME) for r in range(self.tasks.rowCount())}
+        name = task_name_from_file(Path(named.name), taken)
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+        try:
+            values = label_values(str(labels))
+        except Exception:  # unreadable or empty: the task is still added, validation names the problem
+            values = []
+        finally:
+            QApplication.restoreOverrideCursor()
+        names = {i: f"label {i}" for i in range(1, max(values) + 1)} if values else None
+        self._append_seg_task({"name": name, "images": str(images), "labels": str(labels), "label_names": names}, None)
+        self._edited()
+
+    def _ask_seg_folders(self) -> tuple[str, str] | None:
+        """Two folder dialogs: image volumes, then label maps (tests monkeypatch this)."""
+        images = QFileDialog.getExistingDirectory(self, "Segmentation task: folder of image volumes")
+        if not images:
+            return None
+        labels = QFileDialog.getExistingDirectory(self, "Segmentation task: folder of label maps (same order)",
+                                                  str(Path(images).parent))
+        return (images, labels) if labels else None
+
     def _add_files_dialog(self) -> None:
+        if self.kind == SEGMENTATION:
+            folders = self._ask_seg_folders()
+            if folders:
+                self.add_seg_task(*folders)
+            return
         paths, _ = QFileDialog.getOpenFileNames(self, "Add MedMNIST files", "", "MedMNIST files (*.npz);;All files (*)")
         if paths:
             self.add_task_files(paths)

@@ -223,6 +223,16 @@ def bench_unet3d(quick: bool, report) -> list[dict]:
 
 
 # ----------------------------------------------------------------------------------------- inference
+def forward_flops(net: torch.nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of one forward pass on `x` (PyTorch's FlopCounterMode: convolutions and matmuls)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        net(x)
+    return counter.get_total_flops()
+
+
 def bench_inference(quick: bool, report) -> list[dict]:
     from core.models.multitask import build_backbone, build_teacher
 
@@ -248,8 +258,12 @@ def bench_inference(quick: bool, report) -> list[dict]:
             return fn
 
         ratios = paired_ratios({k: run(n) for k, n in nets.items()}, "plain", repeats=3 if quick else 7)
+        params = {k: sum(p.numel() for p in n.parameters()) for k, n in nets.items()}
+        flops = {k: forward_flops(n, x[:1]) for k, n in nets.items()}
         out = {"expert / plain backbone": ratios["expert"],
-               "expert / foundation": round(ratios["expert"] / ratios["foundation"], 3)}
+               "expert / foundation": round(ratios["expert"] / ratios["foundation"], 3),
+               "params expert / foundation": round(params["expert"] / params["foundation"], 3),
+               "FLOPs expert / foundation": round(flops["expert"] / flops["foundation"], 3)}
         rows.append({"section": "inference", "backbone": arch, "batch": batch, "image_size": size, "ratios": out})
         report(f"\n[inference] merged expert ({arch}) B={batch} {size}px: "
                + "  ".join(f"{k} {v:.2f}x" for k, v in out.items()) + "  (foundation: MONAI ResNet-50)")

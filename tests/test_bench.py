@@ -32,3 +32,13 @@ def test_sections_report_ratios_and_memory(capsys):
     assert saved_bytes(lambda: (torch.ones(4, requires_grad=True) * torch.ones(4)).sum()) == 16
     rows = bench_loader(True, print)
     assert [r["stream"] for r in rows] == [False, True] and all(r["ratios"] for r in rows)
+
+
+def test_forward_flops_counts_multiply_adds_twice():
+    import torch
+
+    from benchmarks.run import forward_flops
+
+    conv = torch.nn.Conv2d(1, 2, 3, padding=1, bias=False)
+    assert forward_flops(conv, torch.zeros(1, 1, 4, 4)) == 2 * (2 * 16) * 9  # 2 x outputs x kernel taps
+    assert forward_flops(torch.nn.Linear(5, 3), torch.zeros(2, 5)) == 2 * 2 * 3 * 5

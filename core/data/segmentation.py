@@ -104,6 +104,16 @@ def list_files(value: str | list[str], what: str, task: str) -> list[Path]:
     return paths
 
 
+def label_values(labels: str | list[str]) -> list[int]:
+    """The structure values (> 0) in the first label map of a folder or list of label maps, e.g. to propose
+    a new task's label names."""
+    array, _, _ = read_any_volume(list_files(labels, "label", "new task")[0])
+    values = np.unique(array)
+    if not np.all(values == np.round(values)):
+        raise DataError(f"label maps in {labels} hold non-integer values")
+    return [int(v) for v in values if v > 0]
+
+
 def task_pairs(task: SegTaskConfig) -> list[tuple[Path, Path]]:
     images = list_files(task.images, "image", task.name)
     labels = list_files(task.labels, "label", task.name)

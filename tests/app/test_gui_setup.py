@@ -221,3 +221,45 @@ def test_segmentation_run_starts_from_the_window(qtbot, window, tmp_path):
     assert blocker.args[0]["status"] == "completed"
     assert [e["name"] for e in window.experts.experts] == ["cubes"]
     assert window.experts.experts[0]["kind"] == "segmentation" and window.experts.experts[0]["bundle"] is not None
+
+
+def test_add_segmentation_task_from_two_folders(qtbot, tmp_path, monkeypatch):
+    """In a segmentation config, Add asks for an images folder and a label-map folder; the task is named after
+    the dataset folder and its label names are proposed from the values in the label maps."""
+    from core.data.seg_synthetic import write_synthetic_task
+
+    cubes = write_synthetic_task(tmp_path / "cubes", 2, "cube", shape=(16, 20, 24), seed=2)
+    second = write_synthetic_task(tmp_path / "Task02_Boxes", 2, "cube", shape=(16, 20, 24), seed=3)
+    (second[0].parent / "imagesTr").mkdir()
+    for f in second[0].iterdir():
+        f.rename(second[0].parent / "imagesTr" / f.name)
+    raw = {"name": "seg", "kind": "segmentation",
+           "tasks": [{"name": "cubes", "images": str(cubes[0]), "labels": str(cubes[1]),
+                      "label_names": {1: "shell", 2: "core"}}],
+           "data": {"spacing": [2, 2, 2], "patch_size": [16, 16, 16]}, "device": "cpu"}
+    setup = SetupPanel()
+    qtbot.addWidget(setup)
+    setup.set_mapping(raw)
+    assert setup.is_valid, setup.error
+    assert setup.add_button.isEnabled() and setup.add_button.text() == "Add segmentation task…"
+    answers = [None, (str(second[0].parent / "imagesTr"), str(second[1]))]
+    monkeypatch.setattr(setup, "_ask_seg_folders", lambda: answers.pop(0))
+    setup.add_button.click()  # the user cancelled the folder dialog: nothing added
+    assert setup.tasks.rowCount() == 1
+    setup.add_button.click()
+    config = setup.validate_now()  # (the form validates on a short timer after an edit)
+    assert setup.tasks.rowCount() == 2 and setup.is_valid, setup.error
+    added = config.tasks[1]
+    values = sorted(added.label_names)
+    assert added.name == "Task02_Boxes" and values == [1, 2]  # the synthetic cube maps hold labels 1 and 2
+    assert added.class_names == ["background", "label 1", "label 2"]
+    assert added.images == str((second[0].parent / "imagesTr").resolve())
+    assert added.labels == str(second[1].resolve())
+    setup.tasks.item(1, 3).setText("rim, centre")  # rename in the table
+    assert setup.validate_now().tasks[1].class_names == ["background", "rim", "centre"]
+    # a label folder that holds no label maps: added, and the validation names the problem
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    setup.add_seg_task(cubes[0], empty)
+    assert setup.validate_now() is None and setup.tasks.rowCount() == 3
+    assert setup.error_for("tasks").startswith("tasks.2.label_names:")
