@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from monai.networks import nets as monai_nets
 
 from benchmarks.peft_reference import attach_peft_lora, peft_available, peft_route
+from core.errors import LorkdError
 from core.experts import attach_experts, expert_layers, merge_expert, route
 
 FORMS = ("factorized", "factorized-branch", "factorized-dense", "paper", "per-task-loop", "peft-lora",
@@ -352,7 +353,8 @@ def main(quick: bool = False, json_path: str | None = None, only: list[str] | No
     sections = only or (["steps", "inference"] if quick else list(SECTIONS))
     unknown = set(sections) - set(SECTIONS)
     if unknown:
-        raise ValueError(f"unknown benchmark section(s) {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+        names = ", ".join(sorted(unknown))
+        raise LorkdError(f"unknown benchmark section(s) {names}; choose from {', '.join(SECTIONS)}")
     print(f"LoRKD Studio benchmarks, {torch.get_num_threads()} CPU threads, torch {torch.__version__}", flush=True)
     report = lambda line: print(line, flush=True)  # noqa: E731
     results = []

@@ -6,7 +6,7 @@
     lorkd export RUN [--out DIR]
     lorkd apply EXPERT IMAGE --out OUT   (segmentation experts: VOLUME --out LABELS.nii.gz, or a DICOM series
                                           --out SEG.dcm for a DICOM SEG referencing it)
-    lorkd bench [--quick] [--json FILE]
+    lorkd bench [--quick] [--json FILE] [--only steps,unet3d,inference,loader,sliding]
 
 Bad input prints one line `error: ...` and exits with code 2 (`--debug` shows the traceback).
 Ctrl-C stops a run at the next step; running the same command again resumes it.
@@ -219,7 +219,8 @@ def _apply(expert: str, args) -> int:
 def cmd_bench(args) -> int:
     from benchmarks.run import main as bench_main
 
-    return bench_main(quick=args.quick, json_path=args.json)
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    return bench_main(quick=args.quick, json_path=args.json, only=only)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure speed ratios (knowledge separation vs plain backbone, ...)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", help="also write the results as JSON")
+    p.add_argument("--only", help="comma-separated sections: steps, unet3d, inference, loader, sliding")
     p.set_defaults(func=cmd_bench)
     return parser
 

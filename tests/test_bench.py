@@ -42,3 +42,16 @@ def test_forward_flops_counts_multiply_adds_twice():
     conv = torch.nn.Conv2d(1, 2, 3, padding=1, bias=False)
     assert forward_flops(conv, torch.zeros(1, 1, 4, 4)) == 2 * (2 * 16) * 9  # 2 x outputs x kernel taps
     assert forward_flops(torch.nn.Linear(5, 3), torch.zeros(2, 5)) == 2 * 2 * 3 * 5
+
+
+def test_cli_bench_runs_only_the_named_sections(tmp_path, capsys):
+    from core.cli import main as cli
+
+    out = tmp_path / "inference.json"
+    assert cli(["bench", "--quick", "--only", "inference", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert {r["section"] for r in rows} == {"inference"}
+    ratios = rows[0]["ratios"]
+    assert ratios["FLOPs expert / foundation"] < 1.0 and ratios["params expert / foundation"] < 1.0
+    assert cli(["bench", "--only", "steps,nope"]) == 2
+    assert "unknown benchmark section(s) nope" in capsys.readouterr().err
