@@ -26,6 +26,7 @@ test: setup
 bench: setup
 	$(BIN)/lorkd bench
 	$(BIN)/python -m benchmarks.ddp
+	$(BIN)/python -m benchmarks.compiled
 
 lint: setup
 	$(BIN)/ruff check .
