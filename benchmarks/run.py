@@ -220,7 +220,20 @@ def bench_unet3d(quick: bool, report) -> list[dict]:
     ratios.update({f"{f} mem": round(mem[f] / mem["plain"], 3) for f in forms})
     report(f"\n[unet3d] UNet(16-128) {size}^3 B={batch} T={tasks}, training step / plain: "
            + format_ratios(ratios))
-    return [{"section": "unet3d", "patch": size, "batch": batch, "tasks": tasks, "ratios": ratios}]
+    rows = [{"section": "unet3d", "patch": size, "batch": batch, "tasks": tasks, "ratios": ratios}]
+    if not quick:  # as segmentation runs train (core.train.run.place): weights channels-last-3d, plain too
+        layout = torch.channels_last_3d
+        placed = {f: net(f).to(memory_format=layout) for f in ("plain", "factorized")}
+        fns = {f: _stepper(m, f, x.contiguous(memory_format=layout), task_ids, loss_of) for f, m in placed.items()}
+        fns["factorized default layout"] = _stepper(models["factorized"], "factorized", x, task_ids, loss_of)
+        cl = paired_ratios(fns, "plain", repeats=5, best=True)
+        default = cl["factorized default layout"] / cl["factorized"]
+        report(f"[unet3d] channels-last-3d (as segmentation runs train), training step / plain channels-last-3d: "
+               f"factorized {cl['factorized']:.2f}x (best {cl['factorized best']:.2f}x); the default-layout "
+               f"factorized step takes {default:.2f}x the channels-last-3d one")
+        rows.append({"section": "unet3d", "patch": size, "batch": batch, "tasks": tasks, "channels_last": True,
+                     "ratios": cl})
+    return rows
 
 
 # ----------------------------------------------------------------------------------------- inference

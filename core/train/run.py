@@ -105,15 +105,7 @@ class Workspace:
         self.input_shape = (1, self.in_channels) + (data.image_size,) * self.spatial_dims
 
     def place(self, module: nn.Module) -> nn.Module:
-        """Move a network to the run's device; 2D networks keep their conv weights channels-last.
-
-        oneDNN (CPU) and cuDNN run 2D convolutions faster on channels-last tensors; a weight in that layout
-        makes every conv output (and so the next layer's input) channels-last, the batches need no copy.
-        Measured on 2 CPU threads, 28 px, B=128: a decomposition step (ResNet-50 teacher + ResNet-18
-        student, 10 tasks) 1.94 s -> 1.71 s (best of 8). Values are unchanged up to float rounding.
-        """
-        module = module.to(self.device)
-        return module.to(memory_format=torch.channels_last) if self.spatial_dims == 2 else module
+        return place(module, self.device, self.spatial_dims)
 
     def loader(self, dataset: MultiTaskDataset, train: bool, batch_size: int | None = None):
         return make_loader(
@@ -126,6 +118,21 @@ class Workspace:
             rank=self.dist.rank,
             world_size=self.dist.world_size,
         )
+
+
+def place(module: nn.Module, device: torch.device, spatial_dims: int) -> nn.Module:
+    """Move a network to the run's device with its conv weights channels-last (2D) or channels-last-3d (3D).
+
+    oneDNN (CPU) and cuDNN run convolutions faster on channels-last tensors; a weight in that layout makes
+    every conv output (and so the next layer's input) channels-last, the batches need no copy. Values are
+    unchanged up to float rounding. Measured on 2 CPU threads: a 2D decomposition step (ResNet-50 teacher +
+    ResNet-18 student, 10 tasks, 28 px, B=128) 1.94 s -> 1.71 s (best of 8); a 3D UNet(16-128) training
+    step on 64^3 patches, B=2, 4 tasks: 0.84x the time of the default layout for the routed network,
+    0.88x for the plain one.
+    """
+    layout = {2: torch.channels_last, 3: torch.channels_last_3d}.get(spatial_dims)
+    module = module.to(device)
+    return module.to(memory_format=layout) if layout is not None else module
 
 
 STREAM_AUTO_BYTES = 2 << 30  # data.stream=auto: memory-map the images when the prepared splits exceed 2 GiB

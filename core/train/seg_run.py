@@ -31,7 +31,7 @@ from core.models.segmentation import build_seg_backbone, build_seg_teacher, seg_
 from core.train import distributed
 from core.train.events import Control, EvalEvent, NullObserver, Observer, RunInfo
 from core.train.loop import Phase, run_phase, seed_everything
-from core.train.run import Pipeline, RunFolder, device_label, resolve_device
+from core.train.run import Pipeline, RunFolder, device_label, place, resolve_device
 from core.train.seg_losses import seg_kd_loss, seg_task_loss
 from core.train.seg_metrics import label_metrics, task_summary
 
@@ -139,10 +139,10 @@ class SegDecomposition(Pipeline):
         else:
             if cfg.teacher.epochs < 1:
                 raise ConfigError("teacher.epochs: must be >= 1 when no teacher.checkpoint is given")
-            self.teacher.to(self.device)
+            place(self.teacher, self.device, 3)
             self._pretrain(resume if resume and resume["phase"] == "foundation" else None)
             self.save_teacher(self.folder.teacher)
-        self.teacher.to(self.device).eval()
+        place(self.teacher, self.device, 3).eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
 
@@ -176,7 +176,8 @@ class SegDecomposition(Pipeline):
             cfg.backbone.arch, 1, self.num_classes, self._backbone_channels(),
             ranks=[cfg.rank_of(t.name) for t in self.tasks], alpha=cfg.backbone.alpha,
             decoder_rank_factor=cfg.backbone.decoder_rank_factor, form=cfg.backbone.form,
-        ).to(self.device)
+        )
+        self.student = place(self.student, self.device, 3)
 
     def _decompose(self, resume: dict | None) -> None:
         cfg, student, teacher = self.config, self.student, self.teacher

@@ -153,3 +153,23 @@ def test_a_folder_made_with_another_config_is_refused(tmp_path, capsys):
 def test_cli_module_runs_as_a_script():
     result = subprocess.run([sys.executable, "-m", "core.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "decompose" in result.stdout
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_place_keeps_values_and_puts_conv_weights_channels_last(spatial_dims):
+    import torch
+    from monai.networks.nets import UNet
+
+    from core.train.run import place
+
+    torch.manual_seed(0)
+    net = UNet(spatial_dims, 1, 2, channels=(4, 8), strides=(2,), num_res_units=1).eval()
+    x = torch.randn(2, 1, *([8] * spatial_dims))
+    with torch.no_grad():
+        before = net(x)
+        placed = place(net, torch.device("cpu"), spatial_dims)
+        after = placed(x)
+    layout = torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+    convs = [p for p in placed.parameters() if p.dim() == spatial_dims + 2]
+    assert convs and all(p.is_contiguous(memory_format=layout) for p in convs)
+    assert torch.allclose(before, after, atol=1e-5)
