@@ -52,7 +52,28 @@ def collate_batch(items: dict[str, torch.Tensor] | list[tuple[torch.Tensor, torc
     }
 
 
-class MultiTaskDataset(Dataset):
+class TaskLayout(Dataset):
+    """A dataset whose tasks lie contiguously: task t holds indices `task_offsets[t] ..` `+ task_sizes[t] - 1`
+    (what `MultiTaskBatchSampler` draws from); `set_epoch` selects the epoch's augmentation."""
+
+    def _lay_out(self, task_sizes: Sequence[int]) -> None:
+        self.task_sizes: list[int] = [int(n) for n in task_sizes]
+        self.task_offsets: list[int] = [int(v) for v in np.cumsum([0] + self.task_sizes[:-1])]
+        self._ends = np.cumsum(self.task_sizes)
+
+    def __len__(self) -> int:
+        return int(self._ends[-1])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select epoch `epoch`'s augmentation (a function of (seed, epoch, sample index) only)."""
+        self.epoch = int(epoch)
+
+    def task_of(self, index: int) -> int:
+        """The task id of dataset index `index`."""
+        return int(np.searchsorted(self._ends, index, side="right"))
+
+
+class MultiTaskDataset(TaskLayout):
     """All tasks' samples of one split, preprocessed once at construction.
 
     Items are `(image float32 (C, S, S[, S]), label float32 (L,), task_id int)` with C = `in_channels`
@@ -125,13 +146,11 @@ class MultiTaskDataset(Dataset):
             else:
                 rows[:, : spec.num_classes] = torch.as_tensor(lab, dtype=torch.float32)
             labels.append(rows)
-        self.task_sizes: list[int] = [len(lab) for lab in labels]
-        self.task_offsets: list[int] = [int(v) for v in np.cumsum([0] + self.task_sizes[:-1])]
+        self._lay_out([len(lab) for lab in labels])
         self.labels = torch.cat(labels)
         self.task_ids = torch.repeat_interleave(
             torch.arange(len(self.specs), dtype=torch.int64), torch.as_tensor(self.task_sizes)
         )
-        self._ends = np.cumsum(self.task_sizes)
         self._affine = AffineTransform(normalized=False, padding_mode="border", zero_centered=True)
 
     def _prepare(self, raw: np.ndarray, spec: TaskSpec) -> torch.Tensor:
@@ -142,17 +161,6 @@ class MultiTaskDataset(Dataset):
             for i in range(0, len(raw), PREPARE_CHUNK)
         ]
         return torch.cat(chunks) if len(chunks) > 1 else chunks[0]
-
-    def __len__(self) -> int:
-        return int(self._ends[-1])
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select epoch `epoch`'s augmentation (a function of (seed, epoch, sample index) only)."""
-        self.epoch = int(epoch)
-
-    def task_of(self, index: int) -> int:
-        """The task id of dataset index `index`."""
-        return int(np.searchsorted(self._ends, index, side="right"))
 
     def _check(self, index: int) -> int:
         index = int(index)

@@ -23,10 +23,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from core.config import Config, DataConfig, SegTaskConfig
-from core.data.multitask import counter_uniform, make_loader
+from core.data.multitask import TaskLayout, counter_uniform, make_loader
 from core.data.volume import Volume, read_volume
 from core.errors import DataError
 from core.infer import seg_runtime
@@ -201,7 +200,7 @@ def crop(x: torch.Tensor, start: Sequence[int], size: Sequence[int]) -> torch.Te
     return out
 
 
-class SegPatchDataset(Dataset):
+class SegPatchDataset(TaskLayout):
     """Mixed-task patches: task t occupies indices task_offsets[t] .. + task_sizes[t] - 1
     (samples_per_volume patches per training volume)."""
 
@@ -219,19 +218,8 @@ class SegPatchDataset(Dataset):
         self.spv = int(samples_per_volume)
         self.pos_fraction = pos_neg_ratio / (pos_neg_ratio + 1.0)
         self.seed, self.epoch, self.augment = int(seed), 0, bool(augment)
-        self.task_sizes = [len(c) * self.spv for c in self.cases]
-        self.task_offsets = [int(v) for v in np.cumsum([0] + self.task_sizes[:-1])]
-        self._ends = np.cumsum(self.task_sizes)
+        self._lay_out([len(c) * self.spv for c in self.cases])
         self._foreground = [[torch.nonzero(c.label.flatten() > 0).flatten().numpy() for c in cs] for cs in self.cases]
-
-    def __len__(self) -> int:
-        return int(self._ends[-1])
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def task_of(self, index: int) -> int:
-        return int(np.searchsorted(self._ends, index, side="right"))
 
     def _item(self, index: int, u: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, int]:
         task = self.task_of(index)

@@ -96,15 +96,21 @@ def dialogs(monkeypatch):
     return shown
 
 
-@pytest.fixture
-def panel(qtbot, run_dir, dialogs):
+def _open_panel(qtbot, run) -> ExpertsPanel:
+    """An experts panel (with its own viewer) shown on the run folder `run`."""
     viewer = ViewerWidget()
     qtbot.addWidget(viewer)
     widget = ExpertsPanel(viewer)
     qtbot.addWidget(widget)
     widget.resize(900, 600)
     widget.show()
-    assert widget.set_run(run_dir)
+    assert widget.set_run(run)
+    return widget
+
+
+@pytest.fixture
+def panel(qtbot, run_dir, dialogs):
+    widget = _open_panel(qtbot, run_dir)
     yield widget
     widget.shutdown()
 
@@ -285,13 +291,7 @@ def seg_volume(tmp_path) -> Path:
 
 @pytest.fixture
 def seg_panel(qtbot, seg_run, dialogs):
-    viewer = ViewerWidget()
-    qtbot.addWidget(viewer)
-    widget = ExpertsPanel(viewer)
-    qtbot.addWidget(widget)
-    widget.resize(900, 600)
-    widget.show()
-    assert widget.set_run(seg_run)
+    widget = _open_panel(qtbot, seg_run)
     yield widget
     widget.shutdown()
 
