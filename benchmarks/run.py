@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -41,6 +42,36 @@ SECTIONS = ("steps", "unet3d", "inference", "loader", "sliding")
 
 
 # ------------------------------------------------------------------------------------------- helpers
+@dataclass(frozen=True)
+class Where:
+    """Where the training steps run: a device ("cpu", "cuda", "cuda:1") and whether under AMP (bf16 autocast).
+
+    Task ids stay on the CPU, as the batch sampler makes them: a route reads its segments there and copies
+    the ids to the device once, so the step has no host sync of its own. On CUDA every timed step ends with
+    a synchronize (kernels are asynchronous)."""
+
+    device: str = "cpu"
+    amp: bool = False
+
+    @property
+    def cuda(self) -> bool:
+        return torch.device(self.device).type == "cuda"
+
+    def autocast(self):
+        return torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16, enabled=self.amp)
+
+    def sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    def describe(self) -> str:
+        name = torch.cuda.get_device_name(self.device) if self.cuda else f"{torch.get_num_threads()} CPU threads"
+        return f"{name}, {'AMP bf16' if self.amp else 'float32'}"
+
+
+CPU = Where()
+
+
 def paired_ratios(fns: dict[str, Callable[[], None]], base: str, repeats: int, warmup: int = 1,
                   best: bool = False) -> dict[str, float]:
     """Median over rounds of time(fn) / time(fns[base]) in the same round (order rotated every round).
@@ -124,49 +155,65 @@ def _forward(model, form: str, x, task_ids, loss_of):
         return loss_of(model(x), slice(None))
 
 
-def _stepper(model, form: str, x, task_ids, loss_of):
+def _stepper(model, form: str, x, task_ids, loss_of, where: Where = CPU):
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        _forward(model, form, x, task_ids, loss_of).backward()
+        with where.autocast():
+            loss = _forward(model, form, x, task_ids, loss_of)
+        loss.backward()
         opt.step()
+        where.sync()
 
     return step
 
 
+def _saved(model, form: str, x, task_ids, loss_of, where: Where = CPU) -> int:
+    def forward():
+        with where.autocast():
+            return _forward(model, form, x, task_ids, loss_of)
+
+    return saved_bytes(forward)
+
+
 # --------------------------------------------------------------------------------------------- steps
 def step_ratios(arch="resnet18", image_size=28, batch=128, tasks=10, forms=FORMS, repeats=5, warmup=1,
-                memory=False, channels_last=False):
+                memory=False, channels_last=False, where: Where = CPU):
     """{form: median(step time / plain step time), form + " best": best / best}; with memory, also
     {form + " mem": saved bytes / plain}. channels_last: every network's weights channels-last (as
-    classification runs train), the plain one too."""
+    classification runs train), the plain one too. `where`: device and AMP."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 3, image_size, image_size, generator=g)
-    y = torch.randint(0, 10, (batch,), generator=g)
+    x = torch.randn(batch, 3, image_size, image_size, generator=g).to(where.device)
+    y = torch.randint(0, 10, (batch,), generator=g).to(where.device)
     task_ids = torch.sort(torch.randint(0, tasks, (batch,), generator=g)).values  # mixed batch, sorted by task
 
     def loss_of(out, rows):
-        return F.cross_entropy(out, y[rows], reduction="sum") / batch
+        return F.cross_entropy(out.float(), y[rows], reduction="sum") / batch
 
-    models = {f: _net2d(arch, f, tasks) for f in ("plain", *forms)}
+    models = {f: _net2d(arch, f, tasks).to(where.device) for f in ("plain", *forms)}
     if channels_last:
         models = {f: m.to(memory_format=torch.channels_last) for f, m in models.items()}
-    ratios = paired_ratios({f: _stepper(m, f, x, task_ids, loss_of) for f, m in models.items()}, "plain",
+    ratios = paired_ratios({f: _stepper(m, f, x, task_ids, loss_of, where) for f, m in models.items()}, "plain",
                            repeats, warmup, best=repeats > 1)
     if memory:
-        mem = {f: saved_bytes(lambda m=m, f=f: _forward(m, f, x, task_ids, loss_of)) for f, m in models.items()}
+        mem = {f: _saved(m, f, x, task_ids, loss_of, where) for f, m in models.items()}
         ratios.update({f"{f} mem": round(mem[f] / mem["plain"], 3) for f in forms})
     return ratios
 
 
-def step_grid(quick: bool) -> list[dict]:
+def step_grid(quick: bool, where: Where = CPU) -> list[dict]:
     peft = ("peft-lora",) if peft_available() else ()
     if quick:
         return [dict(arch="resnet10", image_size=28, batch=64, tasks=10, repeats=3,
                      forms=("factorized", "paper", "per-task-loop", *peft))]
     fast = ("factorized", "factorized-branch", "factorized-dense", "paper", "per-task-loop", *peft)
     two = ("factorized", "paper")
+    if where.cuda:  # the paper's setting (224 px, B=128-1024, T=10) and the CPU headline row
+        rows = [dict(image_size=224, batch=b, tasks=10, repeats=7, forms=fast, memory=True) for b in (128, 512, 1024)]
+        rows += [dict(image_size=224, batch=512, tasks=10, repeats=7, forms=two, channels_last=True)]
+        rows += [dict(image_size=28, batch=128, tasks=t, repeats=11, forms=fast, memory=True) for t in (10, 32)]
+        return rows
     rows = [dict(image_size=28, batch=128, tasks=10, repeats=11, forms=fast, memory=True)]
     rows += [dict(image_size=28, batch=128, tasks=t, repeats=5, forms=two, memory=True) for t in (1, 4, 32)]
     rows += [dict(image_size=28, batch=b, tasks=10, repeats=5, forms=two, memory=True) for b in (32, 512)]
@@ -178,27 +225,28 @@ def step_grid(quick: bool) -> list[dict]:
     return rows
 
 
-def bench_steps(quick: bool, report) -> list[dict]:
+def bench_steps(quick: bool, report, where: Where = CPU) -> list[dict]:
     results = []
     report("\n[steps] training step / plain backbone step (median of paired rounds; 'best': fastest / fastest), "
-           "rank 4; 'mem': saved activations / plain")
+           f"rank 4; 'mem': saved activations / plain; {where.describe()}")
     if not peft_available():
         report("(peft is not installed: no peft-lora reference; `pip install -e .[dev]` installs it)")
-    for row in step_grid(quick):
+    for row in step_grid(quick, where):
         row = {"arch": "resnet18", **row}
-        ratios = step_ratios(**row)
-        results.append({"section": "steps", **{k: v for k, v in row.items() if k != "forms"}, "ratios": ratios})
+        ratios = step_ratios(**row, where=where)
+        results.append({"section": "steps", **{k: v for k, v in row.items() if k != "forms"},
+                        "device": where.describe(), "ratios": ratios})
         report(f"{row['arch']:<9} {row['image_size']:>4}px B={row['batch']:<4} T={row['tasks']:<3} "
                + ("channels-last  " if row.get("channels_last") else "") + format_ratios(ratios))
     return results
 
 
 # -------------------------------------------------------------------------------------------- unet3d
-def bench_unet3d(quick: bool, report) -> list[dict]:
+def bench_unet3d(quick: bool, report, where: Where = CPU) -> list[dict]:
     size, batch, tasks = (32, 2, 4) if quick else (64, 2, 4)
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 1, size, size, size, generator=g)
-    y = torch.randint(0, 3, (batch, size, size, size), generator=g)
+    x = torch.randn(batch, 1, size, size, size, generator=g).to(where.device)
+    y = torch.randint(0, 3, (batch, size, size, size), generator=g).to(where.device)
     task_ids = torch.arange(batch) % tasks
 
     def net(form):
@@ -207,32 +255,34 @@ def bench_unet3d(quick: bool, report) -> list[dict]:
                                 strides=(2, 2, 2), num_res_units=1)
         if form != "plain":
             attach_experts(model, tasks, rank=4, alpha=16.0, form=form)
-        return model
+        return model.to(where.device)
 
     def loss_of(out, rows):
-        return F.cross_entropy(out, y[rows])
+        return F.cross_entropy(out.float(), y[rows])
 
     forms = ("factorized", "paper")
     models = {f: net(f) for f in ("plain", *forms)}
-    ratios = paired_ratios({f: _stepper(m, f, x, task_ids, loss_of) for f, m in models.items()}, "plain",
+    ratios = paired_ratios({f: _stepper(m, f, x, task_ids, loss_of, where) for f, m in models.items()}, "plain",
                            repeats=3 if quick else 5)
-    mem = {f: saved_bytes(lambda m=m, f=f: _forward(m, f, x, task_ids, loss_of)) for f, m in models.items()}
+    mem = {f: _saved(m, f, x, task_ids, loss_of, where) for f, m in models.items()}
     ratios.update({f"{f} mem": round(mem[f] / mem["plain"], 3) for f in forms})
-    report(f"\n[unet3d] UNet(16-128) {size}^3 B={batch} T={tasks}, training step / plain: "
+    report(f"\n[unet3d] UNet(16-128) {size}^3 B={batch} T={tasks}, training step / plain ({where.describe()}): "
            + format_ratios(ratios))
-    rows = [{"section": "unet3d", "patch": size, "batch": batch, "tasks": tasks, "ratios": ratios}]
+    rows = [{"section": "unet3d", "patch": size, "batch": batch, "tasks": tasks, "device": where.describe(),
+             "ratios": ratios}]
     if not quick:  # as segmentation runs train (core.train.run.place): weights channels-last-3d, plain too
         layout = torch.channels_last_3d
         placed = {f: net(f).to(memory_format=layout) for f in ("plain", "factorized")}
-        fns = {f: _stepper(m, f, x.contiguous(memory_format=layout), task_ids, loss_of) for f, m in placed.items()}
-        fns["factorized default layout"] = _stepper(models["factorized"], "factorized", x, task_ids, loss_of)
+        x_last = x.contiguous(memory_format=layout)
+        fns = {f: _stepper(m, f, x_last, task_ids, loss_of, where) for f, m in placed.items()}
+        fns["factorized default layout"] = _stepper(models["factorized"], "factorized", x, task_ids, loss_of, where)
         cl = paired_ratios(fns, "plain", repeats=5, best=True)
         default = cl["factorized default layout"] / cl["factorized"]
         report(f"[unet3d] channels-last-3d (as segmentation runs train), training step / plain channels-last-3d: "
                f"factorized {cl['factorized']:.2f}x (best {cl['factorized best']:.2f}x); the default-layout "
                f"factorized step takes {default:.2f}x the channels-last-3d one")
         rows.append({"section": "unet3d", "patch": size, "batch": batch, "tasks": tasks, "channels_last": True,
-                     "ratios": cl})
+                     "device": where.describe(), "ratios": cl})
     return rows
 
 
@@ -361,18 +411,26 @@ def bench_sliding(quick: bool, report) -> list[dict]:
     return [{"section": "sliding", "seconds": seconds, "windows": windows, "threads": torch.get_num_threads()}]
 
 
-def main(quick: bool = False, json_path: str | None = None, only: list[str] | None = None) -> int:
+def main(quick: bool = False, json_path: str | None = None, only: list[str] | None = None,
+         device: str = "cpu", amp: bool = False) -> int:
+    """Run the sections (quick: steps and inference, small). `device`/`amp` apply to the training-step
+    sections (steps, unet3d); inference, loader and sliding measure the CPU."""
     torch.set_num_threads(min(2, torch.get_num_threads()))
+    where = Where(device, amp)
+    if where.cuda and not torch.cuda.is_available():
+        raise LorkdError(f"--device {device}: this PyTorch build or machine has no CUDA device")
     sections = only or (["steps", "inference"] if quick else list(SECTIONS))
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         names = ", ".join(sorted(unknown))
         raise LorkdError(f"unknown benchmark section(s) {names}; choose from {', '.join(SECTIONS)}")
-    print(f"LoRKD Studio benchmarks, {torch.get_num_threads()} CPU threads, torch {torch.__version__}", flush=True)
+    print(f"LoRKD Studio benchmarks, {torch.get_num_threads()} CPU threads, torch {torch.__version__}; training steps "
+          f"on {where.describe()}", flush=True)
     report = lambda line: print(line, flush=True)  # noqa: E731
     results = []
     for name in sections:
-        results += globals()[f"bench_{name}"](quick, report)
+        fn = globals()[f"bench_{name}"]
+        results += fn(quick, report, where) if name in ("steps", "unet3d") else fn(quick, report)
     if json_path:
         with open(json_path, "w") as fh:
             json.dump(results, fh, indent=2)
@@ -384,5 +442,7 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--json")
     parser.add_argument("--only", help=f"comma-separated sections: {', '.join(SECTIONS)}")
+    parser.add_argument("--device", default="cpu", help="device of the training-step sections, e.g. cuda")
+    parser.add_argument("--amp", action="store_true", help="training steps under bf16 autocast")
     args = parser.parse_args()
-    sys.exit(main(args.quick, args.json, args.only.split(",") if args.only else None))
+    sys.exit(main(args.quick, args.json, args.only.split(",") if args.only else None, args.device, args.amp))

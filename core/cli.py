@@ -6,7 +6,7 @@
     lorkd export RUN [--out DIR]
     lorkd apply EXPERT IMAGE --out OUT   (segmentation experts: VOLUME --out LABELS.nii.gz, or a DICOM series
                                           --out SEG.dcm for a DICOM SEG referencing it)
-    lorkd bench [--quick] [--json FILE] [--only steps,unet3d,inference,loader,sliding]
+    lorkd bench [--quick] [--json FILE] [--only steps,unet3d,inference,loader,sliding] [--device cuda --amp]
 
 Bad input prints one line `error: ...` and exits with code 2 (`--debug` shows the traceback).
 Ctrl-C stops a run at the next step; running the same command again resumes it.
@@ -220,7 +220,7 @@ def cmd_bench(args) -> int:
     from benchmarks.run import main as bench_main
 
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
-    return bench_main(quick=args.quick, json_path=args.json, only=only)
+    return bench_main(quick=args.quick, json_path=args.json, only=only, device=args.device, amp=args.amp)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -266,6 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", help="also write the results as JSON")
     p.add_argument("--only", help="comma-separated sections: steps, unet3d, inference, loader, sliding")
+    p.add_argument("--device", default="cpu", help="device of the training-step sections (steps, unet3d), e.g. cuda")
+    p.add_argument("--amp", action="store_true", help="training steps under bf16 autocast (AMP)")
     p.set_defaults(func=cmd_bench)
     return parser
 

@@ -55,3 +55,22 @@ def test_cli_bench_runs_only_the_named_sections(tmp_path, capsys):
     assert ratios["FLOPs expert / foundation"] < 1.0 and ratios["params expert / foundation"] < 1.0
     assert cli(["bench", "--only", "steps,nope"]) == 2
     assert "unknown benchmark section(s) nope" in capsys.readouterr().err
+
+
+def test_steps_under_amp_and_a_missing_cuda_device(capsys):
+    """bf16 autocast runs every form (the CUDA bench path, here on the CPU); asking for CUDA where there is
+    none is a clean CLI error."""
+    import torch
+
+    from benchmarks.run import Where
+    from core.cli import main as cli
+
+    where = Where("cpu", amp=True)
+    assert "AMP bf16" in where.describe()
+    forms = ("factorized", "paper", "per-task-loop")
+    ratios = step_ratios(arch="resnet10", image_size=16, batch=8, tasks=3, forms=forms, repeats=1, warmup=0,
+                         memory=True, where=where)
+    assert all(r > 0 for r in ratios.values()) and "factorized mem" in ratios
+    if not torch.cuda.is_available():
+        assert cli(["bench", "--quick", "--device", "cuda", "--amp"]) == 2
+        assert "no CUDA device" in capsys.readouterr().err

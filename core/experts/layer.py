@@ -254,7 +254,7 @@ class ExpertConv(nn.Module):
 
     def _reference_forward(self, x: torch.Tensor, plan: RoutePlan) -> torch.Tensor:
         """The paper's EKS conv: per-sample weights W0 + sum_t M[b, t] dW_t, one grouped conv."""
-        onehot = F.one_hot(plan.task_ids, self.num_tasks).to(self.weight.dtype)  # (B, T)
+        onehot = F.one_hot(plan.task_ids_on(self.weight.device), self.num_tasks).to(self.weight.dtype)  # (B, T)
         deltas = torch.stack([self.delta_weight(t) for t in range(self.num_tasks)])  # (T, *W)
         weights = self.weight.unsqueeze(0) + torch.einsum("bt,t...->b...", onehot, deltas)  # (B, *W)
         return self._per_sample(x, weights)
