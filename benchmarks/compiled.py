@@ -16,26 +16,15 @@ import time
 import torch
 import torch.nn.functional as F
 
-from benchmarks.run import _net2d, paired_ratios
-from core.experts import route
+from benchmarks.run import _net2d, _stepper, paired_ratios
 
 
-def _stepper(form: str, compiled: bool, x, y, task_ids):
+def _compiled_stepper(form: str, compiled: bool, x, y, task_ids):
+    """`run._stepper` on a fresh network, compiled or eager (a compiled module shares the network's layers,
+    so `route` still finds its expert layers)."""
     model = _net2d("resnet18", form, int(task_ids.max()) + 1)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    forward = torch.compile(model) if compiled else model
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        if form == "plain":
-            out = forward(x)
-        else:
-            with route(model, task_ids):
-                out = forward(x)
-        F.cross_entropy(out, y).backward()
-        opt.step()
-
-    return step
+    return _stepper(torch.compile(model) if compiled else model, form, x, task_ids,
+                    lambda out, rows: F.cross_entropy(out, y[rows]))
 
 
 def main(size: int = 28, batch: int = 128, tasks: int = 10, rounds: int = 7) -> dict[str, float]:
@@ -48,7 +37,7 @@ def main(size: int = 28, batch: int = 128, tasks: int = 10, rounds: int = 7) -> 
     for form in ("plain", "factorized"):
         for compiled in (False, True):
             name = form + (" compiled" if compiled else "")
-            fns[name] = _stepper(form, compiled, x, y, task_ids)
+            fns[name] = _compiled_stepper(form, compiled, x, y, task_ids)
             start = time.perf_counter()
             fns[name]()  # compiles
             print(f"{name}: first step {time.perf_counter() - start:.1f} s", flush=True)

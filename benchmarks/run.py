@@ -137,22 +137,23 @@ def _net2d(arch: str, form: str, tasks: int, in_channels: int = 3):
     return model
 
 
-def _forward(model, form: str, x, task_ids, loss_of):
-    """The loss of one routed forward (per-task-loop: the summed per-task losses)."""
-    if form == "plain":
-        return loss_of(model(x), slice(None))
-    if form == "per-task-loop":  # naive: one forward per task present
-        total = 0
-        for t in task_ids.unique():
-            mask = task_ids == t
-            with route(model, task_ids[mask]):
-                total = total + loss_of(model(x[mask]), mask)
-        return total
-    if form == "peft-lora":
-        with peft_route(model, task_ids):
+def _forward(model, form: str, x, task_ids, loss_of, where: Where = CPU):
+    """The loss of one routed forward (per-task-loop: the summed per-task losses), under `where`'s autocast."""
+    with where.autocast():
+        if form == "plain":
             return loss_of(model(x), slice(None))
-    with route(model, task_ids, impl="reference" if form == "paper-reference" else "fast"):
-        return loss_of(model(x), slice(None))
+        if form == "per-task-loop":  # naive: one forward per task present
+            total = 0
+            for t in task_ids.unique():
+                mask = task_ids == t
+                with route(model, task_ids[mask]):
+                    total = total + loss_of(model(x[mask]), mask)
+            return total
+        if form == "peft-lora":
+            with peft_route(model, task_ids):
+                return loss_of(model(x), slice(None))
+        with route(model, task_ids, impl="reference" if form == "paper-reference" else "fast"):
+            return loss_of(model(x), slice(None))
 
 
 def _stepper(model, form: str, x, task_ids, loss_of, where: Where = CPU):
@@ -160,21 +161,11 @@ def _stepper(model, form: str, x, task_ids, loss_of, where: Where = CPU):
 
     def step():
         opt.zero_grad(set_to_none=True)
-        with where.autocast():
-            loss = _forward(model, form, x, task_ids, loss_of)
-        loss.backward()
+        _forward(model, form, x, task_ids, loss_of, where).backward()
         opt.step()
         where.sync()
 
     return step
-
-
-def _saved(model, form: str, x, task_ids, loss_of, where: Where = CPU) -> int:
-    def forward():
-        with where.autocast():
-            return _forward(model, form, x, task_ids, loss_of)
-
-    return saved_bytes(forward)
 
 
 # --------------------------------------------------------------------------------------------- steps
@@ -197,7 +188,7 @@ def step_ratios(arch="resnet18", image_size=28, batch=128, tasks=10, forms=FORMS
     ratios = paired_ratios({f: _stepper(m, f, x, task_ids, loss_of, where) for f, m in models.items()}, "plain",
                            repeats, warmup, best=repeats > 1)
     if memory:
-        mem = {f: _saved(m, f, x, task_ids, loss_of, where) for f, m in models.items()}
+        mem = {f: saved_bytes(lambda m=m, f=f: _forward(m, f, x, task_ids, loss_of, where)) for f, m in models.items()}
         ratios.update({f"{f} mem": round(mem[f] / mem["plain"], 3) for f in forms})
     return ratios
 
@@ -264,7 +255,7 @@ def bench_unet3d(quick: bool, report, where: Where = CPU) -> list[dict]:
     models = {f: net(f) for f in ("plain", *forms)}
     ratios = paired_ratios({f: _stepper(m, f, x, task_ids, loss_of, where) for f, m in models.items()}, "plain",
                            repeats=3 if quick else 5)
-    mem = {f: _saved(m, f, x, task_ids, loss_of, where) for f, m in models.items()}
+    mem = {f: saved_bytes(lambda m=m, f=f: _forward(m, f, x, task_ids, loss_of, where)) for f, m in models.items()}
     ratios.update({f"{f} mem": round(mem[f] / mem["plain"], 3) for f in forms})
     report(f"\n[unet3d] UNet(16-128) {size}^3 B={batch} T={tasks}, training step / plain ({where.describe()}): "
            + format_ratios(ratios))

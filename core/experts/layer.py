@@ -269,7 +269,7 @@ class ExpertConv(nn.Module):
         deltas = torch.stack([self.delta_weight(t) for t in plan.tasks])  # (T present, *W)
         position = torch.full((self.num_tasks,), -1, dtype=torch.long)
         position[plan.tasks] = torch.arange(len(plan.tasks))
-        index = position.to(plan.task_ids.device)[plan.task_ids].to(deltas.device)
+        index = position.to(deltas.device)[plan.task_ids_on(deltas.device)]
         return self._per_sample(x, self.weight.unsqueeze(0) + deltas.index_select(0, index))
 
     def _per_sample(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

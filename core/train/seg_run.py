@@ -129,7 +129,9 @@ class SegDecomposition(Pipeline):
     def build_teacher(self, resume: dict | None) -> None:
         cfg = self.config
         seed_everything(cfg.seed)
-        self.teacher = build_seg_teacher(cfg.teacher.arch, 1, self.num_classes, self._teacher_channels())
+        # on the run's device and layout first: loading a checkpoint copies into it
+        self.teacher = place(build_seg_teacher(cfg.teacher.arch, 1, self.num_classes, self._teacher_channels()),
+                             self.device, 3)
         if cfg.teacher.checkpoint:
             self.load_teacher(cfg.teacher.checkpoint)
             self.observer.on_log(f"foundation model loaded from {cfg.teacher.checkpoint}")
@@ -139,10 +141,9 @@ class SegDecomposition(Pipeline):
         else:
             if cfg.teacher.epochs < 1:
                 raise ConfigError("teacher.epochs: must be >= 1 when no teacher.checkpoint is given")
-            place(self.teacher, self.device, 3)
             self._pretrain(resume if resume and resume["phase"] == "foundation" else None)
             self.save_teacher(self.folder.teacher)
-        place(self.teacher, self.device, 3).eval()
+        self.teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
 
@@ -172,12 +173,12 @@ class SegDecomposition(Pipeline):
     def build_student(self) -> None:
         cfg = self.config
         seed_everything(cfg.seed + 1)
-        self.student = build_seg_backbone(
+        student = build_seg_backbone(
             cfg.backbone.arch, 1, self.num_classes, self._backbone_channels(),
             ranks=[cfg.rank_of(t.name) for t in self.tasks], alpha=cfg.backbone.alpha,
             decoder_rank_factor=cfg.backbone.decoder_rank_factor, form=cfg.backbone.form,
         )
-        self.student = place(self.student, self.device, 3)
+        self.student = place(student, self.device, 3)
 
     def _decompose(self, resume: dict | None) -> None:
         cfg, student, teacher = self.config, self.student, self.teacher
