@@ -21,6 +21,7 @@ demo: setup
 	$(BIN)/lorkd demo
 
 test: setup
+	$(BIN)/lint-imports
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest
 
 bench: setup
@@ -30,6 +31,7 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 
-from core.data.demo import MNI_NOTICE
+from core.kinds.classification.demo import MNI_NOTICE
 
 CITATION = ("Zhou et al., Low-Rank Knowledge Decomposition for Medical Foundation Models, CVPR 2024 "
             "(arXiv 2404.17184); Li et al., arXiv 2409.19540")

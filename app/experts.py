@@ -1,9 +1,9 @@
 """Experts tab: the run's task experts (summary.json), applying one to the viewer's image, saving the
 prediction and exporting a bundle.
 
-Classification experts score the slice the viewer's axial view shows (`core.infer.apply.classify_array`, the
+Classification experts score the slice the viewer's axial view shows (`core.kinds.classification.apply`, the
 same preprocessing and numbers as `lorkd apply` on the file). Segmentation experts segment the whole volume the
-viewer shows (`core.infer.sliding.segment_volume`: the bundle's own sliding-window code, the same label map as
+viewer shows (`core.kinds.segmentation.runtime.segment_volume`: the bundle's own code, the same label map as
 `lorkd apply` on the file); the label map becomes the viewer's overlay (per-label colours, names, visibility,
 opacity) and saves as NIfTI in the input's geometry. The work runs in a `TaskThread` with progress and a Cancel
 button (for segmentation also the engine's `Control` token, checked before every window); a cancelled result is
@@ -38,10 +38,11 @@ from PySide6.QtWidgets import (
 )
 
 from app.widgets.task_thread import TaskThread, error_message
-from core.data.volume import write_label_map
-from core.infer import runtime
-from core.infer.apply import classify_array
-from core.train.events import Control
+from core.events import Control
+from core.export.weights import read_bundle_metadata
+from core.io import write_label_map
+from core.kinds.classification import runtime
+from core.kinds.classification.apply import classify_array
 
 __all__ = ["ExpertsPanel"]
 
@@ -272,7 +273,7 @@ class ExpertsPanel(QWidget):
         }
         if row["bundle"] is not None:
             try:
-                lorkd = runtime.read_bundle_metadata(bundle)["lorkd"]
+                lorkd = read_bundle_metadata(bundle)["lorkd"]
                 row["spatial_dims"] = int(lorkd["preprocessing"]["spatial_dims"])
                 row["kind"] = str(lorkd.get("kind", row["kind"]))
                 row["labels"] = lorkd.get("label_names", row["labels"])
@@ -469,8 +470,8 @@ class ExpertsPanel(QWidget):
         control = Control()
 
         def work(progress):
-            from core.export.seg_bundle import load_seg_bundle  # torch/monai: already imported by the engine
-            from core.infer.sliding import segment_volume
+            from core.kinds.segmentation.apply import segment_volume
+            from core.kinds.segmentation.bundle import load_seg_bundle  # torch/monai: already imported by the engine
 
             progress(0.0, "loading the expert")
             net, metadata = load_seg_bundle(bundle)
@@ -614,7 +615,7 @@ class ExpertsPanel(QWidget):
         return Path(written)
 
     def _write_dicom_seg(self, labels: np.ndarray, path: Path) -> Path:
-        from core.data.dicom_seg import dicom_source_files, write_dicom_seg
+        from core.io.dicom_seg import dicom_source_files, write_dicom_seg
 
         volume = self.viewer.volume
         files = dicom_source_files(volume)
@@ -651,7 +652,7 @@ class ExpertsPanel(QWidget):
                 return target
         else:
             def work(progress):
-                from core.train.run import open_run  # heavy (training stack): only when needed
+                from core.train.pipeline import open_run  # heavy (training stack): only when needed
 
                 progress(0.0, "loading the run's checkpoint")
                 run = open_run(run_dir)

@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 
 from app.loss_plot import LossPlot
 from app.worker import Timed
-from core.train.events import EvalEvent, RunInfo, StepEvent
+from core.events import EvalEvent, RunInfo, StepEvent
 from core.train.metrics_log import read_metrics
 
 MODEL_NAMES = {"teacher": "Foundation model", "student": "Experts"}

@@ -7,7 +7,7 @@ on the MNI152 brain (the default, with its T1 volume for the viewer) or the 2D c
 
 The panel edits a config mapping. Everything it does not show (data caps, schedule, seed, ...) is
 kept from the loaded config untouched. Validity is decided by `core.config` (and, for the task files,
-by `core.data.tasks.build_task_specs`): the first `ConfigError` "field.path: problem" is shown in red
+by `core.kinds.classification.tasks.build_task_specs`): the first `ConfigError` "field.path: problem" is shown in red
 next to the field it names, and `validity_changed(False)` lets the window disable Start.
 """
 
@@ -54,8 +54,8 @@ from core.config import (
     load_config,
     save_config,
 )
-from core.data.segmentation import label_values
 from core.errors import ConfigError, LorkdError
+from core.kinds.segmentation.data import label_values
 
 ERROR_STYLE = "color: #c0392b;"
 INVALID_CELL = QColor("#f8d7d3")
@@ -153,11 +153,11 @@ def prepare_demo(
     `build_demo(data_dir, **demo_kwargs)` (size, n_per_task, seed). Off the GUI thread: it may write files."""
     kind = demo_kind(demo_kwargs, kind)
     if kind == SEGMENTATION:
-        from core.data.seg_demo import build_seg_demo
+        from core.kinds.segmentation.demo import build_seg_demo
 
         raw = build_seg_demo(Path(data_dir) / "segmentation", **(demo_kwargs or {}))
     else:
-        from core.data.demo import build_demo
+        from core.kinds.classification.demo import build_demo
 
         raw = build_demo(data_dir, **(demo_kwargs or {}))
     raw = copy.deepcopy(raw)
@@ -184,7 +184,7 @@ def prepare_demo_with_volume(
     path = demo_volume_path(raw)
     volume = None
     if path is not None:
-        from core.data.volume import read_volume
+        from core.io import read_volume
 
         volume = read_volume(path)
     return raw, volume
@@ -797,9 +797,9 @@ class SetupPanel(QWidget):
             self._loading = was
 
     def _task_specs(self, config: Config) -> list:
-        """core.data.tasks.build_task_specs, cached on the task settings and the files' mtimes; a file
+        """core.kinds.classification.tasks.build_task_specs, cached on the task settings and the files' mtimes; a file
         problem (DataError naming the file) is re-raised naming the task's field."""
-        from core.data.tasks import build_task_specs
+        from core.kinds.classification.tasks import build_task_specs
 
         key = tuple(
             (t.name, t.medmnist, t.kind, tuple(t.labels or ()), Path(t.medmnist).stat().st_mtime_ns,

@@ -49,7 +49,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.widgets.task_thread import TaskThread, error_message
-from core.data.volume import SeriesInfo, Volume, list_series, orientation_code, read_volume
+from core.io import SeriesInfo, Volume, list_series, orientation_code, read_volume
 
 __all__ = ["PRESETS", "SeriesDialog", "SliceView", "ViewerWidget"]
 

@@ -23,7 +23,7 @@ from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 
 from core.config import Config
 from core.errors import LorkdError, RunStopped
-from core.train.events import Control, EvalEvent, RunInfo, StepEvent
+from core.events import Control, EvalEvent, RunInfo, StepEvent
 
 FLUSH_HZ = 10
 
@@ -36,9 +36,9 @@ def warm_up_engine() -> None:
     the event loop stalls for 100-300 ms; done once at startup they cost nothing during a run."""
     import torch
 
-    import core.export.bundle  # noqa: F401 - export phase
-    import core.export.seg_bundle  # noqa: F401 - segmentation export phase
-    import core.infer.sliding  # noqa: F401 - the experts panel's segmentation
+    import core.kinds.classification.bundle  # noqa: F401 - export phase
+    import core.kinds.segmentation.apply  # noqa: F401 - the experts panel's segmentation
+    import core.kinds.segmentation.bundle  # noqa: F401 - segmentation export phase
     import core.train.run  # noqa: F401
     import core.train.seg_run  # noqa: F401 - the default demo is a segmentation run
 

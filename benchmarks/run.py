@@ -261,7 +261,7 @@ def bench_unet3d(quick: bool, report, where: Where = CPU) -> list[dict]:
            + format_ratios(ratios))
     rows = [{"section": "unet3d", "patch": size, "batch": batch, "tasks": tasks, "device": where.describe(),
              "ratios": ratios}]
-    if not quick:  # as segmentation runs train (core.train.run.place): weights channels-last-3d, plain too
+    if not quick:  # as segmentation runs train (core.train.pipeline.place): weights channels-last-3d, plain too
         layout = torch.channels_last_3d
         placed = {f: net(f).to(memory_format=layout) for f in ("plain", "factorized")}
         x_last = x.contiguous(memory_format=layout)
@@ -289,7 +289,7 @@ def forward_flops(net: torch.nn.Module, x: torch.Tensor) -> int:
 
 
 def bench_inference(quick: bool, report) -> list[dict]:
-    from core.models.multitask import build_backbone, build_teacher
+    from core.kinds.classification.models import build_backbone, build_teacher
 
     batch, size, tasks = (32, 28, 4) if quick else (128, 28, 10)
     x = torch.randn(batch, 3, size, size)
@@ -327,10 +327,11 @@ def bench_inference(quick: bool, report) -> list[dict]:
 
 # -------------------------------------------------------------------------------------------- loader
 def bench_loader(quick: bool, report) -> list[dict]:
-    from core.config import load_config
-    from core.data.multitask import MultiTaskDataset, make_loader
-    from core.data.synthetic import write_fake_medmnist
-    from core.data.tasks import build_task_specs
+    from core.kinds import load_config
+    from core.data.sampling import make_loader
+    from core.kinds.classification.dataset import MultiTaskDataset
+    from core.kinds.classification.synthetic import write_fake_medmnist
+    from core.kinds.classification.tasks import build_task_specs
 
     n, batch, tasks = (256, 64, 4) if quick else (2048, 128, 10)
     with tempfile.TemporaryDirectory() as tmp:
@@ -374,11 +375,13 @@ def bench_loader(quick: bool, report) -> list[dict]:
 # ------------------------------------------------------------------------------------------- sliding
 def bench_sliding(quick: bool, report) -> list[dict]:
     """Seconds to segment the full MNI152 T1 with an expert UNet of the demo's configuration."""
-    from core.config import load_config
-    from core.data.seg_demo import build_seg_demo, mni_files
-    from core.data.volume import read_volume
-    from core.infer.seg_runtime import count_windows, prepare_volume, segment_array
-    from core.models.seg_nets import SegExpertNet
+    from core.kinds import load_config
+    from core.io import read_volume
+    from core.kinds.segmentation.demo import build_seg_demo, mni_files
+    from core.kinds.segmentation.nets import SegExpertNet
+    from core.kinds.segmentation.runtime import segment_array
+    from core.preprocess.sliding import count_windows
+    from core.preprocess.volume import prepare_volume
 
     with tempfile.TemporaryDirectory() as tmp:
         config = load_config(build_seg_demo(Path(tmp)))

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import LorkdError
-from core.train.events import Control, EvalEvent, NullObserver, RunInfo, StepEvent
+from core.events import Control, EvalEvent, NullObserver, RunInfo, StepEvent
 
 
 class ProgressObserver(NullObserver):
@@ -86,14 +86,14 @@ def _interruptible(control: Control):
 
 
 def _run(config, out: str | None, export: bool = True) -> dict:
-    from core.train import distributed
-    from core.train.run import decomposition_for
+    from core import distributed
+    from core.train.pipeline import Pipeline
 
     control = Control()
     run_dir = out or str(Path("runs") / config.name)
     previous = _interruptible(control)
     try:
-        summary = decomposition_for(config, run_dir, ProgressObserver(), control).run(export=export)
+        summary = Pipeline(config, run_dir, ProgressObserver(), control).run(export=export)
     finally:
         signal.signal(signal.SIGINT, previous)
         distributed.shutdown()
@@ -108,16 +108,17 @@ def _print_summary(summary: dict) -> None:
         return
     print(f"\n{'task':<20}{'metric':<8}{'teacher':>9}{'expert':>9}{'expert params':>15}")
     for task in summary["tasks"]:
-        teacher = "-" if task["teacher"] is None else f"{task['teacher']:.3f}"
-        print(f"{task['name']:<20}{task['metric']:<8}{teacher:>9}{task['expert']:>9.3f}"
+        print(f"{task['name']:<20}{task['metric']:<8}{_num(task['teacher']):>9}{_num(task['expert']):>9}"
               f"{task['params']['expert_model']:>15,}")
-    if summary.get("kind") == "segmentation":
-        for task in summary["tasks"]:
-            tm, em = task.get("teacher_metrics") or {}, task.get("expert_metrics") or {}
-            for name in task["labels"][1:]:
-                print(f"  {task['name']}/{name}: dice teacher {_num(tm.get('dice/' + name))} expert "
-                      f"{_num(em.get('dice/' + name))}; hd95 (mm) teacher {_num(tm.get('hd95/' + name))} expert "
-                      f"{_num(em.get('hd95/' + name))}")
+    for task in summary["tasks"]:  # per-label metrics ("dice/grey matter", ...) where the kind reports them
+        tm, em = task.get("teacher_metrics") or {}, task.get("expert_metrics") or {}
+        per_label = sorted({k.split("/", 1)[1] for k in em if "/" in k}, key=list(task["labels"]).index)
+        for label in per_label:
+            metrics = dict.fromkeys(k.split("/", 1)[0] for k in em if k.endswith("/" + label))
+            units = summary.get("units") or {}
+            parts = [f"{m}{f' ({units[m]})' if m in units else ''} teacher {_num(tm.get(f'{m}/{label}'))} expert "
+                     f"{_num(em.get(f'{m}/{label}'))}" for m in metrics]
+            print(f"  {task['name']}/{label}: " + "; ".join(parts))
     t, b = summary["teacher"], summary["backbone"]
     print(f"foundation model {t['arch']}: {t['params']:,} params, {t['macs']:,} MACs; "
           f"backbone {b['arch']}: {b['params']:,} params, {b['macs']:,} MACs")
@@ -128,14 +129,14 @@ def _num(value) -> str:
 
 
 def _open_run(run_dir: str):
-    """A finished run of either kind, ready to evaluate or export."""
-    from core.train.run import open_run
+    """A finished run of any kind, ready to evaluate or export."""
+    from core.train.pipeline import open_run
 
     return open_run(run_dir, ProgressObserver())
 
 
 def cmd_decompose(args) -> int:
-    from core.config import load_config
+    from core.kinds import load_config
 
     overrides = list(args.set or [])
     if args.device:
@@ -146,24 +147,12 @@ def cmd_decompose(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from core.config import load_config
+    from core.kinds import get_kind, load_config, prepare_demo
 
-    if args.kind not in ("segmentation", "classification"):
-        raise LorkdError(f"demo kind {args.kind!r} is not available (available: segmentation, classification)")
-    overrides = list(args.set or [])
-    if args.kind == "segmentation":
-        from core.data.seg_demo import build_seg_demo
-
-        out = Path(args.out or "runs/demo-seg")
-        raw = build_seg_demo(out / "data", quick=args.quick)
-    else:
-        from core.data.demo import build_demo
-
-        out = Path(args.out or "runs/demo")
-        raw = build_demo(out / "data", **({"n_per_task": 200} if args.quick else {}))
-        if args.quick:
-            overrides += ["teacher.epochs=1", "train.epochs=1"]
-    summary = _run(load_config(raw, overrides), str(out))
+    kind = get_kind(args.kind)
+    out = Path(args.out or Path("runs") / kind.demo_name)
+    raw = prepare_demo(kind.name, out / "data", quick=args.quick)
+    summary = _run(load_config(raw, list(args.set or [])), str(out))
     return 0 if summary.get("status") == "completed" else 130
 
 
@@ -199,20 +188,13 @@ def cmd_apply(args) -> int:
 
 
 def _apply(expert: str, args) -> int:
-    from core.export.seg_bundle import is_seg_bundle
-    from core.infer.apply import apply_expert
+    from core.kinds import kind_of_bundle
 
-    if is_seg_bundle(expert):
-        from core.infer.sliding import apply_segmentation
-
-        result = apply_segmentation(expert, args.image, args.out)
-        for message in result.get("warnings", []):
-            print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
-        print(json.dumps({k: result[k] for k in ("task", "out", "labels", "voxels")}, indent=2))
-        return 0
-
-    result = apply_expert(expert, args.image, args.out)
-    print(json.dumps({k: result[k] for k in ("prediction", "scores") if k in result}, indent=2))
+    kind = kind_of_bundle(expert)
+    record = kind.apply(expert, args.image, args.out)
+    for message in record.get("warnings", []):
+        print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+    print(json.dumps(kind.cli_record(record), indent=2))
     return 0
 
 
@@ -224,6 +206,8 @@ def cmd_bench(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from core.kinds import DEFAULT_DEMO, KINDS
+
     parser = argparse.ArgumentParser(prog="lorkd", description="LoRKD Studio: decompose a foundation model "
                                      "into low-rank task experts.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -238,8 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_decompose)
 
     p = sub.add_parser("demo", help="run the embedded demo (no downloads)")
-    p.add_argument("--kind", default="segmentation", choices=("segmentation", "classification"),
-                   help="segmentation (3D, MNI152 brain tissues; default) or classification (2D)")
+    p.add_argument("--kind", default=DEFAULT_DEMO, choices=tuple(KINDS),
+                   help=", ".join(f"{name}: {kind.demo_title}" for name, kind in KINDS.items())
+                   + f" (default {DEFAULT_DEMO})")
     p.add_argument("--out", help="run folder (default runs/demo)")
     p.add_argument("--quick", action="store_true", help="fewer samples and epochs (a smoke test)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")

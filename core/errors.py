@@ -13,7 +13,29 @@ class LorkdError(Exception):
 
 
 class ConfigError(LorkdError):
-    """Invalid configuration value; the message names the field."""
+    """Invalid configuration value. `loc` is the field's path as data (("train", "epochs"), ("tasks", 0, "name")),
+    so a GUI can place the message next to its field; `source` names the config file when there is one. The text
+    reads "SOURCE: train.epochs: must be >= 1, got -3"."""
+
+    def __init__(self, message: str, loc: str | tuple | list | None = None, source: str | None = None) -> None:
+        if isinstance(loc, str):
+            loc = tuple(int(p) if p.isdigit() else p for p in loc.split(".") if p)
+        self.message = message
+        self.loc: tuple = tuple(loc or ())
+        self.source = source
+        super().__init__(message)
+
+    @property
+    def path(self) -> str:
+        """The dotted field path ("tasks.0.name"), "" when the error is about the config as a whole."""
+        return ".".join(str(p) for p in self.loc)
+
+    def __str__(self) -> str:
+        return ": ".join(part for part in (self.source, self.path, self.message) if part)
+
+    def with_source(self, source: str) -> ConfigError:
+        """The same error, naming the config file it came from."""
+        return ConfigError(self.message, self.loc, source)
 
 
 class DataError(LorkdError):

@@ -1,37 +1,45 @@
-"""Crash-safe file writing and safe weight loading, used by every part of the engine.
+"""Crash-safe file writing and safe weight loading, used by every part of the engine (and by bundle scripts).
 
-Writes go to a temp file in the same folder, are flushed and fsync'ed, then renamed over the target
-(and the folder fsync'ed), so a crash leaves either the old file or the new one, never half of one.
+One mechanism for every writer: the content goes to a temp file in the target's folder, is flushed and fsync'ed,
+gets the normal permissions of a new file (0666 minus the umask, so 0644 usually; a bare `mkstemp` would leave
+0600), then is renamed over the target and the folder fsync'ed. A crash leaves either the old file or the new
+one, never half of one. Writers that produce several files (SimpleITK's .mhd + .raw) write into a temp folder
+with `atomic_files` and have each file renamed into place.
+
 Loads use `torch.load(weights_only=True)`: tensors and plain containers only, never code.
+
+Bundle-portable (standard library, torch and the project's `errors`): export copies this file into bundles.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
 import torch
 
-from core.errors import CheckpointError
+from .errors import CheckpointError
 
 
-def _atomic_write(path: str | os.PathLike, mode: str, write: Callable[[IO], None]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _umask() -> int:
+    """The process umask (read without changing it where /proc allows, else set and restored at once)."""
     try:
-        with os.fdopen(fd, mode) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open(path, "w") would give a new file
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:
@@ -48,19 +56,62 @@ def fsync_dir(folder: str | os.PathLike) -> None:
         os.close(dir_fd)
 
 
-def write_bytes_atomic(path: str | os.PathLike, write: Callable[[IO], None]) -> None:
-    """Create `path` atomically from `write(binary file handle)` (temp file, fsync, rename)."""
-    _atomic_write(path, "wb", write)
+def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> Path:
+    """Create or replace `path` atomically from `write(binary file handle)`: temp file beside it, fsync, normal
+    permissions, rename, folder fsync. On any error the temp file is removed and an existing `path` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, FILE_MODE)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return path
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save `obj` into `path` atomically."""
-    _atomic_write(path, "wb", lambda fh: torch.save(obj, fh))
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write `data` to `path` atomically."""
+    return write_atomic(path, lambda fh: fh.write(data))
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write a text file atomically (UTF-8)."""
-    _atomic_write(path, "w", lambda fh: fh.write(text))
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save `obj` into `path` atomically."""
+    return write_atomic(path, lambda fh: torch.save(obj, fh))
+
+
+@contextlib.contextmanager
+def atomic_files(path: str | os.PathLike) -> Iterator[Path]:
+    """For writers that produce several files: yields a temp folder beside `path`; write `tmp / path.name` (and
+    any companion files) there. On success every produced file is fsync'ed, given normal permissions and renamed
+    into `path`'s folder (companions before `path` itself, so a header never points at missing data); on error
+    nothing is renamed. The temp folder is always removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        produced = sorted(tmp.iterdir(), key=lambda f: (f.name == path.name, f.name))
+        for f in produced:
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(f, FILE_MODE)
+        for f in produced:
+            os.replace(f, path.parent / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    fsync_dir(path.parent)
 
 
 def safe_load(path: str | os.PathLike) -> Any:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from core.cli import main as lorkd
-from core.data.synthetic import write_fake_medmnist
+from core.kinds.classification.synthetic import write_fake_medmnist
 
 
 def config_file(tmp_path: Path, **changes) -> Path:

@@ -3,8 +3,9 @@
 import pytest
 import yaml
 
-from core.config import Config, load_config, save_config
+from core.config import Config, save_config
 from core.errors import ConfigError
+from core.kinds import load_config
 
 MINIMAL = """
 name: small-run

@@ -2,7 +2,7 @@
 
 The function receives `progress(fraction, message)`; after `cancel()` that callback raises `Cancelled`, so
 the work stops at its next step, and a result that still arrives is dropped (never emitted). With a `control`
-(`core.train.events.Control`, the engine's pause/stop token) `cancel()` also stops it, so work that checks the
+(`core.events.Control`, the engine's pause/stop token) `cancel()` also stops it, so work that checks the
 token between steps (sliding-window inference) ends before its next window.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 from PySide6.QtCore import QThread, Signal
 
 from core.errors import LorkdError, RunStopped
-from core.train.events import Control
+from core.events import Control
 
 ProgressFn = Callable[[float, str], None]
 

@@ -10,7 +10,8 @@ from core.experts.attach import (
     unmerge_in_place,
 )
 from core.experts.layer import FORMS, ExpertConv, is_eligible
-from core.experts.routing import RoutePlan, expert_layers, route
+from core.experts.plan import RoutePlan
+from core.experts.routing import expert_layers, route
 
 __all__ = [
     "FORMS",

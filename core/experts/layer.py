@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 if TYPE_CHECKING:
-    from core.experts.routing import RoutePlan
+    from core.experts.plan import RoutePlan
 
 FORMS = ("factorized", "paper")
 _CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)

@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from core import distributed
 from core.config import TrainConfig
+from core.distributed import SINGLE, Dist
 from core.errors import LorkdError, RunStopped
+from core.events import Control, EvalEvent, Observer, StepEvent
 from core.files import atomic_save
-from core.train import distributed
-from core.train.distributed import SINGLE, Dist
-from core.train.events import Control, EvalEvent, Observer, StepEvent
 from core.train.metrics_log import MetricsLog
 
 # compute_loss(batch) -> (mean loss over the batch, {task name: (summed loss, sample count)})

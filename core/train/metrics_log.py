@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from core.train.events import EvalEvent, StepEvent
+from core.events import EvalEvent, StepEvent
 
 
 class NullLog:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.data.synthetic import write_fake_medmnist
+from core.kinds.classification.synthetic import write_fake_medmnist
 
 
 def tiny_config(data_dir: Path, name: str = "tiny", train_epochs: int = 2, **extra) -> dict:

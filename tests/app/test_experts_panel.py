@@ -20,9 +20,9 @@ from PySide6.QtWidgets import QMessageBox
 
 from app.experts import ExpertsPanel
 from app.viewer import ViewerWidget
-from core.export.bundle import load_bundle, write_bundle
-from core.infer.apply import apply_expert, classify_array
-from core.models.nets import ClassifierNet
+from core.kinds.classification.apply import apply_expert, classify_array
+from core.kinds.classification.bundle import load_bundle, write_bundle
+from core.kinds.classification.nets import ClassifierNet
 
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
 TASK = {
@@ -256,9 +256,9 @@ def test_bad_bundle_and_bad_summary_give_dialogs(qtbot, panel, run_dir, grey_png
 @pytest.fixture(scope="session")
 def seg_run(tmp_path_factory) -> Path:
     """A tiny finished segmentation run (synthetic cubes with a shell and a core; one epoch each, 16^3 patches)."""
-    from core.config import load_config
-    from core.data.seg_synthetic import write_synthetic_task
-    from core.train.seg_run import SegDecomposition
+    from core.kinds import load_config
+    from core.kinds.segmentation.synthetic import write_synthetic_task
+    from core.train.pipeline import Pipeline
 
     root = tmp_path_factory.mktemp("segrun")
     images, labels = write_synthetic_task(root / "cubes", 2, "cube", shape=(16, 20, 24), seed=2)
@@ -273,7 +273,7 @@ def seg_run(tmp_path_factory) -> Path:
         "device": "cpu",
     }
     torch.manual_seed(0)
-    summary = SegDecomposition(load_config(raw), root / "run").run()
+    summary = Pipeline(load_config(raw), root / "run").run()
     assert summary["status"] == "completed"
     return root / "run"
 
@@ -281,8 +281,8 @@ def seg_run(tmp_path_factory) -> Path:
 @pytest.fixture
 def seg_volume(tmp_path) -> Path:
     """A cube volume with a permuted, flipped direction and anisotropic spacing (NIfTI)."""
-    from core.data.seg_synthetic import synthetic_volume
-    from core.data.volume import Volume, write_volume
+    from core.io import Volume, write_volume
+    from core.kinds.segmentation.synthetic import synthetic_volume
 
     image, _ = synthetic_volume((14, 22, 26), "cube", seed=7)
     volume = Volume(image, spacing=(1.2, 1.6, 2.1), origin=(3.0, -7.0, 11.0), direction=(0, 0, 1, -1, 0, 0, 0, 1, 0))
@@ -307,7 +307,7 @@ def test_seg_table_shows_dice_and_sizes(seg_panel, seg_run):
 
 
 def test_seg_apply_shows_the_label_map_as_overlay(qtbot, seg_panel, seg_run, seg_volume, dialogs, tmp_path):
-    from core.infer.sliding import apply_segmentation
+    from core.kinds.segmentation.apply import apply_segmentation
 
     viewer = seg_panel.viewer
     assert viewer.load_path(seg_volume)
@@ -375,7 +375,7 @@ def test_seg_apply_to_dicom_series_saves_dicom_seg(qtbot, seg_panel, tmp_path, d
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-    from core.data.seg_synthetic import synthetic_volume
+    from core.kinds.segmentation.synthetic import synthetic_volume
 
     image, _ = synthetic_volume((10, 20, 24), "cube", seed=7)
     folder = tmp_path / "series"
@@ -415,7 +415,7 @@ def test_seg_apply_to_dicom_series_saves_dicom_seg(qtbot, seg_panel, tmp_path, d
 
 
 def test_seg_export_bundle_copies_or_exports_from_the_checkpoint(qtbot, seg_panel, seg_run, tmp_path, dialogs):
-    from core.export.seg_bundle import load_seg_bundle
+    from core.kinds.segmentation.bundle import load_seg_bundle
 
     out = tmp_path / "exported"
     seg_panel._ask_export_folder = lambda: str(out)

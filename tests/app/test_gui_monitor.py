@@ -10,9 +10,9 @@ from PySide6.QtCore import QSettings
 from app.about import about_html
 from app.loss_plot import ema
 from app.worker import ACTIONS, RunController, RunState, choose_run_dir
-from core.config import load_config
-from core.train.events import Control
-from core.train.run import Decomposition
+from core.events import Control
+from core.kinds import load_config
+from core.train.pipeline import Pipeline
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,7 @@ def finished_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("past")
     (root / "data").mkdir()
     config = load_config(tiny_config(root / "data"))
-    Decomposition(config, root / "run").run(export=False)
+    Pipeline(config, root / "run").run(export=False)
     return root / "run"
 
 

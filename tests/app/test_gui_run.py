@@ -145,12 +145,12 @@ def test_engine_error_shows_its_one_line_message(qtbot, window, data_dir):
 
 
 def test_unexpected_error_shows_dialog_with_traceback(qtbot, window, data_dir, monkeypatch):
-    import core.train.run
+    import core.train.pipeline
 
     def broken(self, export=True):
         raise RuntimeError("simulated engine bug")
 
-    monkeypatch.setattr(core.train.run.Decomposition, "run", broken)
+    monkeypatch.setattr(core.train.pipeline.Pipeline, "run", broken)
     start(qtbot, window, tiny_config(data_dir))
     qtbot.waitUntil(lambda: window.controller.state == RunState.FAILED, timeout=30_000)
     assert "RuntimeError: simulated engine bug" in window.error_box.text()

@@ -7,7 +7,7 @@ import yaml
 from gui_support import tiny_config
 
 from app.setup_panel import COL_FILE, COL_RANK, INVALID_CELL, SetupPanel, error_field
-from core.config import load_config
+from core.kinds import load_config
 
 
 def test_error_field_parses_the_field_path():
@@ -129,7 +129,7 @@ def test_unknown_key_in_yaml_is_refused_with_a_dialog(window, tmp_path):
 
 
 def test_add_and_remove_task_files(window, data_dir):
-    from core.data.synthetic import write_fake_medmnist
+    from core.kinds.classification.synthetic import write_fake_medmnist
 
     window.setup.set_mapping(tiny_config(data_dir))
     extra = write_fake_medmnist(data_dir / "gamma set.npz", n=16, num_classes=2)
@@ -201,7 +201,7 @@ def test_segmentation_demo_is_the_default_and_loads_in_the_form(qtbot, tmp_path)
 
 def test_segmentation_run_starts_from_the_window(qtbot, window, tmp_path):
     """Start on a (tiny) segmentation config runs SegDecomposition in the worker thread and fills the Experts tab."""
-    from core.data.seg_synthetic import write_synthetic_task
+    from core.kinds.segmentation.synthetic import write_synthetic_task
 
     images, labels = write_synthetic_task(tmp_path / "cubes", 2, "cube", shape=(16, 20, 24), seed=2)
     raw = {
@@ -226,7 +226,7 @@ def test_segmentation_run_starts_from_the_window(qtbot, window, tmp_path):
 def test_add_segmentation_task_from_two_folders(qtbot, tmp_path, monkeypatch):
     """In a segmentation config, Add asks for an images folder and a label-map folder; the task is named after
     the dataset folder and its label names are proposed from the values in the label maps."""
-    from core.data.seg_synthetic import write_synthetic_task
+    from core.kinds.segmentation.synthetic import write_synthetic_task
 
     cubes = write_synthetic_task(tmp_path / "cubes", 2, "cube", shape=(16, 20, 24), seed=2)
     second = write_synthetic_task(tmp_path / "Task02_Boxes", 2, "cube", shape=(16, 20, 24), seed=3)

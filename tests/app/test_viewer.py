@@ -18,7 +18,7 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.viewer import PRESETS, SeriesDialog, ViewerWidget
-from core.data.volume import Volume
+from core.io import Volume
 
 DICOM_DIR = Path(get_testdata_file("CT_small.dcm")).parent
 CT_SERIES = DICOM_DIR / "dicomdirtests" / "98892001" / "CT5N"  # a real 5-slice CT series, 2.5 mm

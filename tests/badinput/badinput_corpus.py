@@ -33,7 +33,7 @@ CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
 # ------------------------------------------------------------------------------------------------ generators
 def good_pair(folder: Path, name: str = "case") -> tuple[Path, Path]:
     """A valid image/label NIfTI pair (labels 0..2) with the corpus geometry."""
-    from core.data.seg_synthetic import synthetic_volume
+    from core.kinds.segmentation.synthetic import synthetic_volume
 
     folder.mkdir(parents=True, exist_ok=True)
     image, label = synthetic_volume(SHAPE, "cube", seed=3)
@@ -102,7 +102,7 @@ def label_values_not_in_task(folder: Path) -> Path:
 
 
 def _synthetic() -> tuple[np.ndarray, np.ndarray]:
-    from core.data.seg_synthetic import synthetic_volume
+    from core.kinds.segmentation.synthetic import synthetic_volume
 
     return synthetic_volume(SHAPE, "cube", seed=3)
 
@@ -175,7 +175,7 @@ def nonuniform_series(folder: Path) -> Path:
 
 # MedMNIST-format files
 def medmnist(folder: Path, problem: str) -> Path:
-    from core.data.synthetic import write_fake_medmnist
+    from core.kinds.classification.synthetic import write_fake_medmnist
 
     path = folder / f"{problem}.npz"
     write_fake_medmnist(path, n=16, num_classes=3)
@@ -198,21 +198,21 @@ def medmnist(folder: Path, problem: str) -> Path:
 
 # expert bundles
 def seg_bundle(out: Path) -> Path:
-    from core.config import DataConfig
-    from core.export.seg_bundle import write_seg_bundle
-    from core.models.seg_nets import SegExpertNet
+    from core.kinds.segmentation.bundle import write_seg_bundle
+    from core.kinds.segmentation.config import SegDataConfig
+    from core.kinds.segmentation.nets import SegExpertNet
 
     torch.manual_seed(0)
     net = SegExpertNet("unet", 1, 3, [4, 8, 16], 4)
-    data = DataConfig(spacing=[2.0, 2.0, 2.0], patch_size=[16, 16, 16])
+    data = SegDataConfig(spacing=[2.0, 2.0, 2.0], patch_size=[16, 16, 16])
     return write_seg_bundle(out, task_name="cubes", class_names=["background", "shell", "core"], arch="unet",
                             channels=[4, 8, 16], features=4, state_dict=net.state_dict(), data=data,
                             metrics={}, training={})
 
 
 def cls_bundle(out: Path) -> Path:
-    from core.export.bundle import write_bundle
-    from core.models.nets import ClassifierNet
+    from core.kinds.classification.bundle import write_bundle
+    from core.kinds.classification.nets import ClassifierNet
 
     torch.manual_seed(0)
     net = ClassifierNet("compact", 2, 1, 3)
@@ -256,7 +256,7 @@ def zip_bundle(bundle: Path, out: Path, extra: str | None = None) -> Path:
 
 # configs
 def cls_config(folder: Path, npz: Path | None = None, **changes) -> Path:
-    from core.data.synthetic import write_fake_medmnist
+    from core.kinds.classification.synthetic import write_fake_medmnist
 
     if npz is None:
         npz = folder / "good.npz"

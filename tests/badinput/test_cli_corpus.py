@@ -63,16 +63,16 @@ def test_segmentation_run_reports_reader_warnings(env, tmp_path):
     from badinput_corpus import seg_config
 
     from core.cli import ProgressObserver
-    from core.config import load_config
-    from core.data.volume import read_volume, write_label_map
-    from core.train.seg_run import SegDecomposition
+    from core.io import read_volume, write_label_map
+    from core.kinds import load_config
+    from core.train.pipeline import Pipeline
 
     folder = several_series(tmp_path)
     volume = read_volume(folder)
     label = write_label_map((volume.array > 1000).astype("uint8"), volume, tmp_path / "label.nii.gz")
     config = load_config(seg_config(tmp_path, folder, label))
     stream = io.StringIO()
-    SegDecomposition(config, tmp_path / "run", ProgressObserver(stream))
+    Pipeline(config, tmp_path / "run", ProgressObserver(stream))
     text = stream.getvalue()
     assert "warning:" in text and "2 DICOM series" in text and str(folder) in text, text
     assert not (tmp_path / "run").exists()  # the constructor only reads

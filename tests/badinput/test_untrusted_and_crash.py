@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from pathlib import Path
 
 import pytest
@@ -58,19 +57,19 @@ def test_zipped_bundle_applies_like_its_folder(tmp_path, capsys):
 
 
 def test_interrupted_segmentation_export_leaves_no_bundle(tmp_path, monkeypatch):
-    import core.export.seg_bundle as seg_module
+    import core.export.bundle as container
 
     good = seg_bundle(tmp_path / "good")
     calls = {"n": 0}
-    real = shutil.copyfile
+    real = container.write_bytes_atomic
 
-    def failing_copy(src, dst, *args, **kwargs):
+    def failing_copy(path, data):
         calls["n"] += 1
         if calls["n"] == 2:  # the second script copy: the model is already written, metadata not yet
             raise OSError(28, "No space left on device")
-        return real(src, dst, *args, **kwargs)
+        return real(path, data)
 
-    monkeypatch.setattr(seg_module.shutil, "copyfile", failing_copy)
+    monkeypatch.setattr(container, "write_bytes_atomic", failing_copy)
     with pytest.raises(OSError, match="No space left"):
         seg_bundle(tmp_path / "new")
     assert not (tmp_path / "new").exists()
@@ -85,7 +84,7 @@ def test_interrupted_segmentation_export_leaves_no_bundle(tmp_path, monkeypatch)
 
 
 def test_metrics_log_survives_a_torn_last_line(tmp_path):
-    from core.train.events import StepEvent
+    from core.events import StepEvent
     from core.train.metrics_log import MetricsLog, read_metrics
 
     path = tmp_path / "metrics.jsonl"

@@ -1,5 +1,5 @@
-"""core.data.demo: the embedded demo's files (real images from installed packages), its config mapping and
-its cache."""
+"""core.kinds.classification.demo: the embedded demo's files (real images from installed packages), its config
+mapping and its cache."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.config import load_config
-from core.data.demo import MIN_CT_SIDE, TASK_LABELS, _ct_images, build_demo, demo_file_name
-from core.data.medmnist import SPLITS, inspect_medmnist, read_split
-from core.data.tasks import build_task_specs, resolve_in_channels
+from core.kinds import load_config
+from core.kinds.classification.demo import MIN_CT_SIDE, TASK_LABELS, _ct_images, build_demo, demo_file_name
+from core.kinds.classification.medmnist import SPLITS, inspect_medmnist, read_split
+from core.kinds.classification.tasks import build_task_specs, resolve_in_channels
 
 SIZE, N = 28, 40
 COUNTS = {"train": 28, "val": 6, "test": 6}  # 70/15/15 of 40

@@ -1,4 +1,4 @@
-"""core.data.medmnist: the MedMNIST .npz reader on generated files of every layout, and every way a file
+"""core.kinds.classification.medmnist: the MedMNIST .npz reader on generated files of every layout, and every way a file
 can be wrong (each gives a one-line DataError that starts with the file's path and names the problem)."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.data.medmnist import ARRAYS, MEDMNIST_CLASSES, inspect_medmnist, medmnist_flag, read_split
-from core.data.synthetic import write_fake_medmnist
 from core.errors import DataError
+from core.kinds.classification.medmnist import ARRAYS, MEDMNIST_CLASSES, inspect_medmnist, medmnist_flag, read_split
+from core.kinds.classification.synthetic import write_fake_medmnist
 
 SPLITS = ("train", "val", "test")
 

@@ -1,4 +1,4 @@
-"""core.data.tasks and core.data.multitask: task specs from a config, the mixed-task dataset, its batch
+"""core.kinds.classification.tasks and core.data.sampling: task specs from a config, the mixed-task dataset, its batch
 sampler and loader, augmentation and the per-task label views."""
 
 from __future__ import annotations
@@ -10,21 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from core.config import load_config
-from core.data.medmnist import read_split
-from core.data.multitask import (
-    MultiTaskBatchSampler,
-    MultiTaskDataset,
-    affine_matrices,
-    collate_batch,
-    counter_uniform,
-    make_loader,
-    task_labels,
-)
-from core.data.synthetic import write_fake_medmnist
-from core.data.tasks import TaskSpec, build_task_specs, resolve_in_channels
+from core.data.sampling import MultiTaskBatchSampler, collate_batch, counter_uniform, make_loader
 from core.errors import ConfigError, DataError
-from core.infer.runtime import prepare
+from core.kinds import load_config
+from core.kinds.classification.dataset import MultiTaskDataset, affine_matrices, task_labels
+from core.kinds.classification.medmnist import read_split
+from core.kinds.classification.synthetic import write_fake_medmnist
+from core.kinds.classification.tasks import TaskSpec, build_task_specs, resolve_in_channels
+from core.preprocess.image import prepare
 
 SIZE = 28
 # name -> write_fake_medmnist arguments: grey flat labels, RGB at 64 px (resized to 28), multi-label
@@ -417,7 +410,7 @@ def _uncompressed_copy(src: Path, dst: Path) -> Path:
 
 
 def test_open_array_maps_stored_members_in_place_and_caches_compressed_ones(files, tmp_path, monkeypatch):
-    from core.data.medmnist import open_array
+    from core.kinds.classification.medmnist import open_array
 
     monkeypatch.setenv("LORKD_CACHE", str(tmp_path / "cache"))
     stored = _uncompressed_copy(files["blood"], tmp_path / "blood_stored.npz")
@@ -460,13 +453,13 @@ def test_streamed_dataset_equals_the_in_memory_one(specs, tmp_path, monkeypatch,
 
 
 def test_stream_auto_switches_on_size(files, monkeypatch):
-    from core.train import run
+    from core.kinds.classification import kind
 
     cfg = config(files)
     found = build_task_specs(cfg)
-    assert run._stream(cfg.data, found, 3, 2) is False
-    monkeypatch.setattr(run, "STREAM_AUTO_BYTES", 1000)
-    assert run._stream(cfg.data, found, 3, 2) is True
-    assert run._stream(config(files, stream="off").data, found, 3, 2) is False
+    assert kind.stream_images(cfg.data, found, 3, 2) is False
+    monkeypatch.setattr(kind, "STREAM_AUTO_BYTES", 1000)
+    assert kind.stream_images(cfg.data, found, 3, 2) is True
+    assert kind.stream_images(config(files, stream="off").data, found, 3, 2) is False
     with pytest.raises(ConfigError, match="data.stream"):
         config(files, stream="sometimes")

@@ -1,4 +1,4 @@
-"""Volume IO (core.data.volume): geometry round trips, real DICOM/NIfTI files shipped in packages, errors and
+"""Volume IO (core.io): geometry round trips, real DICOM/NIfTI files shipped in packages, errors and
 warnings. Real data: pydicom's test files (a 5-slice CT series, single images, non-image objects) and nilearn's
 MNI152 template, found by path without importing nilearn."""
 
@@ -19,7 +19,8 @@ from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from core.data.volume import (
+from core.errors import DataError
+from core.io import (
     SeriesInfo,
     Volume,
     list_series,
@@ -28,7 +29,6 @@ from core.data.volume import (
     write_label_map,
     write_volume,
 )
-from core.errors import DataError
 
 DICOM_DATA = Path(pydicom.__file__).parent / "data" / "test_files"
 CT_SERIES = DICOM_DATA / "dicomdirtests" / "98892001" / "CT5N"  # 5 real CT slices (16 x 16, 2.5 mm)
@@ -517,7 +517,7 @@ def test_dicom_seg_round_trip(tmp_path, oblique):
     geometry of every frame match the source slices."""
     import highdicom as hd
 
-    from core.data.dicom_seg import dicom_source_files, write_dicom_seg
+    from core.io.dicom_seg import dicom_source_files, write_dicom_seg
 
     rot = _rotation(0.2, 0.1, -0.3) if oblique else np.eye(3)
     row, col, normal = rot[:, 0], rot[:, 1], rot[:, 2]
@@ -565,7 +565,7 @@ def test_dicom_seg_round_trip(tmp_path, oblique):
 
 
 def test_dicom_seg_needs_a_dicom_image(tmp_path):
-    from core.data.dicom_seg import dicom_source_files, write_dicom_seg
+    from core.io.dicom_seg import dicom_source_files, write_dicom_seg
 
     vol = _volume("oblique")
     with pytest.raises(DataError, match="DICOM"):

@@ -13,13 +13,14 @@ import pytest
 import torch
 from monai.bundle import ConfigParser
 
-import core.export.bundle as bundle_mod
+import core.kinds.classification.bundle as bundle_mod
 from core.errors import BundleError
-from core.export.bundle import load_bundle, write_bundle
 from core.export.schema import SCHEMA_PATH, load_schema, validate_metadata
-from core.infer import runtime
-from core.models import nets
-from core.models.nets import ClassifierNet
+from core.export.weights import sha256_file
+from core.kinds.classification import nets, runtime
+from core.kinds.classification.bundle import load_bundle, write_bundle
+from core.kinds.classification.nets import ClassifierNet
+from core.preprocess import image as preprocess_image
 
 TASK = {
     "name": "toymnist",
@@ -66,15 +67,17 @@ def test_layout_and_copies(bundle):
         "configs/logging.conf",
         "models/model.pt",
         "scripts/__init__.py",
-        "scripts/lorkd_nets.py",
-        "scripts/lorkd_runtime.py",
+        "scripts/kinds/classification/nets.py",
+        "scripts/kinds/classification/runtime.py",
+        "scripts/preprocess/image.py",
+        "scripts/export/weights.py",
         "docs/README.md",
         "labels.json",
         "labels.csv",
     ):
         assert (bundle / rel).is_file(), rel
-    assert (bundle / "scripts/lorkd_nets.py").read_bytes() == Path(nets.__file__).read_bytes()
-    assert (bundle / "scripts/lorkd_runtime.py").read_bytes() == Path(runtime.__file__).read_bytes()
+    assert (bundle / "scripts/kinds/classification/nets.py").read_bytes() == Path(nets.__file__).read_bytes()
+    assert (bundle / "scripts/kinds/classification/runtime.py").read_bytes() == Path(runtime.__file__).read_bytes()
     assert not [p.name for p in bundle.parent.iterdir() if p.name != "toymnist"]  # no temp litter
 
 
@@ -93,8 +96,8 @@ def test_metadata_validates_against_the_shipped_monai_schema(bundle):
     assert meta["network_data_format"]["outputs"]["pred"]["num_channels"] == 3
     lorkd = meta["lorkd"]
     assert lorkd["label_names"] == TASK["label_names"]
-    assert lorkd["preprocessing"]["image_size"] == 28 and lorkd["preprocessing"]["mean"] == runtime.MEAN
-    assert lorkd["model_sha256"] == runtime.sha256_file(bundle / "models/model.pt")
+    assert lorkd["preprocessing"]["image_size"] == 28 and lorkd["preprocessing"]["mean"] == preprocess_image.MEAN
+    assert lorkd["model_sha256"] == sha256_file(bundle / "models/model.pt")
 
     broken = dict(meta)
     del broken["authors"]
@@ -132,7 +135,7 @@ def test_model_loads_strict_into_network_def(bundle, monkeypatch):
     parser["bundle_root"] = str(bundle)
     try:
         net = parser.get_parsed_content("network_def")
-        assert type(net).__module__ == "scripts.lorkd_nets"
+        assert type(net).__module__ == "scripts.kinds.classification.nets"
         state = torch.load(bundle / "models/model.pt", map_location="cpu", weights_only=True)
         assert net.load_state_dict(state, strict=True).missing_keys == []
     finally:

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,10 +16,12 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from core.errors import BundleError, DataError
-from core.export.bundle import bundle_command, write_bundle
-from core.infer.apply import apply_expert
-from core.infer.runtime import load_image, prepare
-from core.models.nets import ClassifierNet
+from core.kinds.classification.apply import apply_expert
+from core.kinds.classification.bundle import write_bundle
+from core.kinds.classification.nets import ClassifierNet
+from core.kinds.classification.runtime import load_image
+from core.preprocess.image import prepare
+from tests.bundle_env import bundle_argv, isolated_env, project_importable
 
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
 SIZE = 28
@@ -102,20 +102,25 @@ def setup(tmp_path_factory):
         "rgb": ("rgb", images / "rgb.png", "rgb.json"),
         "tampered": (None, images / "grey.png", "tampered.json"),
     }
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
-    env.pop("PYTHONPATH", None)
     procs = {}
     for name, (key, image, out) in cases.items():
         bundle = bundles[key] if key else tampered
-        argv = [sys.executable, *bundle_command(bundle, str(image), str(root / "out" / out))]
         procs[name] = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            bundle_argv(bundle, image, root / "out" / out), cwd=cwd, env=isolated_env(), stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
         )
     results = {}
     for name, proc in procs.items():
         stdout, _ = proc.communicate(timeout=240)
         results[name] = (proc.returncode, stdout.decode(errors="replace"), root / "out" / cases[name][2])
-    return {"bundles": bundles, "nets": nets, "cases": cases, "results": results, "tampered": tampered}
+    return {"bundles": bundles, "nets": nets, "cases": cases, "results": results, "tampered": tampered, "cwd": cwd}
+
+
+def test_bundles_run_where_the_project_cannot_be_imported(setup):
+    """The bundle processes above ran with `python -S` and no project on the path: their scripts import only
+    each other and installed packages (a script importing `core` would have failed every case)."""
+    assert not project_importable(setup["cwd"])
+    assert all(setup["results"][case][0] == 0 for case in ("png", "npy", "dcm", "rgb"))
 
 
 def _scores(path: Path) -> dict[str, float]:

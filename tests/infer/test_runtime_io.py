@@ -1,4 +1,4 @@
-"""core.infer.runtime: load_image in every format, predict, write_scores (small, fast, no network)."""
+"""core.kinds.classification.runtime: load_image in every format, predict, write_scores (small, fast, no network)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from core.infer import runtime
-from core.infer.runtime import ImageReadError, load_image, predict, write_scores
+from core.kinds.classification.runtime import ImageReadError, load_image, predict, write_scores
+from core.preprocess.image import prepare
 
 # Only files that ship inside the pydicom wheel (get_testdata_file would try to download the others).
 DICOM_DIR = Path(get_testdata_file("CT_small.dcm")).parent
@@ -255,7 +255,7 @@ def test_prepare_is_unchanged_for_loaded_images(tmp_path):
     """load_image output feeds prepare directly: uint8 PNG -> /255, CT (int) -> percentile scaling."""
     array = _rng_image((30, 40))
     Image.fromarray(array).save(tmp_path / "g.png")
-    x = runtime.prepare(load_image(tmp_path / "g.png")[None], 30, 1, 2)
+    x = prepare(load_image(tmp_path / "g.png")[None], 30, 1, 2)
     assert x.shape == (1, 1, 30, 30)
-    ct = runtime.prepare(load_image(CT_SMALL)[None], 28, 3, 2)
+    ct = prepare(load_image(CT_SMALL)[None], 28, 3, 2)
     assert ct.shape == (1, 3, 28, 28) and float(ct.min()) >= -1.0 and float(ct.max()) <= 1.0

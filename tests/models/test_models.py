@@ -8,11 +8,12 @@ from monai.networks.nets import resnet10
 from torch import nn
 
 from core.errors import CheckpointError
-from core.models.checkpoint import load_teacher, save_teacher
+from core.kinds.classification.heads import TaskHeads
+from core.kinds.classification.models import MultiTaskNet, build_backbone, build_teacher, expert_network
+from core.kinds.classification.nets import ARCHS, ClassifierNet, CompactNet, FeatureNet, channel_shuffle, min_image_size
+from core.kinds.classification.teacher import load_teacher, save_teacher
 from core.models.complexity import count_macs, count_parameters, summarize
-from core.models.heads import Projector, TaskHeads
-from core.models.multitask import MultiTaskNet, build_backbone, build_teacher, expert_network
-from core.models.nets import ARCHS, ClassifierNet, CompactNet, FeatureNet, channel_shuffle, min_image_size
+from core.models.projector import Projector
 
 ARCHS_2D = ["compact", "resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "densenet121"]
 

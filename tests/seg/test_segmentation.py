@@ -4,23 +4,21 @@ input's geometry, flip equivariance through the direction matrix, and bundle run
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from core.config import load_config
-from core.data.seg_synthetic import synthetic_volume, write_synthetic_task
-from core.data.volume import Volume, read_volume, write_volume
 from core.errors import ConfigError
-from core.export.bundle import bundle_command
-from core.infer import seg_runtime
-from core.models.seg_nets import is_decoder
-from core.models.segmentation import build_seg_backbone
+from core.io import Volume, read_volume, write_volume
+from core.kinds import load_config
+from core.kinds.segmentation.models import build_seg_backbone
+from core.kinds.segmentation.nets import is_decoder
+from core.kinds.segmentation.synthetic import synthetic_volume, write_synthetic_task
+from core.preprocess import volume as prep
+from tests.bundle_env import bundle_argv, isolated_env, project_importable
 
 
 def _config(root: Path, epochs: int = 3) -> dict:
@@ -41,11 +39,11 @@ def _config(root: Path, epochs: int = 3) -> dict:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from core.train.seg_run import SegDecomposition
+    from core.train.pipeline import Pipeline
 
     root = tmp_path_factory.mktemp("seg")
     config = load_config(_config(root))
-    summary = SegDecomposition(config, root / "run").run()
+    summary = Pipeline(config, root / "run").run()
     return root, summary
 
 
@@ -97,7 +95,7 @@ def _test_volume(tmp_path: Path) -> tuple[Volume, Path]:
 
 
 def test_apply_writes_label_map_with_input_geometry(trained, tmp_path):
-    from core.infer.sliding import apply_segmentation
+    from core.kinds.segmentation.apply import apply_segmentation
 
     root, _ = trained
     vol, path = _test_volume(tmp_path)
@@ -116,21 +114,21 @@ def test_apply_writes_label_map_with_input_geometry(trained, tmp_path):
 
 def test_apply_cancel(trained, tmp_path):
     from core.errors import RunStopped
-    from core.infer.sliding import apply_segmentation
-    from core.train.events import Control
+    from core.events import Control
+    from core.kinds.segmentation.apply import apply_segmentation
 
     root, _ = trained
     _, path = _test_volume(tmp_path)
     control = Control()
     control.stop()
     with pytest.raises(RunStopped):
-        apply_segmentation(root / "run" / "experts" / "cubes", path, tmp_path / "x.nii.gz", control=control)
+        apply_segmentation(root / "run" / "experts" / "cubes", path, tmp_path / "x.nii.gz", check=control.checkpoint)
     assert not (tmp_path / "x.nii.gz").exists()
 
 
 def test_flipped_copy_gives_flipped_labels(trained, tmp_path):
-    from core.export.seg_bundle import load_seg_bundle
-    from core.infer.sliding import segment_volume
+    from core.kinds.segmentation.apply import segment_volume
+    from core.kinds.segmentation.bundle import load_seg_bundle
 
     root, _ = trained
     net, meta = load_seg_bundle(root / "run" / "experts" / "cubes")
@@ -150,11 +148,11 @@ def test_flipped_copy_gives_flipped_labels(trained, tmp_path):
 def test_canonical_round_trip():
     a = np.random.default_rng(0).random((4, 5, 6))
     for direction in [(1, 0, 0, 0, 1, 0, 0, 0, 1), (0, 0, 1, -1, 0, 0, 0, 1, 0), (-1, 0, 0, 0, 0, 1, 0, -1, 0)]:
-        perm, flips = seg_runtime.canonical_axes(direction)
-        canon = seg_runtime.to_canonical(a, perm, flips)
-        np.testing.assert_array_equal(seg_runtime.from_canonical(canon, perm, flips), a)
+        perm, flips = prep.canonical_axes(direction)
+        canon = prep.to_canonical(a, perm, flips)
+        np.testing.assert_array_equal(prep.from_canonical(canon, perm, flips), a)
     # identity LPS direction: x and y run towards L and P, so RAS canonical flips them
-    assert seg_runtime.canonical_axes((1, 0, 0, 0, 1, 0, 0, 0, 1)) == ([0, 1, 2], [True, True, False])
+    assert prep.canonical_axes((1, 0, 0, 0, 1, 0, 0, 0, 1)) == ([0, 1, 2], [True, True, False])
 
 
 def test_bundle_run_equals_lorkd_apply(trained, tmp_path):
@@ -164,9 +162,9 @@ def test_bundle_run_equals_lorkd_apply(trained, tmp_path):
     bundle = root / "run" / "experts" / "cubes"
     _, path = _test_volume(tmp_path)
     assert main(["apply", str(bundle), str(path), "--out", str(tmp_path / "apply.nii.gz")]) == 0
-    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": "1"}
-    argv = [sys.executable, *bundle_command(bundle, str(path), str(tmp_path / "bundle.nii.gz"))]
-    proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert not project_importable(tmp_path)  # the bundle runs on its own scripts only
+    argv = bundle_argv(bundle, path, tmp_path / "bundle.nii.gz")
+    proc = subprocess.run(argv, cwd=tmp_path, env=isolated_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     a, b = read_volume(tmp_path / "apply.nii.gz"), read_volume(tmp_path / "bundle.nii.gz")
     np.testing.assert_array_equal(a.array, b.array)
@@ -174,19 +172,45 @@ def test_bundle_run_equals_lorkd_apply(trained, tmp_path):
 
 
 def test_kd_and_dice_losses():
-    from core.train.seg_losses import seg_kd_loss, seg_task_loss, soft_dice_loss
+    from core.kinds.segmentation.losses import seg_kd_loss, seg_task_loss
 
     target = torch.zeros(2, 1, 4, 4, 4, dtype=torch.long)
     target[:, :, 1:3, 1:3, 1:3] = 1
     perfect = torch.nn.functional.one_hot(target[:, 0], 2).movedim(-1, 1).float() * 20
-    assert soft_dice_loss(perfect, target) < 1e-3
     assert seg_task_loss(perfect, target) < 1e-3
     assert seg_kd_loss(perfect, perfect, 2.0) < 1e-6
     assert seg_kd_loss(perfect, -perfect, 2.0) > 0.1
 
 
+def _reference_dice_ce(logits: torch.Tensor, target: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """The soft Dice + CE the engine used before MONAI's DiceCELoss: 1 - mean over samples and foreground classes
+    of (2 |P.Y| + eps) / (|P| + |Y| + eps), plus the mean cross-entropy."""
+    probs = torch.softmax(logits.float(), dim=1)
+    onehot = torch.nn.functional.one_hot(target[:, 0].long(), logits.shape[1]).movedim(-1, 1).to(probs.dtype)
+    dims = tuple(range(2, logits.ndim))
+    dice = (2 * (probs * onehot).sum(dims) + eps) / (probs.sum(dims) + onehot.sum(dims) + eps)
+    return 1 - dice[:, 1:].mean() + torch.nn.functional.cross_entropy(logits.float(), target[:, 0].long())
+
+
+def test_dice_ce_is_the_documented_formula():
+    """MONAI's DiceCELoss as configured equals the formula in the module docstring (and the loss the engine used
+    before it), with absent structures, several classes and a gradient."""
+    from core.kinds.segmentation.losses import seg_task_loss
+
+    gen = torch.Generator().manual_seed(0)
+    for classes in (2, 4):
+        logits = torch.randn(3, classes, 6, 5, 4, generator=gen, requires_grad=True)
+        target = torch.randint(0, classes, (3, 1, 6, 5, 4), generator=gen)
+        target[1] = 0  # a sample without any structure
+        ours, reference = seg_task_loss(logits, target), _reference_dice_ce(logits, target)
+        torch.testing.assert_close(ours, reference, rtol=1e-6, atol=1e-6)
+        (g1,) = torch.autograd.grad(ours, logits)
+        (g2,) = torch.autograd.grad(reference, logits)
+        torch.testing.assert_close(g1, g2, rtol=1e-5, atol=1e-7)
+
+
 def test_seg_demo_data(tmp_path):
-    from core.data.seg_demo import build_seg_demo
+    from core.kinds.segmentation.demo import build_seg_demo
 
     raw = build_seg_demo(tmp_path, quick=True)
     config = load_config(raw)

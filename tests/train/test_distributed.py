@@ -15,10 +15,10 @@ import pytest
 import yaml
 from test_pipeline import StopAfterFirstEpoch, make_config
 
-from core.config import load_config
-from core.data.multitask import MultiTaskBatchSampler
-from core.train.events import Control
-from core.train.run import Decomposition
+from core.data.sampling import MultiTaskBatchSampler
+from core.events import Control
+from core.kinds import load_config
+from core.train.pipeline import Pipeline
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
             "-m", "core.cli", "decompose"]
@@ -53,7 +53,7 @@ def setup(tmp_path_factory):
     raw["teacher"]["epochs"] = 2
     config = root / "config.yaml"
     config.write_text(yaml.safe_dump(raw))
-    reference = Decomposition(load_config(raw), root / "single").run(export=False)
+    reference = Pipeline(load_config(raw), root / "single").run(export=False)
     return root, raw, config, reference
 
 
@@ -85,7 +85,7 @@ def test_a_run_stopped_in_one_process_resumes_in_two(setup, tmp_path):
     root, raw, config, reference = setup
     out = tmp_path / "run"
     control = Control()
-    stopped = Decomposition(load_config(raw), out, StopAfterFirstEpoch(control, "decompose"), control)
+    stopped = Pipeline(load_config(raw), out, StopAfterFirstEpoch(control, "decompose"), control)
     assert stopped.run(export=False)["status"] == "stopped"
     result = torchrun(config, out)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -96,7 +96,7 @@ def test_a_run_stopped_in_one_process_resumes_in_two(setup, tmp_path):
 
 def test_segmentation_under_torchrun_is_refused_clearly(tmp_path, monkeypatch, capsys):
     from core.cli import main
-    from core.data.seg_synthetic import write_synthetic_task
+    from core.kinds.segmentation.synthetic import write_synthetic_task
 
     images, labels = write_synthetic_task(tmp_path / "data", 2, "sphere")
     config = tmp_path / "seg.yaml"

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from core.config import TrainConfig
+from core.events import Control, NullObserver
 from core.files import safe_load
-from core.train.events import Control, NullObserver
 from core.train.loop import NAN_LR_FACTOR, Diverged, Phase, run_phase
 from core.train.metrics_log import MetricsLog
 

@@ -13,12 +13,12 @@ import pytest
 from PIL import Image
 
 from core.cli import main as lorkd
-from core.config import load_config
-from core.data.synthetic import write_fake_medmnist
-from core.export.bundle import bundle_command
-from core.train.events import NullObserver
+from core.events import NullObserver
+from core.kinds import load_config
+from core.kinds.classification.synthetic import write_fake_medmnist
 from core.train.metrics_log import read_metrics
-from core.train.run import Decomposition, open_run
+from core.train.pipeline import Pipeline, open_run
+from tests.bundle_env import bundle_argv, isolated_env
 
 TASKS = {  # name -> write_fake_medmnist arguments: RGB, grey with flat labels, multi-label
     "blood": {"rgb": True, "num_classes": 4, "seed": 1},
@@ -48,7 +48,7 @@ def make_config(data_dir: Path, n: int = 128, **train):
 def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     config = load_config(make_config(root / "data"))
-    summary = Decomposition(config, root / "run").run()
+    summary = Pipeline(config, root / "run").run()
     return root / "run", summary
 
 
@@ -84,7 +84,7 @@ def test_bundles_match_lorkd_apply_and_monai_bundle_run(finished, tmp_path, caps
         bundle = run_dir / "experts" / task
         assert (bundle / "configs" / "metadata.json").is_file()
         out = tmp_path / f"{task}-monai.json"
-        procs[task] = (subprocess.Popen([sys.executable, *bundle_command(bundle, image, out)], cwd=tmp_path,
+        procs[task] = (subprocess.Popen(bundle_argv(bundle, image, out), cwd=tmp_path, env=isolated_env(),
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT), out)
     for task, (proc, out) in procs.items():
         mine = tmp_path / f"{task}-lorkd.json"
@@ -118,17 +118,17 @@ class StopAfterFirstEpoch(NullObserver):
 
 @pytest.mark.parametrize("phase", ["foundation", "decompose"])
 def test_stopped_run_resumes_to_the_same_metrics(tmp_path, phase):
-    from core.train.events import Control
+    from core.events import Control
 
     raw = make_config(tmp_path / "data", n=64, epochs=2)
-    reference = Decomposition(load_config(raw), tmp_path / "reference").run(export=False)
+    reference = Pipeline(load_config(raw), tmp_path / "reference").run(export=False)
 
     control = Control()
-    stopped = Decomposition(load_config(raw), tmp_path / "run", StopAfterFirstEpoch(control, phase), control)
+    stopped = Pipeline(load_config(raw), tmp_path / "run", StopAfterFirstEpoch(control, phase), control)
     assert stopped.run(export=False)["status"] == "stopped"
     assert (tmp_path / "run" / "checkpoints" / "last.pt").is_file()
     assert not (tmp_path / "run" / "summary.json").exists()
-    resumed = Decomposition(load_config(raw), tmp_path / "run").run(export=False)
+    resumed = Pipeline(load_config(raw), tmp_path / "run").run(export=False)
     assert resumed["status"] == "completed"
     for ref, res in zip(reference["tasks"], resumed["tasks"], strict=True):
         for key in ("acc", "auc"):
@@ -160,7 +160,7 @@ def test_place_keeps_values_and_puts_conv_weights_channels_last(spatial_dims):
     import torch
     from monai.networks.nets import UNet
 
-    from core.train.run import place
+    from core.train.pipeline import place
 
     torch.manual_seed(0)
     net = UNet(spatial_dims, 1, 2, channels=(4, 8), strides=(2,), num_res_units=1).eval()

@@ -1,0 +1,230 @@
+"""The task-kind interface: everything that differs between classification, segmentation and a future kind.
+
+The pipeline (`core.train.pipeline`: foundation -> decompose -> evaluate -> export), the CLI and the app are
+written once against `TaskKind`; a kind is one package under `core/kinds/` that subclasses it and is registered
+in `core/kinds/__init__.py`. What a kind owns:
+
+- config: its task dataclass and its `data`/`teacher`/`backbone`/`train` sections with their defaults
+  (`sections`), and checks that span sections (`validate`);
+- data: `open_data` reads and preprocesses every task once and returns a `RunData` (tasks, training dataset laid
+  out by task for `core.data.sampling`, what evaluation needs);
+- models: the foundation model (`new_teacher`, `load_teacher`, `save_teacher`) and the backbone with its experts
+  (`new_student`), both multi-task networks whose forward is `(x, task_ids) -> (features | None, per-task
+  logits)` (`MultiTaskOutput`); `expert_model` merges one task's expert into a standalone network;
+- losses: `objective` gives one task's summed loss (supervised, plus distillation when asked);
+- evaluation: `evaluate` gives per-task metric dicts of the teacher or the student on a split;
+- export and apply: `export` writes one task's bundle, `load_bundle` reads one back, `apply` runs one on an input
+  file (what `lorkd apply` and the app call); `result` says what applying gives ("scores" or "label_map") and
+  `viewer_input` what the app feeds it ("slice": the slice on screen, "volume": the whole volume);
+- demo: `build_demo` writes the kind's embedded demo data and returns its config mapping.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from core.config import Config
+from core.data.sampling import TaskLayout
+from core.distributed import SINGLE, Dist
+from core.errors import ConfigError
+
+Warn = Callable[[str], None]
+Progress = Callable[[float, str], None]
+
+
+@dataclass
+class TaskInfo:
+    """What the pipeline, the summary and the app need to know of one resolved task.
+
+    kind: the task's own kind as reported in summaries ("multiclass", "multilabel", "segmentation", ...);
+    labels: class names in output order (segmentation: "background" first); metric: the headline metric."""
+
+    name: str
+    kind: str
+    labels: list[str]
+    metric: str
+    source: str = ""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+
+@dataclass
+class RunData:
+    """A run's tasks and data, built once by the kind (`open_data`) before anything is written.
+
+    train_set: the mixed-task training dataset (tasks laid out contiguously, `core.data.sampling.TaskLayout`);
+    input_shape: one network input (batch 1), for MAC counts; spatial_dims: 2 or 3 (sets the memory layout);
+    has_validation: whether `evaluate(..., "val")` is possible (a per-epoch validation); extra: the kind's own
+    (held-out cases, specs, channel slices, ...)."""
+
+    tasks: list[TaskInfo]
+    train_set: TaskLayout
+    input_shape: tuple[int, ...]
+    spatial_dims: int
+    has_validation: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def names(self) -> list[str]:
+        return [t.name for t in self.tasks]
+
+
+@dataclass
+class TaskBatch:
+    """One task's share of a batch, for `TaskKind.objective`: the model's logits (and pooled features where the
+    kind has them) for the task's samples, their label rows, and the teacher's outputs for the same samples when
+    distilling."""
+
+    task: int
+    logits: torch.Tensor
+    labels: torch.Tensor
+    features: torch.Tensor | None = None
+    teacher_logits: torch.Tensor | None = None
+    teacher_features: torch.Tensor | None = None
+
+
+@dataclass
+class Distillation:
+    """The distillation term of the decomposition loss: beta * tau^2 * KL toward the teacher's `target`
+    ("logits": the teacher's outputs for the task; "features": pooled features through `projector`)."""
+
+    beta: float
+    temperature: float
+    target: str
+    projector: nn.Module | None = None
+
+
+@dataclass
+class RunContext:
+    """What a kind's evaluation sees of a run: its models, data, device and the stop check."""
+
+    config: Config
+    data: RunData
+    teacher: nn.Module
+    student: nn.Module
+    device: torch.device
+    dist: Dist = SINGLE
+    check: Callable[[], None] | None = None  # raises to stop (the run's Control.checkpoint)
+
+
+class TaskKind(ABC):
+    """One kind of task (see the module docstring). Subclasses set the class attributes and implement the
+    abstract methods; one instance per kind lives in the registry (`core.kinds.KINDS`)."""
+
+    name: ClassVar[str]  # the config's `kind:` value
+    title: ClassVar[str]  # user-facing, e.g. "3D segmentation"
+    sections: ClassVar[dict[str, type]]  # "task", "data", "teacher", "backbone", "train" -> dataclass
+    demo_name: ClassVar[str]  # the demo's run name (default folder runs/<demo_name>)
+    demo_title: ClassVar[str]  # one line naming the demo (menus, `lorkd demo --help`)
+    result: ClassVar[str]  # what applying an expert gives: "scores" or "label_map"
+    viewer_input: ClassVar[str]  # what the app applies it to: "slice" or "volume"
+    distributed: ClassVar[bool] = True  # whether runs may use torchrun
+    units: ClassVar[dict[str, str]] = {}  # metric -> unit, for metrics that have one ("hd95": "mm")
+    feature_distillation: ClassVar[bool] = False  # whether `train.kd_target: features` is possible
+
+    # ------------------------------------------------------------------------------------------------ config
+    def validate(self, config: Config) -> None:
+        """Checks that span sections (each section has validated its own fields already); none by default."""
+        return None
+
+    # -------------------------------------------------------------------------------------------------- data
+    @abstractmethod
+    def open_data(self, config: Config, dist: Dist, warn: Warn) -> RunData:
+        """Read, check and preprocess every task's data (nothing is written); recoverable oddities of the files
+        go to `warn` as one-line messages."""
+
+    # ------------------------------------------------------------------------------------------------ models
+    @abstractmethod
+    def new_teacher(self, config: Config, data: RunData) -> nn.Module:
+        """A fresh foundation model to pre-train on all tasks (random init from the current RNG state)."""
+
+    @abstractmethod
+    def load_teacher(self, path: str | Path, config: Config, data: RunData) -> tuple[nn.Module, bool]:
+        """(the foundation model from a checkpoint, whether it has per-task outputs to distil from)."""
+
+    @abstractmethod
+    def save_teacher(self, path: Path, teacher: nn.Module, config: Config, data: RunData) -> None:
+        """Write a pre-trained foundation model atomically, in a form `load_teacher` reads back."""
+
+    @abstractmethod
+    def new_student(self, config: Config, data: RunData) -> nn.Module:
+        """The common backbone with one low-rank expert per eligible conv and task (`core.experts`) and one head
+        per task; its `backbone` attribute is the part that holds the experts."""
+
+    def feature_sizes(self, student: nn.Module, teacher: nn.Module) -> tuple[int, int]:
+        """(student, teacher) pooled feature sizes, for the projector of feature distillation (only called when
+        `feature_distillation` is true)."""
+        raise ConfigError(f"{self.title} runs have no pooled features to distil; use logits", "train.kd_target")
+
+    @abstractmethod
+    def expert_model(self, student: nn.Module, task: int, config: Config, data: RunData) -> nn.Module:
+        """Task `task`'s standalone expert: the backbone with its expert merged in, plus its head (CPU, eval)."""
+
+    # ------------------------------------------------------------------------------------------------ losses
+    @abstractmethod
+    def objective(self, batch: TaskBatch, data: RunData, distill: Distillation | None) -> torch.Tensor:
+        """One task's loss summed over its samples (so that the batch loss is the sum over tasks / batch size)."""
+
+    # -------------------------------------------------------------------------------------------- evaluation
+    @abstractmethod
+    def evaluate(self, run: RunContext, model: str, split: str) -> dict[str, dict[str, float]]:
+        """{task name: {metric: value}} of `model` ("teacher" or "student") on `split` ("val" or "test")."""
+
+    def task_record(self, data: RunData, task: int) -> dict[str, Any]:
+        """Extra per-task fields of summary.json (e.g. how many test samples and where they come from)."""
+        return {}
+
+    def model_records(self, config: Config) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Extra fields of summary.json's "teacher" and "backbone" blocks."""
+        return {}, {}
+
+    def training_record(self, data: RunData, task: int) -> dict[str, Any]:
+        """Extra per-task fields of a bundle's training record (model card)."""
+        return {}
+
+    # --------------------------------------------------------------------------------------- export / apply
+    @abstractmethod
+    def export(self, out_dir: Path, net: nn.Module, task: int, config: Config, data: RunData,
+               metrics: dict[str, Any], training: dict[str, Any]) -> Path:
+        """Write task `task`'s expert `net` as a bundle at `out_dir`; return its path."""
+
+    @abstractmethod
+    def load_bundle(self, bundle_dir: str | Path) -> tuple[nn.Module, dict]:
+        """(network in eval mode on the CPU, metadata) of a verified bundle of this kind."""
+
+    @abstractmethod
+    def apply(self, bundle_dir: str | Path, image: str | Path, out: str | Path | None,
+              progress: Progress | None = None, check: Callable[[], None] | None = None) -> dict[str, Any]:
+        """`lorkd apply`: run the expert on an input file; write `out` when given. Returns a JSON-able record with
+        "task", the kind's result fields and "warnings" (a list of one-line messages)."""
+
+    @abstractmethod
+    def apply_loaded(self, bundle_dir: str | Path, loaded: Any, source: str, progress: Progress | None = None,
+                     check: Callable[[], None] | None = None) -> dict[str, Any]:
+        """The app's twin of `apply`: the same computation on an input already in memory, nothing written.
+        `loaded` is what `viewer_input` says: a `core.io.Volume` ("volume") or the 2D plane on screen as an array
+        ("slice"); `source` names it in the record."""
+
+    def cli_record(self, record: dict[str, Any]) -> dict[str, Any]:
+        """What `lorkd apply` prints of an `apply` record (JSON)."""
+        return {k: v for k, v in record.items() if k != "warnings"}
+
+    # --------------------------------------------------------------------------------------------------- demo
+    @abstractmethod
+    def build_demo(self, out_dir: Path, quick: bool = False, **options: Any) -> dict[str, Any]:
+        """Write the kind's embedded demo data into `out_dir` (reused when present) and return its config
+        mapping (for `core.kinds.load_config`); `quick`: a smoke-test sized demo; `options`: the kind's own
+        demo settings."""
+
+    def demo_note(self) -> str:
+        """One paragraph the app shows about the demo."""
+        return ""

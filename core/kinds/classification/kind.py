@@ -1,0 +1,172 @@
+"""Classification as a task kind: MedMNIST-format tasks (multi-class or multi-label, 2D or 3D), a MONAI
+ResNet/DenseNet foundation model with one head per task, a compact (or ResNet) backbone with low-rank experts,
+CE/BCE + KL distillation, accuracy and AUC, and bundles that score one image."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from core.config import Config
+from core.data.sampling import make_loader
+from core.distributed import Dist
+from core.errors import DataError
+from core.experts import attach_experts, merge_expert
+from core.kinds.base import Distillation, Progress, RunContext, RunData, TaskBatch, TaskInfo, TaskKind, Warn
+from core.kinds.classification import apply as applying
+from core.kinds.classification import bundle, demo
+from core.kinds.classification.config import SECTIONS
+from core.kinds.classification.dataset import MultiTaskDataset, task_labels
+from core.kinds.classification.evaluate import routed, task_metrics
+from core.kinds.classification.losses import kd_loss, task_loss
+from core.kinds.classification.medmnist import inspect_medmnist
+from core.kinds.classification.models import build_backbone, build_teacher, expert_network
+from core.kinds.classification.tasks import TaskSpec, build_task_specs, resolve_in_channels
+from core.kinds.classification.teacher import load_teacher, save_teacher
+
+STREAM_AUTO_BYTES = 2 << 30  # data.stream=auto: memory-map the images when the prepared splits exceed 2 GiB
+
+
+def stream_images(data, specs: list[TaskSpec], in_channels: int, spatial_dims: int) -> bool:
+    """Whether the datasets keep their images on disk (data.stream; "auto" decides by size)."""
+    if data.stream != "auto":
+        return data.stream == "on"
+    per_image = 4 * data.image_size**spatial_dims  # float32, one channel (grey is repeated on access)
+    total = 0
+    for spec in specs:
+        counts = inspect_medmnist(spec.source, spec.num_classes).counts
+        channels = 3 if spec.rgb and in_channels == 3 else 1
+        total += sum(counts.values()) * per_image * channels
+    return total > STREAM_AUTO_BYTES
+
+
+class ClassificationKind(TaskKind):
+    name = "classification"
+    title = "classification"
+    sections = SECTIONS
+    demo_name = "demo"
+    demo_title = "2D classification: four small tasks"
+    result = "scores"
+    viewer_input = "slice"
+    feature_distillation = True
+
+    # -------------------------------------------------------------------------------------------------- data
+    def open_data(self, config: Config, dist: Dist, warn: Warn) -> RunData:
+        specs = build_task_specs(config)
+        in_channels = resolve_in_channels(config, specs)
+        spatial_dims = specs[0].spatial_dims
+        data = config.data
+        common = {"image_size": data.image_size, "in_channels": in_channels, "seed": config.seed,
+                  "stream": stream_images(data, specs, in_channels, spatial_dims)}
+        train = MultiTaskDataset(specs, "train", augment=data.augment, max_per_task=data.max_train_per_task,
+                                 **common)
+        val = MultiTaskDataset(specs, "val", max_per_task=data.max_eval_per_task, **common)
+        test = MultiTaskDataset(specs, "test", max_per_task=data.max_eval_per_task, **common)
+        tasks = [TaskInfo(s.name, s.kind, list(s.label_names), s.metric, s.source) for s in specs]
+        return RunData(tasks, train, (1, in_channels) + (data.image_size,) * spatial_dims, spatial_dims,
+                       has_validation=True,
+                       extra={"specs": specs, "in_channels": in_channels, "val": val, "test": test})
+
+    # ------------------------------------------------------------------------------------------------ models
+    @staticmethod
+    def _net_args(data: RunData) -> tuple[int, int, list[int]]:
+        return data.spatial_dims, data.extra["in_channels"], [t.num_classes for t in data.tasks]
+
+    def new_teacher(self, config: Config, data: RunData) -> nn.Module:
+        return build_teacher(config.teacher.arch, *self._net_args(data))
+
+    def load_teacher(self, path: str | Path, config: Config, data: RunData) -> tuple[nn.Module, bool]:
+        return load_teacher(path, config.teacher.arch, *self._net_args(data))
+
+    def save_teacher(self, path: Path, teacher: nn.Module, config: Config, data: RunData) -> None:
+        spatial_dims, in_channels, num_classes = self._net_args(data)
+        save_teacher(path, teacher, config.teacher.arch, spatial_dims, in_channels, data.names, num_classes)
+
+    def new_student(self, config: Config, data: RunData) -> nn.Module:
+        student = build_backbone(config.backbone.arch, *self._net_args(data))
+        attach_experts(student.features, len(data.tasks), rank=config.backbone.rank, alpha=config.backbone.alpha,
+                       ranks=[config.rank_of(name) for name in data.names], form=config.backbone.form)
+        return student
+
+    def feature_sizes(self, student: nn.Module, teacher: nn.Module) -> tuple[int, int]:
+        return student.features.out_features, teacher.features.out_features
+
+    def expert_model(self, student: nn.Module, task: int, config: Config, data: RunData) -> nn.Module:
+        spatial_dims, in_channels, _ = self._net_args(data)
+        features = merge_expert(student.features, task)
+        return expert_network(features, student.heads.heads[task], config.backbone.arch, spatial_dims, in_channels)
+
+    # ------------------------------------------------------------------------------------------------ losses
+    def objective(self, batch: TaskBatch, data: RunData, distill: Distillation | None) -> torch.Tensor:
+        spec = data.extra["specs"][batch.task]
+        logits = batch.logits.float()
+        loss = task_loss(logits, task_labels(batch.labels, spec), spec.kind)
+        if distill is not None and distill.beta > 0:
+            if distill.target == "logits":
+                kd = kd_loss(logits, batch.teacher_logits.float(), distill.temperature, spec.kind)
+            else:
+                kd = kd_loss(distill.projector(batch.features).float(), batch.teacher_features.float(),
+                             distill.temperature)
+            loss = loss + distill.beta * kd
+        return loss
+
+    # -------------------------------------------------------------------------------------------- evaluation
+    def evaluate(self, run: RunContext, model: str, split: str) -> dict[str, dict[str, float]]:
+        config = run.config
+        dataset = run.data.extra[split]
+        loader = make_loader(dataset, config.train.batch_size, config.data.sampling, config.seed, train=False,
+                             num_workers=config.data.num_workers, rank=run.dist.rank, world_size=run.dist.world_size)
+        forward = routed(run.student) if model == "student" else (lambda x, t: run.teacher(x, t))
+        return task_metrics(forward, loader, run.data.extra["specs"], run.device, run.dist)
+
+    def task_record(self, data: RunData, task: int) -> dict[str, Any]:
+        return {"test_samples": data.extra["test"].task_sizes[task]}
+
+    def training_record(self, data: RunData, task: int) -> dict[str, Any]:
+        return {"train_samples": data.train_set.task_sizes[task]}
+
+    # --------------------------------------------------------------------------------------- export / apply
+    def export(self, out_dir: Path, net: nn.Module, task: int, config: Config, data: RunData,
+               metrics: dict[str, Any], training: dict[str, Any]) -> Path:
+        spatial_dims, in_channels, _ = self._net_args(data)
+        return bundle.write_bundle(
+            out_dir, task=data.extra["specs"][task].to_dict(), arch=config.backbone.arch, spatial_dims=spatial_dims,
+            in_channels=in_channels, image_size=config.data.image_size,
+            state_dict={k: v.detach().cpu() for k, v in net.state_dict().items()}, metrics=metrics,
+            training=training,
+        )
+
+    def load_bundle(self, bundle_dir: str | Path) -> tuple[nn.Module, dict]:
+        return bundle.load_bundle(bundle_dir)
+
+    def apply(self, bundle_dir: str | Path, image: str | Path, out: str | Path | None,
+              progress: Progress | None = None, check: Callable[[], None] | None = None) -> dict[str, Any]:
+        return applying.apply_expert(bundle_dir, image, out)
+
+    def apply_loaded(self, bundle_dir: str | Path, loaded: Any, source: str, progress: Progress | None = None,
+                     check: Callable[[], None] | None = None) -> dict[str, Any]:
+        if not isinstance(loaded, np.ndarray):
+            raise DataError(f"{source}: a classification expert scores a 2D image (got {type(loaded).__name__})")
+        return applying.classify_array(bundle_dir, loaded, source=source, progress=progress)
+
+    def cli_record(self, record: dict[str, Any]) -> dict[str, Any]:
+        return {k: record[k] for k in ("prediction", "scores") if k in record}
+
+    # --------------------------------------------------------------------------------------------------- demo
+    def build_demo(self, out_dir: Path, quick: bool = False, **options: Any) -> dict[str, Any]:
+        if quick:
+            options.setdefault("n_per_task", 200)
+        raw = demo.build_demo(out_dir, **options)
+        if quick:
+            raw["teacher"]["epochs"] = 1
+            raw["train"]["epochs"] = 1
+        return raw
+
+    def demo_note(self) -> str:
+        return demo.DEMO_NOTE
+

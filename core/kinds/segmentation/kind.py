@@ -1,0 +1,150 @@
+"""3D segmentation as a task kind: image volumes with label maps per task, a MONAI UNet/SegResNet foundation
+model whose output channels are the tasks' slices, a lighter UNet/SegResNet backbone with low-rank experts on
+every conv (decoder convs at a higher rank) and a 1x1x1 head per task, Dice + CE + voxel-level KL distillation,
+Dice and HD95 on held-out volumes, and bundles that write a label map in the input's geometry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from core.config import Config
+from core.distributed import Dist
+from core.errors import CheckpointError, DataError
+from core.experts import merge_expert
+from core.files import atomic_save, safe_load
+from core.io import Volume
+from core.kinds.base import Distillation, Progress, RunContext, RunData, TaskBatch, TaskInfo, TaskKind, Warn
+from core.kinds.segmentation import bundle, demo
+from core.kinds.segmentation.apply import apply_segmentation, segment_loaded
+from core.kinds.segmentation.config import SECTIONS
+from core.kinds.segmentation.data import SegPatchDataset, load_task_cases
+from core.kinds.segmentation.evaluate import evaluate_models
+from core.kinds.segmentation.losses import seg_kd_loss, seg_task_loss
+from core.kinds.segmentation.models import build_seg_backbone, build_seg_teacher, seg_expert_network
+from core.models.checkpoint import load_strict
+
+TEACHER_FORMAT = "lorkd-seg-teacher"
+
+
+class SegmentationKind(TaskKind):
+    name = "segmentation"
+    title = "segmentation"
+    sections = SECTIONS
+    demo_name = "demo-seg"
+    demo_title = "3D segmentation: MNI152 brain tissues"
+    result = "label_map"
+    viewer_input = "volume"
+    distributed = False
+    units = {"hd95": "mm"}
+
+    # -------------------------------------------------------------------------------------------------- data
+    def open_data(self, config: Config, dist: Dist, warn: Warn) -> RunData:
+        train_cases, test_cases = load_task_cases(config, warn=warn)
+        data = config.data
+        train_set = SegPatchDataset(train_cases, data.patch_size, data.samples_per_volume, data.pos_neg_ratio,
+                                    config.seed, data.augment)
+        tasks = [TaskInfo(t.name, "segmentation", t.class_names, "dice", str(t.images)) for t in config.tasks]
+        return RunData(tasks, train_set, (1, 1, *data.patch_size), 3,
+                       extra={"train_cases": train_cases, "test_cases": test_cases})
+
+    # ------------------------------------------------------------------------------------------------ models
+    def new_teacher(self, config: Config, data: RunData) -> nn.Module:
+        return build_seg_teacher(config.teacher.arch, 1, [t.num_classes for t in data.tasks], config.teacher.channels)
+
+    def load_teacher(self, path: str | Path, config: Config, data: RunData) -> tuple[nn.Module, bool]:
+        """Our own checkpoint, or a user's plain state_dict of the MONAI network (UNet/SegResNet keys, optionally
+        under "state_dict" and/or prefixed "module."), whose output channels must be the tasks' classes."""
+        teacher = self.new_teacher(config, data)
+        num_classes = [t.num_classes for t in data.tasks]
+        obj = safe_load(path)
+        state = obj.get("state_dict", obj) if isinstance(obj, dict) else obj
+        if not isinstance(state, dict):
+            raise CheckpointError(f"checkpoint {path} does not hold a state_dict")
+        if isinstance(obj, dict) and obj.get("format") == TEACHER_FORMAT and obj.get("num_classes") != num_classes:
+            raise CheckpointError(f"checkpoint {path} was trained for classes {obj.get('num_classes')}, the tasks "
+                                  f"have {num_classes}")
+        if all(k.startswith("module.") for k in state):
+            state = {k[7:]: v for k, v in state.items()}
+        if not all(k.startswith("body.") for k in state):
+            state = {f"body.{k}": v for k, v in state.items()}
+        load_strict(path, teacher, state, f"{config.teacher.arch} foundation model")
+        return teacher, True
+
+    def save_teacher(self, path: Path, teacher: nn.Module, config: Config, data: RunData) -> None:
+        atomic_save({
+            "format": TEACHER_FORMAT, "version": 1, "arch": config.teacher.arch, "channels": config.teacher.channels,
+            "task_names": data.names, "num_classes": [t.num_classes for t in data.tasks],
+            "state_dict": {k: v.detach().cpu() for k, v in teacher.state_dict().items()},
+        }, path)
+
+    def new_student(self, config: Config, data: RunData) -> nn.Module:
+        b = config.backbone
+        return build_seg_backbone(b.arch, 1, [t.num_classes for t in data.tasks], b.channels,
+                                  ranks=[config.rank_of(name) for name in data.names], alpha=b.alpha,
+                                  decoder_rank_factor=b.decoder_rank_factor, form=b.form)
+
+    def expert_model(self, student: nn.Module, task: int, config: Config, data: RunData) -> nn.Module:
+        body = merge_expert(student.body, task)
+        return seg_expert_network(body, student.heads[task], config.backbone.arch, 1, config.backbone.channels)
+
+    # ------------------------------------------------------------------------------------------------ losses
+    def objective(self, batch: TaskBatch, data: RunData, distill: Distillation | None) -> torch.Tensor:
+        loss = seg_task_loss(batch.logits, batch.labels)
+        if distill is not None and distill.beta > 0:
+            loss = loss + distill.beta * seg_kd_loss(batch.logits, batch.teacher_logits, distill.temperature)
+        return loss * batch.logits.shape[0]
+
+    # -------------------------------------------------------------------------------------------- evaluation
+    def evaluate(self, run: RunContext, model: str, split: str) -> dict[str, dict[str, float]]:
+        return evaluate_models(run, model, lambda t: self.expert_model(run.student, t, run.config, run.data))
+
+    def task_record(self, data: RunData, task: int) -> dict[str, Any]:
+        cases = data.extra["test_cases"][task]
+        return {"test_samples": len(cases), "test_sources": [c.source for c in cases]}
+
+    def model_records(self, config: Config) -> tuple[dict[str, Any], dict[str, Any]]:
+        b = config.backbone
+        return {"channels": list(config.teacher.channels)}, {"channels": list(b.channels),
+                                                             "decoder_rank_factor": b.decoder_rank_factor}
+
+    def training_record(self, data: RunData, task: int) -> dict[str, Any]:
+        return {"train_volumes": len(data.extra["train_cases"][task])}
+
+    # --------------------------------------------------------------------------------------- export / apply
+    def export(self, out_dir: Path, net: nn.Module, task: int, config: Config, data: RunData,
+               metrics: dict[str, Any], training: dict[str, Any]) -> Path:
+        info = data.tasks[task]
+        return bundle.write_seg_bundle(
+            out_dir, task_name=info.name, class_names=info.labels, arch=config.backbone.arch,
+            channels=config.backbone.channels, features=net.head.in_channels, state_dict=net.state_dict(),
+            data=config.data, metrics=metrics,
+            training={**training, "decoder_rank_factor": config.backbone.decoder_rank_factor},
+        )
+
+    def load_bundle(self, bundle_dir: str | Path) -> tuple[nn.Module, dict]:
+        return bundle.load_seg_bundle(bundle_dir)
+
+    def apply(self, bundle_dir: str | Path, image: str | Path, out: str | Path | None,
+              progress: Progress | None = None, check: Callable[[], None] | None = None) -> dict[str, Any]:
+        return apply_segmentation(bundle_dir, image, out, progress, check)
+
+    def apply_loaded(self, bundle_dir: str | Path, loaded: Any, source: str, progress: Progress | None = None,
+                     check: Callable[[], None] | None = None) -> dict[str, Any]:
+        if not isinstance(loaded, Volume):
+            raise DataError(f"{source}: a segmentation expert segments a volume (got {type(loaded).__name__})")
+        return segment_loaded(bundle_dir, loaded, source, progress, check)
+
+    def cli_record(self, record: dict[str, Any]) -> dict[str, Any]:
+        return {k: record[k] for k in ("task", "out", "labels", "voxels")}
+
+    # --------------------------------------------------------------------------------------------------- demo
+    def build_demo(self, out_dir: Path, quick: bool = False, **options: Any) -> dict[str, Any]:
+        return demo.build_seg_demo(out_dir, quick=quick, **options)
+
+    def demo_note(self) -> str:
+        return demo.DEMO_NOTE

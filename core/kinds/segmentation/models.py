@@ -1,0 +1,121 @@
+"""Segmentation models of a LoRKD run: the multi-label foundation model, the common backbone with low-rank
+experts on every convolution (decoder convs at `decoder_rank_factor` x the rank) and one 1x1x1 head per
+task, and the standalone expert model built from a merged backbone."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from core.experts import attach_experts
+from core.kinds.segmentation.nets import SegExpertNet, SegNet, build_body, is_decoder
+
+
+def task_slices(num_classes: Sequence[int]) -> list[slice]:
+    """Channel slice of each task in the foundation model's output (task t: background + K_t structures)."""
+    out, start = [], 0
+    for n in num_classes:
+        out.append(slice(start, start + int(n)))
+        start += int(n)
+    return out
+
+
+class SegTeacher(SegNet):
+    """The multi-task foundation model: one network whose output channels are the tasks' slices (task t:
+    background + its K_t structures). forward(x) gives all channels; forward(x, task_ids) gives (None, per-task
+    logits) with task t's samples and channels, like the backbone (same state_dict keys as `SegNet`)."""
+
+    def __init__(self, arch: str, in_channels: int, num_classes: Sequence[int], channels: Sequence[int]) -> None:
+        super().__init__(arch, in_channels, sum(int(n) for n in num_classes), channels)
+        self.slices = task_slices(num_classes)
+
+    def forward(self, x: torch.Tensor, task_ids: torch.Tensor | None = None):
+        logits = self.body(x)
+        if task_ids is None:
+            return logits
+        parts = split_by_task(logits, task_ids, len(self.slices))
+        return None, [None if p is None else p[:, s] for p, s in zip(parts, self.slices, strict=True)]
+
+
+def build_seg_teacher(arch: str, in_channels: int, num_classes: Sequence[int], channels: Sequence[int]) -> SegTeacher:
+    """The foundation model: one network whose output channels cover every task's classes."""
+    return SegTeacher(arch, in_channels, num_classes, channels)
+
+
+def split_by_task(x: torch.Tensor, task_ids: torch.Tensor, num_tasks: int) -> list[torch.Tensor | None]:
+    """The rows of `x` of each task (in batch order), None for absent tasks."""
+    out: list[torch.Tensor | None] = []
+    for t in range(num_tasks):
+        mask = task_ids == t
+        out.append(x[mask] if bool(mask.any()) else None)
+    return out
+
+
+class SegMultiTaskNet(nn.Module):
+    """The common backbone: body (features channels) -> LeakyReLU -> one 1x1x1 conv head per task.
+
+    forward(x, task_ids) -> (None, per-task logits (n_t, num_classes[t], *spatial) in batch order, None for tasks
+    without samples). Route the body (`core.experts.route`) to use each sample's expert.
+    """
+
+    def __init__(
+        self, arch: str, in_channels: int, num_classes: Sequence[int], channels: Sequence[int],
+        features: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.arch = arch
+        self.channels = [int(c) for c in channels]
+        self.features = int(features or channels[0])
+        self.num_classes = [int(n) for n in num_classes]
+        self.body = build_body(arch, in_channels, self.features, self.channels)
+        self.act = nn.LeakyReLU(0.1)
+        self.heads = nn.ModuleList(nn.Conv3d(self.features, n, 1) for n in self.num_classes)
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.heads)
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The part that holds the low-rank experts."""
+        return self.body
+
+    def forward(self, x: torch.Tensor, task_ids: torch.Tensor) -> tuple[None, list[torch.Tensor | None]]:
+        feats = self.act(self.body(x))
+        parts = split_by_task(feats, task_ids, self.num_tasks)
+        return None, [None if p is None else head(p) for head, p in zip(self.heads, parts, strict=True)]
+
+
+def build_seg_backbone(
+    arch: str,
+    in_channels: int,
+    num_classes: Sequence[int],
+    channels: Sequence[int],
+    ranks: Sequence[int],
+    alpha: float = 16.0,
+    decoder_rank_factor: int = 2,
+    form: str = "factorized",
+) -> SegMultiTaskNet:
+    """The backbone with experts on every convolution of its body: task t gets rank ranks[t] on encoder
+    convs and decoder_rank_factor * ranks[t] on decoder convs (heads are per task already)."""
+    net = SegMultiTaskNet(arch, in_channels, num_classes, channels)
+    attach_experts(
+        net.body,
+        len(num_classes),
+        ranks=list(ranks),
+        alpha=alpha,
+        form=form,
+        rank_multiplier=lambda name, module: decoder_rank_factor if is_decoder(arch, name) else 1,
+    )
+    return net
+
+
+def seg_expert_network(body_plain: nn.Module, head: nn.Module, arch: str, in_channels: int,
+                       channels: Sequence[int]) -> SegExpertNet:
+    """The standalone expert model from a merged (plain) body and one head, strict-loaded, CPU, eval."""
+    net = SegExpertNet(arch, in_channels, head.out_channels, channels, head.in_channels)
+    net.body.load_state_dict(body_plain.state_dict(), strict=True)
+    net.head.load_state_dict(head.state_dict(), strict=True)
+    return net.cpu().eval()

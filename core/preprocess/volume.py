@@ -1,0 +1,118 @@
+"""Volume preprocessing of segmentation inputs and its exact inverse.
+
+Geometry: a volume is an array in (Z, Y, X) order (SimpleITK / DICOM convention) with spacing (x, y, z),
+and a 3x3 direction matrix (row-major 9 floats; its columns are the index axes in LPS world coordinates).
+1. reorient to RAS canonical by a pure permutation + flips of the voxel axes (the array becomes (X, Y, Z)
+   with axis j running along RAS world axis j; oblique volumes use the closest axes), undone exactly;
+2. resample to the target spacing (trilinear for images, nearest for labels) on a grid of
+   round(size * spacing / target) voxels whose outer edges coincide with the original ones;
+3. intensity to [0, 1]: `percentile` clips to the volume's [low, high] percentiles, `ct_window` to [low, high]
+   (e.g. HU), then scales linearly.
+`restore_labels` takes working-grid logits back (trilinear) to the canonical grid of the input, argmax, then the
+inverse permutation/flips: the label map has the input's exact voxel grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+def canonical_axes(direction: Sequence[float]) -> tuple[list[int], list[bool]]:
+    """(perm, flips): canonical axis j is the volume's index axis perm[j] (x=0, y=1, z=2), flipped when
+    flips[j], so that it runs along RAS world axis j (+R, +A, +S)."""
+    d = LPS_TO_RAS @ np.asarray(direction, dtype=np.float64).reshape(3, 3)  # columns: index axes in RAS
+    weights = np.abs(d).copy()
+    perm = [-1, -1, -1]
+    for _ in range(3):  # greedy: the strongest remaining (world axis, index axis) pair first
+        j, i = np.unravel_index(int(np.argmax(weights)), weights.shape)
+        perm[int(j)] = int(i)
+        weights[j, :] = -1
+        weights[:, i] = -1
+    flips = [bool(d[j, perm[j]] < 0) for j in range(3)]
+    return perm, flips
+
+
+def to_canonical(array_zyx: np.ndarray, perm: Sequence[int], flips: Sequence[bool]) -> np.ndarray:
+    """(Z, Y, X) array -> canonical (X', Y', Z') RAS array (a view where possible)."""
+    if array_zyx.ndim != 3:
+        raise ValueError(f"expected a 3D (Z, Y, X) array, got shape {array_zyx.shape}")
+    a = np.transpose(np.transpose(array_zyx, (2, 1, 0)), tuple(perm))
+    for j, flip in enumerate(flips):
+        if flip:
+            a = np.flip(a, axis=j)
+    return a
+
+
+def from_canonical(array: np.ndarray, perm: Sequence[int], flips: Sequence[bool]) -> np.ndarray:
+    """Exact inverse of `to_canonical` (for a 3D input)."""
+    a = array
+    for j, flip in enumerate(flips):
+        if flip:
+            a = np.flip(a, axis=j)
+    a = np.transpose(a, tuple(int(i) for i in np.argsort(perm)))
+    return np.ascontiguousarray(np.transpose(a, (2, 1, 0)))
+
+
+def canonical_spacing(spacing_xyz: Sequence[float], perm: Sequence[int]) -> list[float]:
+    return [float(spacing_xyz[perm[j]]) for j in range(3)]
+
+
+def working_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, ...]:
+    """Grid size after resampling `shape` voxels of `spacing` mm to about `target` mm."""
+    return tuple(max(1, int(round(n * s / t))) for n, s, t in zip(shape, spacing, target, strict=True))
+
+
+def resample(array: np.ndarray | torch.Tensor, shape: Sequence[int], mode: str) -> torch.Tensor:
+    """(X, Y, Z) or (C, X, Y, Z) -> same with spatial size `shape` (mode trilinear or nearest; voxel edges
+    aligned, i.e. align_corners=False)."""
+    x = torch.as_tensor(np.ascontiguousarray(array) if isinstance(array, np.ndarray) else array)
+    squeeze = x.ndim == 3
+    x = x[None, None] if squeeze else x[None]
+    if tuple(x.shape[2:]) != tuple(shape):
+        if mode == "nearest":
+            x = F.interpolate(x.float(), size=tuple(shape), mode="nearest-exact").to(x.dtype)
+        else:
+            x = F.interpolate(x.float(), size=tuple(shape), mode="trilinear", align_corners=False)
+    return x[0, 0] if squeeze else x[0]
+
+
+def normalise_intensity(array: np.ndarray, mode: str, low: float, high: float) -> np.ndarray:
+    """float32 in [0, 1]: percentile mode clips to the array's [low, high] percentiles, ct_window to [low, high]."""
+    a = np.asarray(array, dtype=np.float32)
+    if mode == "percentile":
+        lo, hi = (float(v) for v in np.percentile(a, [low, high]))
+    elif mode == "ct_window":
+        lo, hi = float(low), float(high)
+    else:
+        raise ValueError(f"intensity mode must be percentile or ct_window, got {mode!r}")
+    scale = hi - lo if hi > lo else 1.0
+    return np.clip((a - lo) / scale, 0.0, 1.0).astype(np.float32)
+
+
+def prepare_volume(
+    array_zyx: np.ndarray, spacing_xyz: Sequence[float], direction: Sequence[float], pre: dict
+) -> tuple[torch.Tensor, dict]:
+    """Input array -> network input (1, X', Y', Z') float32 on the working grid, and what `restore` needs."""
+    perm, flips = canonical_axes(direction)
+    canon = to_canonical(np.asarray(array_zyx), perm, flips)
+    spacing = canonical_spacing(spacing_xyz, perm)
+    intensity = pre["intensity"]
+    unit = normalise_intensity(canon, intensity["mode"], intensity["low"], intensity["high"])
+    shape = working_shape(canon.shape, spacing, pre["spacing"])
+    image = resample(unit, shape, "trilinear")[None]
+    return image, {"perm": perm, "flips": flips, "canonical_shape": tuple(canon.shape)}
+
+
+def restore_labels(logits: torch.Tensor, info: dict) -> np.ndarray:
+    """Working-grid logits (C, X', Y', Z') -> uint8 label map (Z, Y, X) on the input's voxel grid."""
+    full = resample(logits, info["canonical_shape"], "trilinear")
+    labels = torch.argmax(full, dim=0).to(torch.uint8).numpy()
+    return from_canonical(labels, info["perm"], info["flips"])
+
+
