@@ -81,7 +81,7 @@ def run_smoke(out: Path, timeout: float, qt_args: list[str], kind: str = "segmen
 
     from app.main_window import MainWindow
     from app.setup_panel import demo_note, prepare_demo_with_volume
-    from app.worker import FunctionWorker
+    from app.workers import Worker, await_workers
 
     app = _application(qt_args)
     work = Path(tempfile.mkdtemp(prefix="lorkd-smoke-"))
@@ -170,10 +170,11 @@ def run_smoke(out: Path, timeout: float, qt_args: list[str], kind: str = "segmen
         app.exit(0)
 
     demo_kwargs, overrides = (SMOKE_SEG_DEMO, SMOKE_SEG_OVERRIDES) if seg else (SMOKE_DEMO, SMOKE_OVERRIDES)
-    loader = FunctionWorker(prepare_demo_with_volume, work / "demo", demo_kwargs, overrides, kind, parent=window)
-    loader.result.connect(demo_loaded)
-    loader.error.connect(lambda message, details: (print(details, file=sys.stderr),
-                                                   fail(f"demo could not be prepared: {message}")))
+    loader = Worker(lambda _progress: prepare_demo_with_volume(work / "demo", demo_kwargs, overrides, kind),
+                    name="lorkd-demo")
+    loader.returned.connect(demo_loaded)
+    loader.errored.connect(lambda message, details, _user_error: (print(details, file=sys.stderr),
+                                                                  fail(f"demo could not be prepared: {message}")))
     window.run_finished.connect(finished)
     window.run_failed.connect(lambda message: fail(f"run failed: {message}"))
     QTimer.singleShot(int(timeout * 1000), lambda: fail(f"timeout after {timeout:.0f} s", 3))
@@ -182,9 +183,10 @@ def run_smoke(out: Path, timeout: float, qt_args: list[str], kind: str = "segmen
     if window.controller.state.active:
         window.controller.cancel()
         window.controller.wait(30_000)
-    loader.wait()
+    loader.abort()  # still preparing after a failure or timeout: its result is of no use any more
     window.viewer.shutdown()
     window.experts.shutdown()
+    await_workers()
     window.hide()
     killer.cancel()
     shutil.rmtree(work, ignore_errors=True)

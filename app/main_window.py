@@ -23,10 +23,11 @@ from PySide6.QtWidgets import (
 from app.about import about_html
 from app.experts import ExpertsPanel
 from app.monitor import MonitorPanel
+from app.run_controller import RunController, RunState, choose_run_dir, warm_up_engine
 from app.settings import AppSettings, default_data_dir
 from app.setup_panel import SetupPanel, demo_kind, demo_note, prepare_demo_with_volume
 from app.viewer import ViewerWidget
-from app.worker import FunctionWorker, RunController, RunState, choose_run_dir, warm_up_engine
+from app.workers import Worker, await_workers
 from core.errors import LorkdError
 from core.train.metrics_log import read_metrics
 
@@ -65,7 +66,7 @@ class MainWindow(QMainWindow):
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.controller = RunController(self)
         self._close_when_done = False
-        self._demo_worker: FunctionWorker | None = None
+        self._demo_worker: Worker | None = None
         self.error_box: QMessageBox | None = None
         self.ask_stop_on_close = self._ask_stop_on_close  # replaceable (tests)
 
@@ -232,10 +233,12 @@ class MainWindow(QMainWindow):
         kind = demo_kind(demo_kwargs, kind)
         self.statusBar().showMessage(f"Preparing the demo data in {self.data_dir}…")
         self.setup.status.setText("Preparing the demo data…")
-        worker = FunctionWorker(prepare_demo_with_volume, self.data_dir, demo_kwargs or {}, overrides or [], kind,
-                                parent=self)
-        worker.result.connect(self._demo_loaded)
-        worker.error.connect(self._demo_failed)
+        data_dir, demo_kwargs, overrides = self.data_dir, demo_kwargs or {}, overrides or []
+        worker = Worker(lambda _progress: prepare_demo_with_volume(data_dir, demo_kwargs, overrides, kind), owner=self,
+                        name="lorkd-demo")
+        worker.returned.connect(self._demo_loaded)
+        worker.errored.connect(lambda message, details, _user_error: self._demo_failed(message, details))
+        worker.cancelled.connect(self._demo_cancelled)
         self._demo_worker = worker
         self._update_actions()
         worker.start()
@@ -261,6 +264,10 @@ class MainWindow(QMainWindow):
         self._demo_worker = None
         self._update_actions()
         self.show_error("The demo could not be prepared", message, details)
+
+    def _demo_cancelled(self) -> None:
+        self._demo_worker = None
+        self._update_actions()
 
     # ------------------------------------------------------------------------------- run
     def start_run(self) -> None:
@@ -420,9 +427,11 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         if self._demo_worker is not None:
-            self._demo_worker.wait()
+            # its files are still written (it cannot stop midway); only loading them into a closing window is dropped
+            self._demo_worker.abort()
         self.viewer.shutdown()
         self.experts.shutdown()
+        await_workers()  # the demo's worker, and anything else still running off the GUI thread
         self.settings.save_window(self.saveGeometry(), self.saveState())
         self.settings.sync()
         super().closeEvent(event)

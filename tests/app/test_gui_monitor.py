@@ -9,7 +9,7 @@ from PySide6.QtCore import QSettings
 
 from app.about import about_html
 from app.loss_plot import ema
-from app.worker import ACTIONS, RunController, RunState, choose_run_dir
+from app.run_controller import ACTIONS, RunController, RunState, choose_run_dir
 from core.config import load_config
 from core.train.events import Control
 from core.train.run import Decomposition
