@@ -5,9 +5,9 @@ Classification experts score the slice the viewer's axial view shows (`core.infe
 same preprocessing and numbers as `lorkd apply` on the file). Segmentation experts segment the whole volume the
 viewer shows (`core.infer.sliding.segment_volume`: the bundle's own sliding-window code, the same label map as
 `lorkd apply` on the file); the label map becomes the viewer's overlay (per-label colours, names, visibility,
-opacity) and saves as NIfTI in the input's geometry. The work runs in a `TaskThread` with progress and a Cancel
-button (for segmentation also the engine's `Control` token, checked before every window); a cancelled result is
-dropped, and the GUI thread never waits on inference.
+opacity) and saves as NIfTI in the input's geometry. The work runs on a `Worker` (app.workers) with progress and a
+Cancel button (for segmentation also the engine's `Control` token, checked before every window); a cancelled result
+is dropped, and the GUI thread never waits on inference.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.widgets.task_thread import TaskThread, error_message
+from app.workers import Worker, active_workers, await_workers, error_message
 from core.data.volume import write_label_map
 from core.infer import runtime
 from core.infer.apply import classify_array
@@ -118,8 +118,7 @@ class ExpertsPanel(QWidget):
         self.experts: list[dict] = []
         self.result: dict | None = None
         self.seg_result: dict | None = None  # the last segmentation: expert, record, labels (Z, Y, X) uint8
-        self._thread: TaskThread | None = None
-        self._threads: set[TaskThread] = set()  # kept alive until they finish (also after a cancel)
+        self._worker: Worker | None = None  # the job whose result the panel shows (None: idle or cancelled)
         self._build()
         self._update_buttons()
         viewer.volumeLoaded.connect(self._volume_changed)
@@ -322,7 +321,8 @@ class ExpertsPanel(QWidget):
 
     # --------------------------------------------------------------------------------------- state
     def is_busy(self) -> bool:
-        return self._thread is not None
+        """True while an apply or export runs (and was not cancelled)."""
+        return self._worker is not None
 
     def _update_buttons(self) -> None:
         busy = self.is_busy()
@@ -335,28 +335,26 @@ class ExpertsPanel(QWidget):
         self.progress.setVisible(busy)
 
     def _start(self, fn, what: str, on_success, control: Control | None = None) -> None:
-        thread = TaskThread(fn, control=control)
-        thread.progressed.connect(self._progressed)
-        thread.succeeded.connect(lambda result, t=thread: self._finished(t, on_success, result))
-        thread.failed.connect(lambda message, t=thread: self._failed(t, message))
-        thread.cancelled.connect(lambda t=thread: self._cancelled(t))
-        thread.finished.connect(lambda t=thread: self._reap(t))
-        self._threads.add(thread)
-        self._thread = thread
+        worker = Worker(fn, control=control, owner=self, name="lorkd-experts")
+        worker.progressed.connect(self._progressed)
+        worker.returned.connect(lambda result, w=worker: self._finished(w, on_success, result))
+        worker.errored.connect(lambda message, _details, _user_error, w=worker: self._failed(w, message))
+        worker.cancelled.connect(lambda w=worker: self._cancelled(w))
+        self._worker = worker
         self.progress.setValue(0)
         self.status_label.setText(what + "…")
         self._update_buttons()
-        thread.start()
+        worker.start()
 
     def _progressed(self, percent: int, message: str) -> None:
-        if self._thread is not None:
+        if self._worker is not None:
             self.progress.setValue(percent)
             self.status_label.setText(message + "…")
 
-    def _finished(self, thread: TaskThread, on_success, result) -> None:
-        if thread is not self._thread:  # cancelled meanwhile: stale
+    def _finished(self, worker: Worker, on_success, result) -> None:
+        if worker is not self._worker:  # not the job the panel waits for
             return
-        self._thread = None
+        self._worker = None
         try:
             on_success(result)
         except Exception as error:  # a failure while showing the result is still only a dialog
@@ -364,45 +362,38 @@ class ExpertsPanel(QWidget):
             self._show_error(error_message(error))
         self._update_buttons()
 
-    def _failed(self, thread: TaskThread, message: str) -> None:
-        if thread is not self._thread:
+    def _failed(self, worker: Worker, message: str) -> None:
+        if worker is not self._worker:
             return
-        self._thread = None
+        self._worker = None
         self.status_label.setText("failed")
         self._update_buttons()
         self._show_error(message)
 
-    def _cancelled(self, thread: TaskThread) -> None:
-        if thread is self._thread:
-            self._thread = None
+    def _cancelled(self, worker: Worker) -> None:
+        if worker is self._worker:
+            self._worker = None
             self.status_label.setText("cancelled")
             self._update_buttons()
 
-    def _reap(self, thread: TaskThread) -> None:
-        self._threads.discard(thread)
-        thread.deleteLater()
-
     def cancel(self) -> None:
         """Stop the running job at its next step; its result is dropped."""
-        thread = self._thread
-        if thread is None:
+        worker = self._worker
+        if worker is None:
             return
-        thread.cancel()
-        self._thread = None
+        worker.abort()
+        self._worker = None
         self.status_label.setText("cancelled")
         self._update_buttons()
 
     def wait_idle(self, timeout_ms: int = 30000) -> bool:
-        """Block until every worker thread has finished (tests, shutdown)."""
-        for thread in list(self._threads):
-            if not thread.wait(timeout_ms):
-                return False
-        return True
+        """Block until every job this panel started (also cancelled ones) has ended (tests, shutdown)."""
+        return await_workers(timeout_ms, owner=self)
 
     def shutdown(self) -> None:
-        """Cancel and wait for the workers (the app is quitting)."""
-        for thread in list(self._threads):
-            thread.cancel()
+        """Cancel and wait for the panel's jobs (the app is quitting)."""
+        for worker in active_workers(owner=self):
+            worker.abort()
         self.wait_idle(10000)
 
     # ------------------------------------------------------------------------------------------ apply

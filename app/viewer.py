@@ -48,7 +48,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.widgets.task_thread import TaskThread, error_message
+from app.workers import Worker, await_workers, error_message
 from core.data.volume import SeriesInfo, Volume, list_series, orientation_code, read_volume
 
 __all__ = ["PRESETS", "SeriesDialog", "SliceView", "ViewerWidget"]
@@ -523,8 +523,7 @@ class ViewerWidget(QWidget):
         self._data_range = (0.0, 1.0)
         self._overlay: _Overlay | None = None
         self._overlay_display: tuple[np.ndarray, np.ndarray] | None = None
-        self._reader: TaskThread | None = None  # the read in flight (open_path)
-        self._readers: set[TaskThread] = set()  # kept alive until they finish
+        self._reader: Worker | None = None  # the read in flight (open_path) whose result is shown
         self._build()
         self._set_enabled(False)
 
@@ -756,18 +755,16 @@ class ViewerWidget(QWidget):
                                self.load_volume)
 
     def _start_reader(self, fn, what: str, on_success) -> None:
-        thread = TaskThread(fn)
-        thread.succeeded.connect(lambda result, t=thread: self._reader_done(t, on_success, result))
-        thread.failed.connect(lambda message, t=thread: self._reader_done(t, None, message))
-        thread.finished.connect(lambda t=thread: self._reap_reader(t))
-        self._readers.add(thread)
-        self._reader = thread
+        worker = Worker(fn, owner=self, name="lorkd-read")
+        worker.returned.connect(lambda result, w=worker: self._reader_done(w, on_success, result))
+        worker.errored.connect(lambda message, _details, _user_error, w=worker: self._reader_done(w, None, message))
+        self._reader = worker
         self._show_reading(what + "…")
-        thread.start()
+        worker.start()
 
-    def _reader_done(self, thread: TaskThread, on_success, result) -> None:
+    def _reader_done(self, worker: Worker, on_success, result) -> None:
         """`on_success(result)` on the GUI thread; on_success None: the read failed, result is the message."""
-        if thread is not self._reader:  # dropped at shutdown
+        if worker is not self._reader:  # dropped at shutdown
             return
         self._reader = None
         self._show_reading(None)
@@ -778,10 +775,6 @@ class ViewerWidget(QWidget):
             on_success(result)
         except Exception as error:  # e.g. an array that cannot be shown: a dialog, the app keeps running
             self._show_error(error_message(error))
-
-    def _reap_reader(self, thread: TaskThread) -> None:
-        self._readers.discard(thread)
-        thread.deleteLater()
 
     def _show_reading(self, text: str | None) -> None:
         """Busy state while a background read runs: open buttons off, the hint line says what is read."""
@@ -799,15 +792,15 @@ class ViewerWidget(QWidget):
         return self._reader is not None
 
     def wait_idle(self, timeout_ms: int | None = 30000) -> bool:
-        """Block until every background read has finished (None: however long it takes); its result is
-        delivered by the event loop afterwards."""
-        return all(thread.wait() if timeout_ms is None else thread.wait(timeout_ms) for thread in list(self._readers))
+        """Block until every background read has finished (None: however long it takes) and delivered its
+        result."""
+        return await_workers(timeout_ms, owner=self)
 
     def shutdown(self) -> None:
         """Closing: drop the result of a read in flight and wait for its thread (a QThread must not be
         destroyed while it runs)."""
         if self._reader is not None:
-            self._reader.cancel()
+            self._reader.abort()
             self._reader = None
         self.wait_idle(None)
 

@@ -358,10 +358,10 @@ def test_seg_apply_cancel_and_needs_a_volume(qtbot, seg_panel, seg_volume, grey_
     assert "3D" in dialogs["information"][-1][2]
     seg_panel.viewer.load_path(seg_volume)
     seg_panel.apply_button.click()
-    thread = seg_panel._thread
-    assert seg_panel.is_busy() and thread.control is not None
+    worker = seg_panel._worker
+    assert seg_panel.is_busy() and worker.control is not None
     seg_panel.cancel_button.click()
-    assert not seg_panel.is_busy() and thread.control.stopping
+    assert not seg_panel.is_busy() and worker.control.stopping
     assert seg_panel.status_label.text() == "cancelled"
     assert seg_panel.wait_idle()
     qtbot.wait(50)  # whatever the cancelled thread emitted is dropped

@@ -18,6 +18,7 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.viewer import PRESETS, SeriesDialog, ViewerWidget
+from app.workers import active_workers
 from core.data.volume import Volume
 
 DICOM_DIR = Path(get_testdata_file("CT_small.dcm")).parent
@@ -356,7 +357,7 @@ def test_shutdown_during_a_read_drops_its_result(qtbot, viewer, nifti, monkeypat
     qtbot.waitUntil(lambda: len(threads) == 1)
     gate.set()
     viewer.shutdown()  # waits for the thread
-    assert not viewer.is_loading() and all(t.isFinished() for t in viewer._readers)
+    assert not viewer.is_loading() and not active_workers(viewer)
     qtbot.wait(50)  # whatever the thread emitted is delivered now, and dropped
     assert loaded == [] and viewer.volume is None
 
