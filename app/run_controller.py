@@ -48,6 +48,8 @@ def warm_up_engine() -> None:
 
 
 class RunState(enum.Enum):
+    """Where a run is: the states of `RunController`'s state machine."""
+
     IDLE = "idle"
     RUNNING = "running"
     PAUSED = "paused"
@@ -93,6 +95,7 @@ class EventSink:
             self._pending.append((kind, payload))
 
     def take(self) -> list[tuple[str, Any]]:
+        """The events queued since the last call, oldest first, as (kind, payload)."""
         with self._lock:
             items, self._pending = self._pending, []
         return items
@@ -120,6 +123,7 @@ class EventSink:
 
 
 def same_config(folder: Path, config: Config) -> bool:
+    """`folder/config.yaml` holds exactly `config` (False when it is missing or unreadable)."""
     path = folder / "config.yaml"
     try:
         return yaml.safe_load(path.read_text()) == config.to_dict()
@@ -170,6 +174,7 @@ class RunController(QObject):
     # --------------------------------------------------------------------------- state
     @property
     def state(self) -> RunState:
+        """The run's state now."""
         return self._state
 
     def _set_state(self, state: RunState) -> None:
@@ -178,6 +183,7 @@ class RunController(QObject):
             self.state_changed.emit(state)
 
     def allowed(self, action: str) -> bool:
+        """Whether `action` (a key of `ACTIONS`) makes sense in the current state."""
         if self._state not in ACTIONS[action]:
             return False
         if action == "cancel" and self._state == RunState.STOPPING:
@@ -186,6 +192,7 @@ class RunController(QObject):
 
     # ------------------------------------------------------------------------- actions
     def start(self, config: Config, run_dir: Path, export: bool = True) -> None:
+        """Run `config` into `run_dir` on a worker (resuming an unfinished run there); `export` the experts."""
         if not self.allowed("start"):
             raise RuntimeError(f"cannot start a run while {self._state.value}")
         self.run_dir = Path(run_dir)
@@ -209,24 +216,28 @@ class RunController(QObject):
         self._worker.start()
 
     def pause(self) -> None:
+        """Pause at the next step."""
         if self.allowed("pause"):
             self.control.pause()
             self._set_state(RunState.PAUSED)
             self.logged.emit("paused (the run waits at the next step)")
 
     def resume(self) -> None:
+        """Continue a paused run."""
         if self.allowed("resume"):
             self.control.resume()
             self._set_state(RunState.RUNNING)
             self.logged.emit("resumed")
 
     def stop_after_epoch(self) -> None:
+        """Finish, checkpoint and evaluate the current epoch, then stop."""
         if self.allowed("stop_after_epoch"):
             self.control.stop_after_epoch()
             self._set_state(RunState.STOPPING)
             self.logged.emit("stopping after this epoch (checkpoint and evaluation first)")
 
     def cancel(self) -> None:
+        """Stop at the next step; the last finished epoch stays resumable."""
         if self.allowed("cancel"):
             self.control.stop()
             self._set_state(RunState.STOPPING)
