@@ -289,7 +289,7 @@ def test_drop_a_file(qtbot, viewer, nifti):
 
 def _gated_reader(monkeypatch):
     """Replace the viewer's read_volume by one that records its thread and waits for `gate`."""
-    import app.viewer as viewer_module
+    import app.viewer.widget as viewer_module
 
     gate, threads = threading.Event(), []
     real = viewer_module.read_volume
