@@ -19,20 +19,18 @@ import threading
 import traceback
 from pathlib import Path
 
-SMOKE_DEMO = {"n_per_task": 100}
-SMOKE_OVERRIDES = ["teacher.epochs=1", "train.epochs=1", "train.batch_size=32", "teacher.batch_size=32",
-                   "train.log_every=1"]
-# the segmentation smoke: 3 mm voxels, 4 patches per task and epoch, one epoch each (~2 minutes on 2 cores)
-SMOKE_SEG_DEMO = {"quick": True}
-SMOKE_SEG_OVERRIDES = ["data.samples_per_volume=4", "teacher.epochs=1", "train.epochs=1", "train.log_every=1",
-                       "name=smoke-seg"]
+from core.kinds import DEFAULT_DEMO, KINDS
+
+# the smoke run: the kind's quick demo, one epoch of each phase, a step logged every step
+SMOKE_DEMO = {"quick": True}
+SMOKE_OVERRIDES = ["teacher.epochs=1", "train.epochs=1", "train.log_every=1", "name=smoke"]
 
 
 def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser = argparse.ArgumentParser(prog="lorkd-studio", description="LoRKD Studio desktop app")
     parser.add_argument("--smoke", metavar="OUT.png", help="quick demo run through the GUI, screenshot, exit")
-    parser.add_argument("--smoke-kind", choices=("segmentation", "classification"), default="segmentation",
-                        help="the demo --smoke runs (default: segmentation, the app's default demo)")
+    parser.add_argument("--smoke-kind", choices=tuple(KINDS), default=DEFAULT_DEMO,
+                        help=f"the demo --smoke runs (default: {DEFAULT_DEMO}, the app's default demo)")
     parser.add_argument("--timeout", type=float, default=480.0, help="seconds before --smoke gives up (exit 3)")
     return parser.parse_known_args(argv)
 
@@ -49,23 +47,9 @@ def _application(qt_args: list[str]):
     return app
 
 
-def demo_image(raw: dict, out: Path) -> Path:
-    """A PNG of the first test image of the demo's first task (what the smoke run applies an expert to)."""
-    import numpy as np
-    from PIL import Image
-
-    with np.load(raw["tasks"][0]["medmnist"]) as data:
-        image = data["test_images"][0]
-    Image.fromarray(image).save(out)
-    return out
-
-
-def apply_first_expert(window, image: Path | None) -> bool:
-    """Load `image` into the viewer (None: keep the volume it shows) and apply the run's first expert to it
-    through the Experts panel (asynchronous: the panel emits `applied` when done). False when it could not be
-    started."""
-    if image is not None and not window.viewer.load_path(image):
-        return False
+def apply_first_expert(window) -> bool:
+    """Apply the run's first expert to what the viewer shows (the demo's input) through the Experts panel
+    (asynchronous: the panel emits `applied` when done). False when it could not be started."""
     if window.viewer.volume is None:
         return False
     window.tabs.setCurrentWidget(window.experts)
@@ -76,12 +60,12 @@ def apply_first_expert(window, image: Path | None) -> bool:
     return window.experts.is_busy()
 
 
-def run_smoke(out: Path, timeout: float, qt_args: list[str], kind: str = "segmentation") -> int:
+def run_smoke(out: Path, timeout: float, qt_args: list[str], kind: str = DEFAULT_DEMO) -> int:
     from PySide6.QtCore import QSettings, QTimer
 
     from app.main_window import MainWindow
     from app.setup_panel import demo_note, prepare_demo_with_volume
-    from app.worker import FunctionWorker
+    from app.workers import Worker, await_workers
 
     app = _application(qt_args)
     work = Path(tempfile.mkdtemp(prefix="lorkd-smoke-"))
@@ -90,7 +74,6 @@ def run_smoke(out: Path, timeout: float, qt_args: list[str], kind: str = "segmen
     killer.daemon = True
     killer.start()
     outcome = {"code": 1}
-    seg = kind == "segmentation"
 
     def fail(message: str, code: int = 1) -> None:
         print(f"smoke: FAILED: {message}", file=sys.stderr)
@@ -136,23 +119,22 @@ def run_smoke(out: Path, timeout: float, qt_args: list[str], kind: str = "segmen
     def after_run() -> None:
         try:
             window.grab().save(str(out.with_name(out.stem + "-monitor" + out.suffix)))
-            image = None if seg else demo_image(window.setup.mapping(), work / "demo_image.png")
             # a dialog would wait for a click that never comes: fail instead
             window.experts._show_error = lambda message, title="": fail(f"Experts panel: {message}")
             window.experts._show_info = lambda message, title="": fail(f"Experts panel: {message}")
             window.experts.applied.connect(applied)
-            if not apply_first_expert(window, image):
-                fail(f"could not apply the first expert to {image or 'the demo volume'}")
+            if not apply_first_expert(window):
+                fail("could not apply the first expert to the demo's input")
         except Exception:  # noqa: BLE001
             traceback.print_exc()
             fail("applying the first expert failed")
 
     def applied(record: dict) -> None:
-        if record.get("kind") == "segmentation":
+        if KINDS[kind].result == "label_map":
             print(f"smoke: expert {record.get('task')} on {record.get('image')}: voxels {record.get('voxels')}",
                   file=sys.stderr)
             if window.viewer.overlay_labels is None or not window.viewer.overlay_labels.any():
-                fail("the segmentation overlay is empty")
+                fail("the label-map overlay is empty")
                 return
             window.tabs.setCurrentWidget(window.viewer)
         else:
@@ -169,11 +151,11 @@ def run_smoke(out: Path, timeout: float, qt_args: list[str], kind: str = "segmen
         outcome["code"] = 0
         app.exit(0)
 
-    demo_kwargs, overrides = (SMOKE_SEG_DEMO, SMOKE_SEG_OVERRIDES) if seg else (SMOKE_DEMO, SMOKE_OVERRIDES)
-    loader = FunctionWorker(prepare_demo_with_volume, work / "demo", demo_kwargs, overrides, kind, parent=window)
-    loader.result.connect(demo_loaded)
-    loader.error.connect(lambda message, details: (print(details, file=sys.stderr),
-                                                   fail(f"demo could not be prepared: {message}")))
+    loader = Worker(lambda _progress: prepare_demo_with_volume(work / "demo", kind, SMOKE_DEMO, SMOKE_OVERRIDES),
+                    name="lorkd-demo")
+    loader.returned.connect(demo_loaded)
+    loader.errored.connect(lambda message, details, _user_error: (print(details, file=sys.stderr),
+                                                                  fail(f"demo could not be prepared: {message}")))
     window.run_finished.connect(finished)
     window.run_failed.connect(lambda message: fail(f"run failed: {message}"))
     QTimer.singleShot(int(timeout * 1000), lambda: fail(f"timeout after {timeout:.0f} s", 3))
@@ -182,9 +164,10 @@ def run_smoke(out: Path, timeout: float, qt_args: list[str], kind: str = "segmen
     if window.controller.state.active:
         window.controller.cancel()
         window.controller.wait(30_000)
-    loader.wait()
+    loader.abort()  # still preparing after a failure or timeout: its result is of no use any more
     window.viewer.shutdown()
     window.experts.shutdown()
+    await_workers()
     window.hide()
     killer.cancel()
     shutil.rmtree(work, ignore_errors=True)

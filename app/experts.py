@@ -1,12 +1,12 @@
 """Experts tab: the run's task experts (summary.json), applying one to the viewer's image, saving the
 prediction and exporting a bundle.
 
-Classification experts score the slice the viewer's axial view shows (`core.kinds.classification.apply`, the
-same preprocessing and numbers as `lorkd apply` on the file). Segmentation experts segment the whole volume the
-viewer shows (`core.kinds.segmentation.runtime.segment_volume`: the bundle's own code, the same label map as
-`lorkd apply` on the file); the label map becomes the viewer's overlay (per-label colours, names, visibility,
-opacity) and saves as NIfTI in the input's geometry. The work runs in a `TaskThread` with progress and a Cancel
-button (for segmentation also the engine's `Control` token, checked before every window); a cancelled result is
+Written once against the task-kind interface (`core.kinds`): an expert's kind says what it is applied to
+(`viewer_input`: the slice the viewer's axial view shows, or the whole volume) and what it gives (`result`: class
+scores, shown as a bar chart and saved as .json/.csv, or a label map, shown as the viewer's overlay with per-label
+colours, names, visibility and opacity and saved as NIfTI or DICOM SEG in the input's geometry). The kind's
+`apply_loaded` is the same computation as `lorkd apply` on the file. The work runs on a `Worker` (app.workers) with
+progress and a Cancel button (also the engine's `Control` token, checked between steps); a cancelled result is
 dropped, and the GUI thread never waits on inference.
 """
 
@@ -37,20 +37,20 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.widgets.task_thread import TaskThread, error_message
+from app.workers import Worker, active_workers, await_workers, error_message
 from core.events import Control
+from core.export.bundle import bundle_kind
 from core.export.weights import read_bundle_metadata
 from core.io import write_label_map
-from core.kinds.classification import runtime
-from core.kinds.classification.apply import classify_array
+from core.kinds import KINDS
 
 __all__ = ["ExpertsPanel"]
 
 SCORE_FILTER = "Scores JSON (*.json);;Scores CSV (*.csv);;Label map NIfTI (*.nii.gz *.nii)"
 LABEL_FILTER = "Label map NIfTI (*.nii.gz *.nii);;DICOM SEG (*.dcm)"
-SEGMENTATION = "segmentation"
-# label colours of a segmentation overlay (label 1, 2, ...): distinct, readable on a grey MRI/CT
-SEG_COLOURS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+SCORE_SUFFIXES = (".json", ".csv")
+# label colours of a label-map overlay (label 1, 2, ...): distinct, readable on a grey MRI/CT
+LABEL_COLOURS = ((230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
                (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212))
 
 
@@ -93,9 +93,9 @@ def _suffix(path: Path) -> str:
 class ExpertsPanel(QWidget):
     """Table of a run's experts; apply one to the viewer's image; save the prediction; export a bundle.
 
-    Signals: `applied(record)` after a successful classification or segmentation (a segmentation record has
-    kind "segmentation", task, image, labels {value: name}, voxels {name: count}), `exported(path)` after an
-    export.
+    Signals: `applied(record)` after an expert was applied (the kind's `apply_loaded` record without arrays: a
+    scores record has task, image, kind, scores {label: p} and prediction; a label-map record has task, image, kind,
+    labels {value: name} and voxels {name: count}), `exported(path)` after an export.
     """
 
     COLUMNS = (
@@ -118,9 +118,8 @@ class ExpertsPanel(QWidget):
         self.summary: dict | None = None
         self.experts: list[dict] = []
         self.result: dict | None = None
-        self.seg_result: dict | None = None  # the last segmentation: expert, record, labels (Z, Y, X) uint8
-        self._thread: TaskThread | None = None
-        self._threads: set[TaskThread] = set()  # kept alive until they finish (also after a cancel)
+        self.map_result: dict | None = None  # the last label map: expert, record, labels (Z, Y, X) uint8, volume
+        self._worker: Worker | None = None  # the job whose result the panel shows (None: idle or cancelled)
         self._build()
         self._update_buttons()
         viewer.volumeLoaded.connect(self._volume_changed)
@@ -200,7 +199,7 @@ class ExpertsPanel(QWidget):
     # ------------------------------------------------------------------------------ dialogs (patchable)
     def _ask_save_path(self, suggested: str) -> str | None:
         """Save dialog for a prediction (tests monkeypatch this)."""
-        filters = LABEL_FILTER if self.seg_result is not None else SCORE_FILTER
+        filters = LABEL_FILTER if self.map_result is not None else SCORE_FILTER
         path, _ = QFileDialog.getSaveFileName(self, "Save prediction", suggested, filters)
         return path or None
 
@@ -259,6 +258,7 @@ class ExpertsPanel(QWidget):
         bundle = self.run_dir / "experts" / name
         row = {
             "name": name,
+            "run_kind": str(summary.get("kind") or "classification"),
             "kind": str(task.get("kind", "?")),
             "metric": task.get("metric"),
             "teacher": task.get("teacher"),
@@ -268,7 +268,7 @@ class ExpertsPanel(QWidget):
             "macs": (task.get("macs") or {}).get("expert_model"),
             "teacher_macs": teacher.get("macs"),
             "bundle": bundle if bundle.is_dir() else None,
-            "spatial_dims": 3 if task.get("kind") == SEGMENTATION else None,
+            "spatial_dims": task.get("spatial_dims"),
             "labels": task.get("labels"),
         }
         if row["bundle"] is not None:
@@ -277,7 +277,7 @@ class ExpertsPanel(QWidget):
                 row["spatial_dims"] = int(lorkd["preprocessing"]["spatial_dims"])
                 row["kind"] = str(lorkd.get("kind", row["kind"]))
                 row["labels"] = lorkd.get("label_names", row["labels"])
-                row["bundle_kind"] = str(lorkd.get("kind", ""))
+                row["run_kind"] = bundle_kind(bundle) or row["run_kind"]
             except (ValueError, KeyError, TypeError):
                 row["bundle_problem"] = "bundle metadata unreadable"
         return row
@@ -323,7 +323,8 @@ class ExpertsPanel(QWidget):
 
     # --------------------------------------------------------------------------------------- state
     def is_busy(self) -> bool:
-        return self._thread is not None
+        """True while an apply or export runs (and was not cancelled)."""
+        return self._worker is not None
 
     def _update_buttons(self) -> None:
         busy = self.is_busy()
@@ -336,28 +337,26 @@ class ExpertsPanel(QWidget):
         self.progress.setVisible(busy)
 
     def _start(self, fn, what: str, on_success, control: Control | None = None) -> None:
-        thread = TaskThread(fn, control=control)
-        thread.progressed.connect(self._progressed)
-        thread.succeeded.connect(lambda result, t=thread: self._finished(t, on_success, result))
-        thread.failed.connect(lambda message, t=thread: self._failed(t, message))
-        thread.cancelled.connect(lambda t=thread: self._cancelled(t))
-        thread.finished.connect(lambda t=thread: self._reap(t))
-        self._threads.add(thread)
-        self._thread = thread
+        worker = Worker(fn, control=control, owner=self, name="lorkd-experts")
+        worker.progressed.connect(self._progressed)
+        worker.returned.connect(lambda result, w=worker: self._finished(w, on_success, result))
+        worker.errored.connect(lambda message, _details, _user_error, w=worker: self._failed(w, message))
+        worker.cancelled.connect(lambda w=worker: self._cancelled(w))
+        self._worker = worker
         self.progress.setValue(0)
         self.status_label.setText(what + "…")
         self._update_buttons()
-        thread.start()
+        worker.start()
 
     def _progressed(self, percent: int, message: str) -> None:
-        if self._thread is not None:
+        if self._worker is not None:
             self.progress.setValue(percent)
             self.status_label.setText(message + "…")
 
-    def _finished(self, thread: TaskThread, on_success, result) -> None:
-        if thread is not self._thread:  # cancelled meanwhile: stale
+    def _finished(self, worker: Worker, on_success, result) -> None:
+        if worker is not self._worker:  # not the job the panel waits for
             return
-        self._thread = None
+        self._worker = None
         try:
             on_success(result)
         except Exception as error:  # a failure while showing the result is still only a dialog
@@ -365,79 +364,92 @@ class ExpertsPanel(QWidget):
             self._show_error(error_message(error))
         self._update_buttons()
 
-    def _failed(self, thread: TaskThread, message: str) -> None:
-        if thread is not self._thread:
+    def _failed(self, worker: Worker, message: str) -> None:
+        if worker is not self._worker:
             return
-        self._thread = None
+        self._worker = None
         self.status_label.setText("failed")
         self._update_buttons()
         self._show_error(message)
 
-    def _cancelled(self, thread: TaskThread) -> None:
-        if thread is self._thread:
-            self._thread = None
+    def _cancelled(self, worker: Worker) -> None:
+        if worker is self._worker:
+            self._worker = None
             self.status_label.setText("cancelled")
             self._update_buttons()
 
-    def _reap(self, thread: TaskThread) -> None:
-        self._threads.discard(thread)
-        thread.deleteLater()
-
     def cancel(self) -> None:
         """Stop the running job at its next step; its result is dropped."""
-        thread = self._thread
-        if thread is None:
+        worker = self._worker
+        if worker is None:
             return
-        thread.cancel()
-        self._thread = None
+        worker.abort()
+        self._worker = None
         self.status_label.setText("cancelled")
         self._update_buttons()
 
     def wait_idle(self, timeout_ms: int = 30000) -> bool:
-        """Block until every worker thread has finished (tests, shutdown)."""
-        for thread in list(self._threads):
-            if not thread.wait(timeout_ms):
-                return False
-        return True
+        """Block until every job this panel started (also cancelled ones) has ended (tests, shutdown)."""
+        return await_workers(timeout_ms, owner=self)
 
     def shutdown(self) -> None:
-        """Cancel and wait for the workers (the app is quitting)."""
-        for thread in list(self._threads):
-            thread.cancel()
+        """Cancel and wait for the panel's jobs (the app is quitting)."""
+        for worker in active_workers(owner=self):
+            worker.abort()
         self.wait_idle(10000)
 
     # ------------------------------------------------------------------------------------------ apply
     def apply_to_image(self) -> None:
-        """Apply the selected expert in a worker thread: a classification expert scores the viewer's axial
-        slice, a segmentation expert segments the whole volume (the result becomes the viewer's overlay)."""
+        """Apply the selected expert in a worker thread to what its kind takes: the slice the viewer's axial
+        view shows, or the whole volume (a label map becomes the viewer's overlay)."""
         expert = self.selected_expert()
         if expert is None or self.is_busy():
             return
-        if expert["kind"] == SEGMENTATION:
-            self._apply_segmentation(expert)
-            return
-        if expert["kind"] not in runtime.KINDS or (expert["spatial_dims"] or 2) != 2:
-            what = "a 3D" if expert["spatial_dims"] == 3 else f"a {expert['kind']}"
-            self._show_info(
-                f"Expert '{expert['name']}' is {what} expert. Applying 3D classification experts in the viewer "
-                "is not supported yet; this version applies 2D classification experts to the slice shown in the "
-                "axial view and segmentation experts to the whole volume.",
-                "Expert not supported here",
-            )
+        kind = KINDS.get(expert["run_kind"])
+        if kind is None:
+            self._show_info(f"Expert '{expert['name']}' was made by a kind of run this version does not know "
+                            f"({expert['run_kind']!r}).", "Expert not supported here")
             return
         if not self._has_bundle(expert):
             return
-        image = self.viewer.current_slice_image()
-        if image is None:
-            self._show_info("Load an image in the viewer first (a file, a DICOM folder, or drop one there).")
-            return
-        bundle = expert["bundle"]
-        source = self.viewer.current_slice_description()
+        if kind.viewer_input == "slice":
+            if (expert["spatial_dims"] or 2) != 2:
+                self._show_info(
+                    f"Expert '{expert['name']}' is a {expert['spatial_dims']}D {kind.title} expert. The viewer applies "
+                    f"{kind.title} experts to the 2D slice shown in the axial view; run `lorkd apply` on the file "
+                    "instead.", "Expert not supported here")
+                return
+            loaded = self.viewer.current_slice_image()
+            if loaded is None:
+                self._show_info("Load an image in the viewer first (a file, a DICOM folder, or drop one there).")
+                return
+            source = self.viewer.current_slice_description()
+        else:
+            loaded = self.viewer.volume
+            if loaded is None:
+                self._show_info("Load a volume in the viewer first (a NIfTI/NRRD/MHA file or a DICOM series folder).")
+                return
+            shape = np.asarray(loaded.array).shape
+            if loaded.is_rgb or len(shape) != 3 or min(shape) < 2:
+                self._show_info(
+                    f"Expert '{expert['name']}' works on 3D single-channel volumes; the viewer shows "
+                    f"{'an RGB image' if loaded.is_rgb else 'an image of shape ' + 'x'.join(map(str, shape))}. "
+                    "Load a NIfTI/NRRD/MHA volume or a DICOM series.",
+                    "Expert not supported here",
+                )
+                return
+            source = str((loaded.metadata or {}).get("source") or "volume")
+        bundle, control = expert["bundle"], Control()
 
         def work(progress):
-            return classify_array(bundle, image, source=source, progress=progress)
+            return kind.apply_loaded(bundle, loaded, source, progress, control.checkpoint)
 
-        self._start(work, f"applying {expert['name']}", lambda record: self._show_result(expert, record))
+        if kind.result == "label_map":
+            self._start(work, f"applying {expert['name']} to the volume",
+                        lambda record: self._show_label_map(expert, record, loaded), control=control)
+        else:
+            self._start(work, f"applying {expert['name']}", lambda record: self._show_result(expert, record),
+                        control=control)
 
     def _has_bundle(self, expert: dict) -> bool:
         if expert["bundle"] is None:
@@ -448,65 +460,23 @@ class ExpertsPanel(QWidget):
             return False
         return True
 
-    def _apply_segmentation(self, expert: dict) -> None:
-        """Segment the viewer's volume with a segmentation expert (sliding window in a worker thread)."""
-        if not self._has_bundle(expert):
-            return
-        volume = self.viewer.volume
-        if volume is None:
-            self._show_info("Load a volume in the viewer first (a NIfTI/NRRD/MHA file or a DICOM series folder).")
-            return
-        shape = np.asarray(volume.array).shape
-        if volume.is_rgb or len(shape) != 3 or min(shape) < 2:
-            self._show_info(
-                f"Expert '{expert['name']}' segments 3D single-channel volumes; the viewer shows "
-                f"{'an RGB image' if volume.is_rgb else 'an image of shape ' + 'x'.join(map(str, shape))}. "
-                "Load a NIfTI/NRRD/MHA volume or a DICOM series.",
-                "Expert not supported here",
-            )
-            return
-        bundle = expert["bundle"]
-        source = str((volume.metadata or {}).get("source") or "volume")
-        control = Control()
-
-        def work(progress):
-            from core.kinds.segmentation.apply import segment_volume
-            from core.kinds.segmentation.bundle import load_seg_bundle  # torch/monai: already imported by the engine
-
-            progress(0.0, "loading the expert")
-            net, metadata = load_seg_bundle(bundle)
-            lorkd = metadata["lorkd"]
-            labels = segment_volume(net, volume, lorkd["preprocessing"], progress, control)
-            names = [str(n) for n in lorkd["label_names"]]
-            counts = np.bincount(labels.reshape(-1), minlength=len(names))
-            progress(1.0, "done")
-            record = {
-                "image": source,
-                "task": str(lorkd["task"]["name"]),
-                "kind": SEGMENTATION,
-                "labels": {str(i): n for i, n in enumerate(names)},
-                "voxels": {n: int(counts[i]) for i, n in enumerate(names)},
-            }
-            return record, labels, volume
-
-        self._start(work, f"segmenting with {expert['name']}",
-                    lambda result: self._show_segmentation(expert, *result), control=control)
-
-    def _show_segmentation(self, expert: dict, record: dict, labels: np.ndarray, volume) -> None:
+    def _show_label_map(self, expert: dict, result: dict, volume) -> None:
         if self.viewer.volume is not volume:  # another image was loaded meanwhile: the labels belong to the old one
             self.status_label.setText(f"dropped the result of {expert['name']}: the viewer shows another image now")
             return
+        labels = result["labels_array"]
+        record = {k: v for k, v in result.items() if k != "labels_array"}
         names = {int(k): v for k, v in record["labels"].items() if int(k) != 0}
-        colours = {k: SEG_COLOURS[(k - 1) % len(SEG_COLOURS)] for k in names}
+        colours = {k: LABEL_COLOURS[(k - 1) % len(LABEL_COLOURS)] for k in names}
         self.result = None
-        self.seg_result = {"expert": expert, "record": record, "labels": labels, "volume": volume}
+        self.map_result = {"expert": expert, "record": record, "labels": labels, "volume": volume}
         self.viewer.set_overlay(labels, names, colours)
         self._clear_plot()
         spacing = np.prod(np.asarray(volume.spacing, dtype=float))
         parts = [f"{name}: {record['voxels'].get(name, 0) * spacing / 1000.0:.1f} ml"
                  for k, name in sorted(names.items())]
         self.prediction_label.setText(
-            f"<b>{record['task']}</b> (segmentation) on {record['image']}: " + ", ".join(parts)
+            f"<b>{record['task']}</b> ({record['kind']}) on {record['image']}: " + ", ".join(parts)
             + " — shown as the viewer's overlay (Viewer tab: opacity, per-label visibility)"
         )
         self.status_label.setText(f"applied {expert['name']}")
@@ -518,13 +488,13 @@ class ExpertsPanel(QWidget):
         self.bars = None
 
     def _volume_changed(self, _volume) -> None:
-        self.seg_result = None  # the viewer dropped the overlay with the old image
+        self.map_result = None  # the viewer dropped the overlay with the old image
         self._update_buttons()
 
     def _show_result(self, expert: dict, record: dict) -> None:
         labels = list(record["scores"])
         probs = np.array([record["scores"][k] for k in labels], dtype=np.float64)
-        self.seg_result = None
+        self.map_result = None
         self.result = {"expert": expert, "record": record, "labels": labels, "probs": probs}
         prediction = record["prediction"]
         if isinstance(prediction, str):
@@ -542,16 +512,14 @@ class ExpertsPanel(QWidget):
         plot = self.plot
         plot.clear()
         positions = np.arange(len(labels), dtype=float)
-        if record["kind"] == "multiclass":
-            chosen = {record["prediction"]}
-        else:
-            chosen = set(record["prediction"])
+        prediction = record["prediction"]
+        chosen = {prediction} if isinstance(prediction, str) else set(prediction)
         brushes = [pg.mkBrush(220, 90, 40) if name in chosen else pg.mkBrush(70, 130, 200) for name in labels]
         self.bars = pg.BarGraphItem(x0=0.0, y=positions, height=0.7, width=probs, brushes=brushes)
         plot.addItem(self.bars)
-        if record["kind"] == "multilabel":
+        if record.get("threshold") is not None:  # independent labels: each is predicted above the threshold
             pen = pg.mkPen("k", style=Qt.PenStyle.DashLine)
-            plot.addItem(pg.InfiniteLine(pos=runtime.MULTILABEL_THRESHOLD, angle=90, pen=pen))
+            plot.addItem(pg.InfiniteLine(pos=float(record["threshold"]), angle=90, pen=pen))
         for y, p in zip(positions, probs, strict=True):
             text = pg.TextItem(f"{p:.3f}", color="k", anchor=(0, 0.5))
             text.setPos(min(float(p), 0.85) + 0.01, y)
@@ -578,8 +546,8 @@ class ExpertsPanel(QWidget):
         if self.result is None and overlay is None:
             self._show_info("Nothing to save yet: apply an expert first.")
             return None
-        if self.seg_result is not None and overlay is not None:
-            suggested = f"{self.seg_result['record']['task'] or 'segmentation'}_labels.nii.gz"
+        if self.map_result is not None and overlay is not None:
+            suggested = f"{self.map_result['record']['task'] or 'prediction'}_labels.nii.gz"
         elif self.result is not None:
             suggested = f"{self.result['record']['task'] or 'prediction'}_scores.json"
         else:
@@ -598,14 +566,10 @@ class ExpertsPanel(QWidget):
                 if overlay is None:
                     raise ValueError("there is no label map to save (no overlay is shown)")
                 written = self._write_dicom_seg(np.asarray(overlay), path)
-            elif suffix in runtime.SCORE_SUFFIXES:
+            elif suffix in SCORE_SUFFIXES:
                 if self.result is None:
-                    raise ValueError("there are no scores to save yet: apply a classification expert first")
-                record = self.result["record"]
-                runtime.write_scores(
-                    path, self.result["probs"], self.result["labels"], record["kind"], record["image"], record["task"]
-                )
-                written = path
+                    raise ValueError("there are no scores to save yet: apply an expert that gives scores first")
+                written = KINDS[self.result["expert"]["run_kind"]].write_record(self.result["record"], path)
             else:
                 raise ValueError(f"{path}: unsupported extension (use .json, .csv, .nii, .nii.gz or .dcm)")
         except Exception as error:  # a dialog; the panel keeps working
@@ -621,8 +585,8 @@ class ExpertsPanel(QWidget):
         files = dicom_source_files(volume)
         names = self.viewer.overlay_names
         label_names = [names.get(k, f"label {k}") for k in range(1, int(labels.max(initial=0)) + 1)]
-        if self.seg_result is not None:
-            given = [str(v) for k, v in sorted(self.seg_result["record"]["labels"].items(), key=lambda kv: int(kv[0]))]
+        if self.map_result is not None:
+            given = [str(v) for k, v in sorted(self.map_result["record"]["labels"].items(), key=lambda kv: int(kv[0]))]
             label_names = given[1:] if len(given) > 1 else label_names
         return write_dicom_seg(labels, volume, files, path, label_names)
 

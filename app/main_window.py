@@ -23,11 +23,13 @@ from PySide6.QtWidgets import (
 from app.about import about_html
 from app.experts import ExpertsPanel
 from app.monitor import MonitorPanel
+from app.run_controller import RunController, RunState, choose_run_dir, warm_up_engine
 from app.settings import AppSettings, default_data_dir
-from app.setup_panel import SetupPanel, demo_kind, demo_note, prepare_demo_with_volume
+from app.setup_panel import SetupPanel, demo_note, prepare_demo_with_volume
 from app.viewer import ViewerWidget
-from app.worker import FunctionWorker, RunController, RunState, choose_run_dir, warm_up_engine
+from app.workers import Worker, await_workers
 from core.errors import LorkdError
+from core.kinds import DEFAULT_DEMO, KINDS
 from core.train.metrics_log import read_metrics
 
 STATE_TEXT = {
@@ -65,7 +67,7 @@ class MainWindow(QMainWindow):
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.controller = RunController(self)
         self._close_when_done = False
-        self._demo_worker: FunctionWorker | None = None
+        self._demo_worker: Worker | None = None
         self.error_box: QMessageBox | None = None
         self.ask_stop_on_close = self._ask_stop_on_close  # replaceable (tests)
 
@@ -113,7 +115,7 @@ class MainWindow(QMainWindow):
         self._state_changed(c.state)
         self.setup.demo_requested.connect(lambda kind: self.load_demo(kind=kind))
         if load_demo:
-            self.load_demo(demo_kwargs or {}, demo_overrides or [], demo_kind)
+            self.load_demo(demo_kwargs or {}, demo_overrides or [], demo_kind or DEFAULT_DEMO)
 
     # --------------------------------------------------------------------------- layout
     def _button(self, text: str, icon: QStyle.StandardPixmap, slot, tip: str) -> QPushButton:
@@ -224,18 +226,19 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------------------ demo
     def load_demo(self, demo_kwargs: dict[str, Any] | None = None, overrides: list[str] | None = None,
-                  kind: str | None = None) -> None:
-        """Generate (or reuse) an embedded demo's files in the background and load its config (and, for the
-        segmentation demo, its volume into the viewer). kind: "segmentation" (default) or "classification"."""
+                  kind: str = DEFAULT_DEMO) -> None:
+        """Generate (or reuse) a kind's embedded demo files in the background and load its config (and the volume
+        its experts apply to, if it has one, into the viewer); the same demo as `lorkd demo --kind KIND`."""
         if self._demo_worker is not None or self.controller.state.active:
             return
-        kind = demo_kind(demo_kwargs, kind)
         self.statusBar().showMessage(f"Preparing the demo data in {self.data_dir}…")
         self.setup.status.setText("Preparing the demo data…")
-        worker = FunctionWorker(prepare_demo_with_volume, self.data_dir, demo_kwargs or {}, overrides or [], kind,
-                                parent=self)
-        worker.result.connect(self._demo_loaded)
-        worker.error.connect(self._demo_failed)
+        data_dir, demo_kwargs, overrides = self.data_dir, demo_kwargs or {}, overrides or []
+        worker = Worker(lambda _progress: prepare_demo_with_volume(data_dir, kind, demo_kwargs, overrides), owner=self,
+                        name="lorkd-demo")
+        worker.returned.connect(self._demo_loaded)
+        worker.errored.connect(lambda message, details, _user_error: self._demo_failed(message, details))
+        worker.cancelled.connect(self._demo_cancelled)
         self._demo_worker = worker
         self._update_actions()
         worker.start()
@@ -249,9 +252,9 @@ class MainWindow(QMainWindow):
             self._demo_failed(str(exc), "")
             return
         if volume is not None:
-            self.viewer.load_volume(volume)  # the segmentation demo's T1: ready for its experts after the run
-        what = "3D segmentation of the MNI152 brain" if raw.get("kind") == "segmentation" else "four 2D tasks"
-        self.statusBar().showMessage(f"Demo loaded: {what} from real images shipped with the installed "
+            self.viewer.load_volume(volume)  # the demo's volume: ready for its experts after the run
+        what = KINDS[raw.get("kind", "classification")].demo_title
+        self.statusBar().showMessage(f"Demo loaded ({what}) from real images shipped with the installed "
                                      "packages. Press Start.", 10000)
         self.monitor.log(f"demo data in {self.data_dir}")
         self._update_actions()
@@ -261,6 +264,10 @@ class MainWindow(QMainWindow):
         self._demo_worker = None
         self._update_actions()
         self.show_error("The demo could not be prepared", message, details)
+
+    def _demo_cancelled(self) -> None:
+        self._demo_worker = None
+        self._update_actions()
 
     # ------------------------------------------------------------------------------- run
     def start_run(self) -> None:
@@ -420,9 +427,11 @@ class MainWindow(QMainWindow):
             event.ignore()
             return
         if self._demo_worker is not None:
-            self._demo_worker.wait()
+            # its files are still written (it cannot stop midway); only loading them into a closing window is dropped
+            self._demo_worker.abort()
         self.viewer.shutdown()
         self.experts.shutdown()
+        await_workers()  # the demo's worker, and anything else still running off the GUI thread
         self.settings.save_window(self.saveGeometry(), self.saveState())
         self.settings.sync()
         super().closeEvent(event)

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.loss_plot import LossPlot
-from app.worker import Timed
+from app.run_controller import Timed
 from core.events import EvalEvent, RunInfo, StepEvent
 from core.train.metrics_log import read_metrics
 

@@ -1,14 +1,15 @@
 """Run setup: tasks, foundation model, backbone and experts, training, device; YAML load/save; the embedded demos.
 
-Both run kinds: classification (MedMNIST-format .npz tasks) and segmentation (`kind: segmentation`: volumes with
-label maps; the tasks table shows the images and the label names, the data block - spacing, patch size,
-intensity - is kept from the loaded config). `prepare_demo` builds the embedded demos: the 3D segmentation demo
-on the MNI152 brain (the default, with its T1 volume for the viewer) or the 2D classification demo.
+Written once against the task-kind interface (`core.kinds`): the run's kind says how its tasks look in the table
+(`TaskKind.form`, `task_row`, `task_from_row`), how tasks are added (one per file, or a folder of images and a
+folder of label maps: `new_tasks`), what the Contents column says (`describe_tasks`) and which architectures it
+offers (its config sections). `prepare_demo_with_volume` builds a kind's embedded demo (`core.kinds.prepare_demo`,
+the same demo as `lorkd demo`) and reads the volume it applies experts to, if any.
 
-The panel edits a config mapping. Everything it does not show (data caps, schedule, seed, ...) is
-kept from the loaded config untouched. Validity is decided by `core.config` (and, for the task files,
-by `core.kinds.classification.tasks.build_task_specs`): the first `ConfigError` "field.path: problem" is shown in red
-next to the field it names, and `validity_changed(False)` lets the window disable Start.
+The panel edits a config mapping. Everything it does not show (data caps, schedule, seed, ...) is kept from the
+loaded config untouched. Validity is decided by `core.kinds.load_config` and the kind's `describe_tasks`: the first
+`ConfigError` is shown in red next to the field its `loc` names, and `validity_changed(False)` lets the window
+disable Start.
 """
 
 from __future__ import annotations
@@ -44,41 +45,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from core.config import (
-    BACKBONE_ARCHS,
-    SEG_ARCHS,
-    TEACHER_ARCHS,
-    Config,
-    apply_override,
-    from_dict,
-    load_config,
-    save_config,
-)
+from core.config import Config, save_config
 from core.errors import ConfigError, LorkdError
-from core.kinds.segmentation.data import label_values
+from core.kinds import DEFAULT_DEMO, KINDS, config_from_raw, get_kind, load_config, prepare_demo
+from core.kinds.base import TaskKind, TaskRow
 
 ERROR_STYLE = "color: #c0392b;"
 INVALID_CELL = QColor("#f8d7d3")
-FIELD_PATH = re.compile(r"^[A-Za-z_][\w\-]*(\.[\w\-]+)*$")
 COL_NAME, COL_FILE, COL_KIND, COL_LABELS, COL_RANK, COL_INFO = range(6)
 TASK_COLUMNS = ("Name", "File", "Kind", "Labels", "Rank", "Contents")
-KINDS = ("auto", "multiclass", "multilabel")
-SEGMENTATION = "segmentation"
+COLUMN_OF = {"name": COL_NAME, "source": COL_FILE, "subkind": COL_KIND, "labels": COL_LABELS}
 INT_RANGE = (-1_000_000, 1_000_000)  # wide on purpose: core.config decides what is valid
-
-
-def error_field(message: str) -> str | None:
-    """The dotted field path a "field.path: problem" message starts with, or None."""
-    head = message.split(": ", 1)[0].strip()
-    return head if ": " in message and FIELD_PATH.match(head) else None
-
-
-def task_name_from_file(path: Path, taken: set[str]) -> str:
-    stem = re.sub(r"[^\w\-.]+", "_", path.stem) or "task"
-    name, i = stem, 2
-    while name in taken:
-        name, i = f"{stem}_{i}", i + 1
-    return name
 
 
 def cuda_devices() -> list[tuple[str, str]]:
@@ -104,94 +81,48 @@ def _number(text: str) -> Any:
         return text
 
 
+def _file_stamps(value: Any) -> tuple:
+    """(path, size, mtime) of every existing file or folder named by a string in `value` (nested lists/dicts)."""
+    if isinstance(value, dict):
+        return tuple(s for v in value.values() for s in _file_stamps(v))
+    if isinstance(value, list):
+        return tuple(s for v in value for s in _file_stamps(v))
+    if isinstance(value, str) and value:
+        try:
+            stat = Path(value).expanduser().stat()
+        except (OSError, ValueError):
+            return ()
+        return ((value, stat.st_size, stat.st_mtime_ns),)
+    return ()
+
+
 def _fmt(value: Any) -> str:
     return "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 # ------------------------------------------------------------------------------------------------ demos
-DEMOS = {  # kind -> menu text (the first is the default)
-    SEGMENTATION: "3D segmentation: MNI152 brain tissues",
-    "classification": "2D classification: four small tasks",
-}
-DEMO_NOTES = {
-    SEGMENTATION: (
-        "The embedded demo: 3D segmentation of the MNI152 2009a brain MRI shipped in nilearn's package data "
-        "(four tasks: grey matter, white matter, CSF, brain mask; the T1 volume is loaded in the Viewer). A MONAI "
-        "UNet foundation model is pre-trained on them, then decomposed into a lighter UNet backbone with low-rank "
-        "task experts; Dice and HD95 on a held-out slab. Press Start; a few minutes on a laptop CPU. Research use "
-        "only."
-    ),
-    "classification": (
-        "The embedded demo: four small 2D tasks built from real images that ship with the installed packages "
-        "(MNI152 brain MRI slices: slice plane, slice level, tissue; modality: MRI / CT / fundus photo / "
-        "histology). A ResNet-18 foundation model is pre-trained on them, then decomposed into a compact backbone "
-        "with rank-4 task experts. Press Start; a few minutes on a laptop CPU. Research use only."
-    ),
-}
-# keyword arguments only the classification demo takes (a caller passing them means that demo)
-CLASSIFICATION_DEMO_KWARGS = ("size", "n_per_task")
-
-
-def demo_kind(demo_kwargs: dict[str, Any] | None = None, kind: str | None = None) -> str:
-    """The demo to build: `kind` when given; else classification when `demo_kwargs` has its arguments; else the
-    default (segmentation)."""
-    if kind:
-        if kind not in DEMOS:
-            raise ValueError(f"demo kind {kind!r} is not available (available: {', '.join(DEMOS)})")
-        return kind
-    if any(k in (demo_kwargs or {}) for k in CLASSIFICATION_DEMO_KWARGS):
-        return "classification"
-    return next(iter(DEMOS))
-
-
-def prepare_demo(
-    data_dir: str | Path, demo_kwargs: dict[str, Any] | None = None, overrides: list[str] | None = None,
-    kind: str | None = None,
-) -> dict[str, Any]:
-    """The config mapping of an embedded demo (its files written or reused in `data_dir`), with `overrides`
-    ("key=value"). Segmentation: `build_seg_demo(data_dir, **demo_kwargs)` (quick=...); classification:
-    `build_demo(data_dir, **demo_kwargs)` (size, n_per_task, seed). Off the GUI thread: it may write files."""
-    kind = demo_kind(demo_kwargs, kind)
-    if kind == SEGMENTATION:
-        from core.kinds.segmentation.demo import build_seg_demo
-
-        raw = build_seg_demo(Path(data_dir) / "segmentation", **(demo_kwargs or {}))
-    else:
-        from core.kinds.classification.demo import build_demo
-
-        raw = build_demo(data_dir, **(demo_kwargs or {}))
-    raw = copy.deepcopy(raw)
-    for assignment in overrides or []:
-        apply_override(raw, assignment)
-    return raw
-
-
-def demo_volume_path(raw: dict[str, Any]) -> Path | None:
-    """The volume a segmentation config's first task reads first (the demo's T1), or None."""
-    if raw.get("kind") != SEGMENTATION or not raw.get("tasks"):
-        return None
-    images = raw["tasks"][0].get("images")
-    first = images[0] if isinstance(images, list) and images else images
-    return Path(first) if first else None
+DEMOS = {name: KINDS[name].demo_title for name in [DEFAULT_DEMO] + [k for k in KINDS if k != DEFAULT_DEMO]}
 
 
 def prepare_demo_with_volume(
-    data_dir: str | Path, demo_kwargs: dict[str, Any] | None = None, overrides: list[str] | None = None,
-    kind: str | None = None,
+    data_dir: str | Path, kind: str = DEFAULT_DEMO, demo_kwargs: dict[str, Any] | None = None,
+    overrides: list[str] | None = None,
 ) -> tuple[dict[str, Any], Any]:
-    """(`prepare_demo`'s mapping, the demo volume read for the viewer or None); for a worker thread."""
-    raw = prepare_demo(data_dir, demo_kwargs, overrides, kind)
-    path = demo_volume_path(raw)
-    volume = None
-    if path is not None:
-        from core.io import read_volume
+    """(the config mapping of `kind`'s embedded demo, its files under `data_dir/<kind>`, with `overrides`; the
+    input its experts apply to (`TaskKind.demo_input`), read for the viewer). For a worker thread: it may write
+    files."""
+    from core.io import read_volume
 
-        volume = read_volume(path)
-    return raw, volume
+    options = dict(demo_kwargs or {})
+    folder = Path(data_dir) / kind
+    raw = prepare_demo(kind, folder, quick=bool(options.pop("quick", False)), overrides=list(overrides or []),
+                       **options)
+    return raw, read_volume(get_kind(kind).demo_input(raw, folder))
 
 
 def demo_note(raw: dict[str, Any]) -> str:
-    return DEMO_NOTES[SEGMENTATION if raw.get("kind") == SEGMENTATION else "classification"]
+    """What the app says about a loaded demo."""
+    return get_kind(raw.get("kind", "classification")).demo_note()
 
 
 def mark_invalid(widget: QWidget, invalid: bool) -> None:
@@ -234,13 +165,14 @@ class SetupPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self._base: dict[str, Any] = Config().to_dict()
-        self.kind = "classification"
+        self._base: dict[str, Any] = config_from_raw({}).to_dict()
+        self.kind: TaskKind = get_kind("classification")
         self._loading = False
         self._valid: bool | None = None
         self.config: Config | None = None
         self.error: str | None = None
-        self._spec_cache: tuple[Any, Any] | None = None
+        self.error_loc: tuple = ()  # the field the error is about (ConfigError.loc), () when none or general
+        self._describe_cache: tuple[Any, Any] | None = None
         self._fields: dict[str, tuple[QWidget, QLabel]] = {}
         self._gpus = cuda_devices()
         self._timer = QTimer(self)
@@ -362,7 +294,7 @@ class SetupPanel(QWidget):
         self.pretrain_radio.toggled.connect(self._teacher_mode)
         teacher_form.addRow(self.pretrain_radio)
         teacher_form.addRow(self.checkpoint_radio)
-        self.teacher_arch = self._combo(TEACHER_ARCHS, "teacher.arch: the foundation model's network (MONAI)")
+        self.teacher_arch = self._combo((), "teacher.arch: the foundation model's network (MONAI)")
         self._row(teacher_form, "Architecture", self.teacher_arch, "teacher.arch")
         self.teacher_epochs = self._int("teacher.epochs: pre-training epochs")
         self._row(teacher_form, "Epochs", self.teacher_epochs, "teacher.epochs")
@@ -377,7 +309,7 @@ class SetupPanel(QWidget):
         # backbone and experts ---------------------------------------------------------
         backbone_box = QGroupBox("Backbone and task experts")
         backbone_form = QFormLayout(backbone_box)
-        self.backbone_arch = self._combo(BACKBONE_ARCHS, "backbone.arch: the common backbone (compact: ~0.5M params)")
+        self.backbone_arch = self._combo((), "backbone.arch: the common backbone (compact: ~0.5M params)")
         self._row(backbone_form, "Backbone", self.backbone_arch, "backbone.arch")
         self.form_combo = self._combo(("factorized", "paper"),
                                       "backbone.form: factorized (k×k conv to r channels + 1×1 conv) or the "
@@ -470,24 +402,21 @@ class SetupPanel(QWidget):
 
     def set_mapping(self, raw: dict[str, Any], note: str = "") -> None:
         """Show a config mapping (need not be valid; wrong types or unknown keys raise ConfigError)."""
-        config = from_dict(Config, copy.deepcopy(raw))  # types and keys only; values are validated later
+        config = config_from_raw(copy.deepcopy(raw))  # types and keys only; values are validated later
         self._base = config.to_dict()
         c = self._base
-        self.kind = c.get("kind") or "classification"
+        self.kind = get_kind(c["kind"])
         self.set_note(note)
         self._loading = True
         try:
             self._set_kind_widgets()
             self.name_edit.setText(c["name"])
-            self.image_size.setValue(c["data"]["image_size"])
+            if self.kind.form.image_size:
+                self.image_size.setValue(c["data"]["image_size"])
             self.tasks.setRowCount(0)
             ranks = c["backbone"]["ranks"] or {}
             for task in c["tasks"]:
-                if self.kind == SEGMENTATION:
-                    self._append_seg_task(task, ranks.get(task["name"]))
-                else:
-                    self._append_task(task["name"], task["medmnist"] or "", task["kind"], task["labels"],
-                                      ranks.get(task["name"]))
+                self._append_row(self.kind.task_row(task), ranks.get(task["name"]))
             t = c["teacher"]
             self._set_combo(self.teacher_arch, t["arch"])
             self.teacher_epochs.setValue(t["epochs"])
@@ -514,49 +443,24 @@ class SetupPanel(QWidget):
 
     def _set_kind_widgets(self) -> None:
         """Architectures and fields of the current run kind (called while loading)."""
-        seg = self.kind == SEGMENTATION
-        for combo, archs in ((self.teacher_arch, SEG_ARCHS if seg else TEACHER_ARCHS),
-                             (self.backbone_arch, SEG_ARCHS if seg else BACKBONE_ARCHS)):
+        sections, form = self.kind.sections, self.kind.form
+        for combo, archs in ((self.teacher_arch, sections["teacher"].ARCHS),
+                             (self.backbone_arch, sections["backbone"].ARCHS)):
             if [combo.itemData(i) for i in range(combo.count())] != list(archs):
                 combo.blockSignals(True)
                 combo.clear()
                 for arch in archs:
                     combo.addItem(arch, arch)
                 combo.blockSignals(False)
-        self.image_size.setEnabled(not seg)
-        self.image_size.setToolTip("data.image_size: every task is resized to this side (pixels)" if not seg else
-                                   "segmentation runs resample volumes to data.spacing (kept from the config)")
-        self.tasks.horizontalHeaderItem(COL_FILE).setText("Images → label maps" if seg else "File")
-        self.tasks.horizontalHeaderItem(COL_LABELS).setToolTip(
-            "label names 1, 2, ... comma-separated (0 is the background)" if seg
-            else "class names, comma-separated (empty: 0, 1, ...)")
-        self.add_button.setText("Add segmentation task…" if seg else "Add MedMNIST files…")
-        self.add_button.setToolTip("a folder of image volumes and a folder of label maps paired with them by name order"
-                                   if seg else "one task per MedMNIST .npz file")
-
-    def _append_seg_task(self, task: dict[str, Any], rank: int | None) -> None:
-        """A segmentation task row: the file cell shows images -> label maps (kept as they are), the labels cell
-        the label names 1..K."""
-        def show(value) -> str:
-            if isinstance(value, list):
-                return value[0] if len(value) == 1 else f"{len(value)} files ({value[0]}, …)"
-            return str(value or "")
-
-        names = task.get("label_names") or {}
-        labels = [str(names[k]) for k in sorted(names, key=int)]
-        self._append_task(task["name"], f"{show(task.get('images'))} → {show(task.get('labels'))}", SEGMENTATION,
-                          labels, rank)
-        was = self._loading
-        self._loading = True
-        try:
-            row = self.tasks.rowCount() - 1
-            item = self.tasks.item(row, COL_FILE)
-            item.setData(Qt.ItemDataRole.UserRole, {"images": task.get("images"), "labels": task.get("labels")})
-            item.setFlags(item.flags() & ~Qt.ItemFlag.ItemIsEditable)
-            item.setToolTip(f"images: {task.get('images')}\nlabel maps: {task.get('labels')}")
-            self.tasks.cellWidget(row, COL_KIND).setEnabled(False)
-        finally:
-            self._loading = was
+        self.image_size.setEnabled(form.image_size)
+        self.image_size.setToolTip("data.image_size: every task is resized to this side (pixels)" if form.image_size
+                                   else f"{self.kind.title} runs keep their own data settings (from the config)")
+        header = self.tasks.horizontalHeaderItem(COL_FILE)
+        header.setText(form.source_header)
+        header.setToolTip(form.source_tip)
+        self.tasks.horizontalHeaderItem(COL_LABELS).setToolTip(form.labels_tip)
+        self.add_button.setText(form.add_text)
+        self.add_button.setToolTip(form.add_tip)
 
     @staticmethod
     def _set_combo(combo: QComboBox, value: Any) -> None:
@@ -570,21 +474,15 @@ class SetupPanel(QWidget):
         """The edited config mapping (the loaded config with the form's values on top)."""
         c = copy.deepcopy(self._base)
         c["name"] = self.name_edit.text().strip()
-        c["data"]["image_size"] = self.image_size.value()
+        if self.kind.form.image_size:
+            c["data"]["image_size"] = self.image_size.value()
         tasks, ranks = [], {}
         for row in range(self.tasks.rowCount()):
-            name = self._cell(row, COL_NAME)
-            labels = [s.strip() for s in self._cell(row, COL_LABELS).split(",") if s.strip()]
-            if self.kind == SEGMENTATION:
-                files = self.tasks.item(row, COL_FILE).data(Qt.ItemDataRole.UserRole) or {}
-                tasks.append({"name": name, "images": files.get("images"), "labels": files.get("labels"),
-                              "label_names": {i: n for i, n in enumerate(labels, start=1)} or None})
-            else:
-                tasks.append({"name": name, "medmnist": self._cell(row, COL_FILE) or None,
-                              "kind": self.tasks.cellWidget(row, COL_KIND).currentData(), "labels": labels or None})
+            task_row = self._row_of(row)
+            tasks.append(self.kind.task_from_row(task_row))
             rank = self._cell(row, COL_RANK)
             if rank:
-                ranks[name] = int(rank) if re.fullmatch(r"-?\d+", rank) else rank
+                ranks[task_row.name] = int(rank) if re.fullmatch(r"-?\d+", rank) else rank
         c["tasks"] = tasks
         c["backbone"]["ranks"] = ranks or None
         t = c["teacher"]
@@ -611,24 +509,35 @@ class SetupPanel(QWidget):
         item = self.tasks.item(row, col)
         return item.text().strip() if item is not None else ""
 
-    def _append_task(self, name: str, path: str, kind: str = "auto", labels: list[str] | None = None,
-                     rank: int | None = None) -> None:
+    def _row_of(self, row: int) -> TaskRow:
+        """Table row `row` as the kind's `TaskRow` (what the user edited on top of the kind's source data)."""
+        source = self.tasks.item(row, COL_FILE)
+        data = source.data(Qt.ItemDataRole.UserRole) if source is not None else None
+        labels = [x.strip() for x in self._cell(row, COL_LABELS).split(",") if x.strip()]
+        return TaskRow(self._cell(row, COL_NAME), self._cell(row, COL_FILE),
+                       self.tasks.cellWidget(row, COL_KIND).currentData(), labels, data)
+
+    def _append_row(self, task: TaskRow, rank: int | None = None) -> None:
         was = self._loading
         self._loading = True
         try:
             row = self.tasks.rowCount()
             self.tasks.insertRow(row)
-            self.tasks.setItem(row, COL_NAME, QTableWidgetItem(name))
-            file_item = QTableWidgetItem(path)
-            file_item.setToolTip(path)
-            self.tasks.setItem(row, COL_FILE, file_item)
+            self.tasks.setItem(row, COL_NAME, QTableWidgetItem(task.name))
+            source = QTableWidgetItem(task.source)
+            source.setToolTip(task.source)
+            source.setData(Qt.ItemDataRole.UserRole, task.data)
+            if not task.source_editable:
+                source.setFlags(source.flags() & ~Qt.ItemFlag.ItemIsEditable)
+            self.tasks.setItem(row, COL_FILE, source)
             combo = QComboBox()
-            for k in (SEGMENTATION,) if kind == SEGMENTATION else KINDS:
+            for k in self.kind.form.subkinds:
                 combo.addItem(k, k)
-            self._set_combo(combo, kind)
+            self._set_combo(combo, task.subkind)
+            combo.setEnabled(len(self.kind.form.subkinds) > 1)
             combo.currentIndexChanged.connect(self._edited)
             self.tasks.setCellWidget(row, COL_KIND, combo)
-            self.tasks.setItem(row, COL_LABELS, QTableWidgetItem(", ".join(labels or [])))
+            self.tasks.setItem(row, COL_LABELS, QTableWidgetItem(", ".join(task.labels)))
             self.tasks.setItem(row, COL_RANK, QTableWidgetItem("" if rank is None else str(rank)))
             info = QTableWidgetItem("")
             info.setFlags(info.flags() & ~Qt.ItemFlag.ItemIsEditable)
@@ -637,15 +546,19 @@ class SetupPanel(QWidget):
         finally:
             self._loading = was
 
-    def add_task_files(self, paths: list[str | Path]) -> None:
-        """Add one task per MedMNIST `.npz` file, named after the file."""
+    def add_task_sources(self, sources: list[str | Path]) -> None:
+        """Add the tasks the kind makes of what the add dialog returned (`TaskKind.new_tasks`: one task per file,
+        or one task per folder of images + folder of label maps)."""
         taken = {self._cell(r, COL_NAME) for r in range(self.tasks.rowCount())}
-        for path in paths:
-            path = Path(path)
-            name = task_name_from_file(path, taken)
-            taken.add(name)
-            self._append_task(name, str(path.expanduser().resolve()))
-        self._edited()
+        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)  # a kind may peek into the files
+        try:
+            tasks = self.kind.new_tasks([str(s) for s in sources], taken)
+        finally:
+            QApplication.restoreOverrideCursor()
+        for task in tasks:
+            self._append_row(self.kind.task_row(task))
+        if tasks:
+            self._edited()
 
     def remove_selected_tasks(self) -> None:
         rows = sorted({index.row() for index in self.tasks.selectionModel().selectedRows()}, reverse=True)
@@ -654,47 +567,25 @@ class SetupPanel(QWidget):
         if rows:
             self._edited()
 
-    def add_seg_task(self, images: str | Path, labels: str | Path) -> None:
-        """Add a segmentation task from a folder of image volumes and a folder of label maps (paired in name order).
-
-        The task is named after the images folder (its parent when the folder is called images*, as in
-        Task01_X/imagesTr); the label names are proposed as "label 1".."label K" from the values in the first
-        label map (rename them in the table). A label map that cannot be read leaves the names empty, and the
-        validation line says why.
-        """
-        images, labels = Path(images).expanduser().resolve(), Path(labels).expanduser().resolve()
-        named = images.parent if images.name.lower().startswith("image") and images.parent.name else images
-        taken = {self._cell(r, COL_NAME) for r in range(self.tasks.rowCount())}
-        name = task_name_from_file(Path(named.name), taken)
-        QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
-        try:
-            values = label_values(str(labels))
-        except Exception:  # unreadable or empty: the task is still added, validation names the problem
-            values = []
-        finally:
-            QApplication.restoreOverrideCursor()
-        names = {i: f"label {i}" for i in range(1, max(values) + 1)} if values else None
-        self._append_seg_task({"name": name, "images": str(images), "labels": str(labels), "label_names": names}, None)
-        self._edited()
-
-    def _ask_seg_folders(self) -> tuple[str, str] | None:
+    def _ask_folder_pair(self) -> tuple[str, str] | None:
         """Two folder dialogs: image volumes, then label maps (tests monkeypatch this)."""
-        images = QFileDialog.getExistingDirectory(self, "Segmentation task: folder of image volumes")
+        images = QFileDialog.getExistingDirectory(self, "New task: folder of image volumes")
         if not images:
             return None
-        labels = QFileDialog.getExistingDirectory(self, "Segmentation task: folder of label maps (same order)",
+        labels = QFileDialog.getExistingDirectory(self, "New task: folder of label maps (same order)",
                                                   str(Path(images).parent))
         return (images, labels) if labels else None
 
     def _add_files_dialog(self) -> None:
-        if self.kind == SEGMENTATION:
-            folders = self._ask_seg_folders()
+        form = self.kind.form
+        if form.add_dialog == "folder_pair":
+            folders = self._ask_folder_pair()
             if folders:
-                self.add_seg_task(*folders)
+                self.add_task_sources(list(folders))
             return
-        paths, _ = QFileDialog.getOpenFileNames(self, "Add MedMNIST files", "", "MedMNIST files (*.npz);;All files (*)")
+        paths, _ = QFileDialog.getOpenFileNames(self, form.add_text.rstrip("…"), "", form.file_filter)
         if paths:
-            self.add_task_files(paths)
+            self.add_task_sources(paths)
 
     def _browse_checkpoint(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Foundation model checkpoint", "",
@@ -737,13 +628,16 @@ class SetupPanel(QWidget):
         return bool(self._valid)
 
     def validate_now(self) -> Config | None:
-        """Validate the form through core.config now; show the error next to its field."""
+        """Validate the form through core.kinds.load_config and the kind's look at the task files now; show the
+        error next to its field (`ConfigError.loc`)."""
         self._timer.stop()
+        self.error_loc = ()
         try:
             config = load_config(self.mapping())
-            self._check_files(config)
+            self._check_inputs(config)
         except LorkdError as exc:
             self.config, self.error = None, " ".join(str(exc).split())
+            self.error_loc = exc.loc if isinstance(exc, ConfigError) else ()
         else:
             self.config, self.error = config, None
         self._show_error(self.error)
@@ -753,88 +647,47 @@ class SetupPanel(QWidget):
             self.validity_changed.emit(valid)
         return self.config
 
-    def _check_files(self, config: Config) -> None:
-        """What core.config cannot know: the files exist and fit the task settings; the GPU exists."""
-        for i, task in enumerate(config.tasks):
-            if config.kind == SEGMENTATION:
-                for key in ("images", "labels"):
-                    value = getattr(task, key)
-                    for path in value if isinstance(value, list) else [value]:
-                        if not Path(str(path)).expanduser().exists():
-                            raise ConfigError(f"tasks.{i}.{key}: not found: {path}")
-            elif not Path(task.medmnist).expanduser().is_file():
-                raise ConfigError(f"tasks.{i}.medmnist: file not found: {task.medmnist}")
+    def _check_inputs(self, config: Config) -> None:
+        """What core.config cannot know: the task files exist and fit the task settings (the kind's
+        `describe_tasks`, whose texts fill the Contents column); the checkpoint and the GPU exist."""
         checkpoint = config.teacher.checkpoint
         if checkpoint is not None:
             if not checkpoint.strip():
-                raise ConfigError("teacher.checkpoint: choose a checkpoint file (or pre-train the foundation model)")
+                raise ConfigError("choose a checkpoint file (or pre-train the foundation model)", "teacher.checkpoint")
             if not Path(checkpoint).expanduser().is_file():
-                raise ConfigError(f"teacher.checkpoint: file not found: {checkpoint}")
+                raise ConfigError(f"file not found: {checkpoint}", "teacher.checkpoint")
         if config.device.startswith("cuda"):
             values = [value for value, _ in self._gpus]
             if not values:
-                raise ConfigError(f"device: {config.device} was asked for but no CUDA GPU is available")
+                raise ConfigError(f"{config.device} was asked for but no CUDA GPU is available", "device")
             if config.device != "cuda" and config.device not in values:
-                raise ConfigError(f"device: no {config.device} (GPUs: {', '.join(values)})")
-        if config.kind == SEGMENTATION:
-            self._show_seg_info(config)
-        else:
-            self._show_specs(self._task_specs(config))
+                raise ConfigError(f"no {config.device} (GPUs: {', '.join(values)})", "device")
+        self._show_contents(self._describe(config))
 
-    def _show_seg_info(self, config: Config) -> None:
-        was = self._loading
-        self._loading = True
-        try:
-            d = config.data
-            for row, task in enumerate(config.tasks):
-                item = self.tasks.item(row, COL_INFO)
-                if item is not None:
-                    n = f"{len(task.images)} volume(s)" if isinstance(task.images, list) else "a folder of volumes"
-                    item.setText(f"segmentation · {task.num_labels} label(s) · 3D · {n}")
-                    item.setToolTip(f"resampled to {d.spacing} mm, patches {d.patch_size}, intensity "
-                                    f"{d.intensity.mode}")
-        finally:
-            self._loading = was
-
-    def _task_specs(self, config: Config) -> list:
-        """core.kinds.classification.tasks.build_task_specs, cached on the task settings and the files' mtimes; a file
-        problem (DataError naming the file) is re-raised naming the task's field."""
-        from core.kinds.classification.tasks import build_task_specs
-
-        key = tuple(
-            (t.name, t.medmnist, t.kind, tuple(t.labels or ()), Path(t.medmnist).stat().st_mtime_ns,
-             Path(t.medmnist).stat().st_size)
-            for t in config.tasks
-        )
-        if self._spec_cache is None or self._spec_cache[0] != key:
+    def _describe(self, config: Config) -> list[tuple[str, str]]:
+        """`kind.describe_tasks`, cached on the tasks and the size and time of every file they name (the form
+        validates on every edit; the files are only looked at again when they or the tasks change)."""
+        key = (config.kind, repr(config.to_dict()["tasks"]), _file_stamps(config.to_dict()["tasks"]))
+        if self._describe_cache is None or self._describe_cache[0] != key:
             try:
-                result: Any = build_task_specs(config)
+                result: Any = self.kind.describe_tasks(config)
             except LorkdError as exc:
                 result = exc
-            self._spec_cache = (key, result)
-        result = self._spec_cache[1]
-        if isinstance(result, ConfigError):
-            raise result
+            self._describe_cache = (key, result)
+        result = self._describe_cache[1]
         if isinstance(result, LorkdError):
-            message = " ".join(str(result).split())
-            for i, task in enumerate(config.tasks):
-                if message.startswith(str(task.medmnist)):
-                    raise ConfigError(f"tasks.{i}.medmnist: {message}") from None
             raise result
         return result
 
-    def _show_specs(self, specs: list) -> None:
+    def _show_contents(self, contents: list[tuple[str, str]]) -> None:
         was = self._loading
         self._loading = True
         try:
-            for row, spec in enumerate(specs):
+            for row, (text, tip) in enumerate(contents):
                 item = self.tasks.item(row, COL_INFO)
-                if item is None:
-                    continue
-                colour = "RGB" if spec.rgb else "grey"
-                noun = "labels" if spec.kind == "multilabel" else "classes"
-                item.setText(f"{spec.kind} · {spec.num_classes} {noun} · {spec.spatial_dims}D {colour}")
-                item.setToolTip(", ".join(spec.label_names))
+                if item is not None:
+                    item.setText(text)
+                    item.setToolTip(tip)
         finally:
             self._loading = was
 
@@ -845,11 +698,11 @@ class SetupPanel(QWidget):
         label = self._fields[path][1]
         return label.text() if not label.isHidden() else ""
 
-    def _target(self, field: str | None) -> str | None:
-        if field is None:
+    def _target(self, loc: tuple) -> str | None:
+        if not loc:
             return None
-        parts = field.split(".")
-        if parts[0] in ("tasks",) or field.startswith("backbone.ranks"):
+        parts = [str(p) for p in loc]
+        if parts[0] == "tasks" or parts[:2] == ["backbone", "ranks"]:
             return "tasks"
         for n in range(len(parts), 0, -1):
             key = ".".join(parts[:n])
@@ -865,8 +718,7 @@ class SetupPanel(QWidget):
                 mark_invalid(widget, False)
         self.banner.hide()
         self._mark_cell(None, None, "")
-        field = error_field(message) if message else None
-        target = self._target(field)
+        target = self._target(self.error_loc) if message else None
         if message is None:
             self.status.setText("✓ configuration valid")
             self.status.setStyleSheet("color: #1e7e34;")
@@ -882,21 +734,16 @@ class SetupPanel(QWidget):
         label.setToolTip(message)
         label.show()
         if target == "tasks":
-            self._mark_task_cell(field, message)
+            self._mark_task_cell(self.error_loc, message)
         else:
             mark_invalid(widget, True)
 
-    def _mark_task_cell(self, field: str, message: str) -> None:
-        parts = field.split(".")
-        columns = {"name": COL_NAME, "medmnist": COL_FILE, "kind": COL_KIND, "labels": COL_LABELS,
-                   "images": COL_FILE, "label_names": COL_LABELS}
-        if self.kind == SEGMENTATION:
-            columns["labels"] = COL_FILE
+    def _mark_task_cell(self, loc: tuple, message: str) -> None:
+        parts = [str(p) for p in loc]
         if parts[0] == "tasks" and len(parts) >= 2 and parts[1].isdigit():
-            row = int(parts[1])
-            col = columns.get(parts[2], COL_NAME) if len(parts) > 2 else COL_NAME
-            self._mark_cell(row, col, message)
-        elif field.startswith("backbone.ranks.") and len(parts) >= 3:
+            column = self.kind.form.columns.get(parts[2], "name") if len(parts) > 2 else "name"
+            self._mark_cell(int(parts[1]), COLUMN_OF.get(column, COL_NAME), message)
+        elif parts[:2] == ["backbone", "ranks"] and len(parts) >= 3:
             name = ".".join(parts[2:])
             for row in range(self.tasks.rowCount()):
                 if self._cell(row, COL_NAME) == name:
@@ -938,7 +785,7 @@ class SetupPanel(QWidget):
             raise ConfigError(f"{path}: cannot read: {exc}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
-        config = from_dict(Config, raw or {})
+        config = config_from_raw(raw or {})
         config.resolve_paths(path.resolve().parent)
         self.set_mapping(config.to_dict(), note=f"Loaded from {path}")
 

@@ -327,8 +327,8 @@ def bench_inference(quick: bool, report) -> list[dict]:
 
 # -------------------------------------------------------------------------------------------- loader
 def bench_loader(quick: bool, report) -> list[dict]:
-    from core.kinds import load_config
     from core.data.sampling import make_loader
+    from core.kinds import load_config
     from core.kinds.classification.dataset import MultiTaskDataset
     from core.kinds.classification.synthetic import write_fake_medmnist
     from core.kinds.classification.tasks import build_task_specs
@@ -375,8 +375,8 @@ def bench_loader(quick: bool, report) -> list[dict]:
 # ------------------------------------------------------------------------------------------- sliding
 def bench_sliding(quick: bool, report) -> list[dict]:
     """Seconds to segment the full MNI152 T1 with an expert UNet of the demo's configuration."""
-    from core.kinds import load_config
     from core.io import read_volume
+    from core.kinds import load_config
     from core.kinds.segmentation.demo import build_seg_demo, mni_files
     from core.kinds.segmentation.nets import SegExpertNet
     from core.kinds.segmentation.runtime import segment_array

@@ -21,6 +21,7 @@ in `core/kinds/__init__.py`. What a kind owns:
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,7 +34,7 @@ from torch import nn
 from core.config import Config
 from core.data.sampling import TaskLayout
 from core.distributed import SINGLE, Dist
-from core.errors import ConfigError
+from core.errors import ConfigError, LorkdError
 
 Warn = Callable[[str], None]
 Progress = Callable[[float, str], None]
@@ -114,6 +115,47 @@ class RunContext:
     device: torch.device
     dist: Dist = SINGLE
     check: Callable[[], None] | None = None  # raises to stop (the run's Control.checkpoint)
+
+
+@dataclass
+class TaskRow:
+    """One task as the app's task table shows it (Qt-free): name, what the source cell shows, the task's own kind
+    ("Kind" column), its label names and the kind's source data kept as is (paths the cell only summarises)."""
+
+    name: str
+    source: str
+    subkind: str
+    labels: list[str]
+    data: Any = None
+    source_editable: bool = True
+
+
+@dataclass(frozen=True)
+class TaskForm:
+    """How the app's setup form shows a kind's tasks. `subkinds`: the choices of the Kind column (one choice: fixed);
+    `add_dialog`: "files" (one task per chosen file, `file_filter`) or "folder_pair" (a folder of images and a
+    folder of label maps); `columns`: task config field -> table column ("source", "subkind", "labels");
+    `image_size`: whether `data.image_size` applies."""
+
+    source_header: str
+    source_tip: str
+    labels_tip: str
+    subkinds: tuple[str, ...]
+    add_text: str
+    add_tip: str
+    add_dialog: str
+    columns: dict[str, str]
+    file_filter: str = ""
+    image_size: bool = False
+
+
+def unique_task_name(stem: str, taken: set[str]) -> str:
+    """A task name from a file or folder name: path characters replaced, a suffix added when `taken` has it."""
+    stem = re.sub(r"[^\w\-.]+", "_", stem) or "task"
+    name, i = stem, 2
+    while name in taken:
+        name, i = f"{stem}_{i}", i + 1
+    return name
 
 
 class TaskKind(ABC):
@@ -214,9 +256,35 @@ class TaskKind(ABC):
         `loaded` is what `viewer_input` says: a `core.io.Volume` ("volume") or the 2D plane on screen as an array
         ("slice"); `source` names it in the record."""
 
+    def write_record(self, record: dict[str, Any], path: str | Path) -> Path:
+        """Write an `apply` record of a "scores" kind to `path` (the formats `lorkd apply --out` writes).
+        Label maps are written with the input's geometry by `core.io.write_label_map` instead."""
+        raise LorkdError(f"{self.title} experts give label maps; save them as a label map (.nii.gz, .dcm)")
+
     def cli_record(self, record: dict[str, Any]) -> dict[str, Any]:
         """What `lorkd apply` prints of an `apply` record (JSON)."""
         return {k: v for k, v in record.items() if k != "warnings"}
+
+    # ------------------------------------------------------------------------------------------- setup form
+    form: ClassVar[TaskForm]
+
+    @abstractmethod
+    def task_row(self, task: dict[str, Any]) -> TaskRow:
+        """A task mapping (config `tasks[i]`) as a table row."""
+
+    @abstractmethod
+    def task_from_row(self, row: TaskRow) -> dict[str, Any]:
+        """The task mapping of an (edited) table row."""
+
+    @abstractmethod
+    def new_tasks(self, sources: list[str], taken: set[str]) -> list[dict[str, Any]]:
+        """Task mappings for what the add dialog returned (`form.add_dialog`): one per file, or one for a pair of
+        folders; names are made unique against `taken`."""
+
+    @abstractmethod
+    def describe_tasks(self, config: Config) -> list[tuple[str, str]]:
+        """(contents text, tooltip) per task, from a light look at its files; a missing or unreadable file raises
+        ConfigError whose `loc` is the task's field."""
 
     # --------------------------------------------------------------------------------------------------- demo
     @abstractmethod
@@ -228,3 +296,8 @@ class TaskKind(ABC):
     def demo_note(self) -> str:
         """One paragraph the app shows about the demo."""
         return ""
+
+    @abstractmethod
+    def demo_input(self, raw: dict[str, Any], out_dir: Path) -> Path:
+        """A file of the demo that its experts apply to (the app loads it into its viewer after loading the demo);
+        may be written into `out_dir`."""

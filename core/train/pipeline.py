@@ -373,6 +373,7 @@ class Pipeline:
                 "kind": info.kind,
                 "num_classes": info.num_classes,
                 "labels": info.labels,
+                "spatial_dims": data.spatial_dims,
                 "metric": info.metric,
                 "teacher": teacher_m.get(info.name, {}).get(info.metric),
                 "expert": student_m[info.name][info.metric],

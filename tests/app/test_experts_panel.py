@@ -68,7 +68,7 @@ def run_dir(tmp_path_factory) -> Path:
             },
             {
                 "name": "brainseg", "kind": "segmentation", "num_classes": 4, "labels": ["bg", "csf", "gm", "wm"],
-                "metric": "dice", "teacher": None, "expert": 0.7,
+                "metric": "dice", "teacher": None, "expert": 0.7, "spatial_dims": 3,
                 "params": {"expert_model": 5_000_000}, "macs": {"expert_model": 2_000_000_000},
             },
         ],
@@ -194,7 +194,7 @@ def test_segmentation_expert_without_bundle_gives_a_clear_message(qtbot, panel, 
     panel.apply_button.click()
     assert not panel.is_busy()
     assert len(dialogs["critical"]) == 1 and "no bundle" in dialogs["critical"][0][2]
-    assert panel.result is None and panel.seg_result is None
+    assert panel.result is None and panel.map_result is None
 
 
 def test_apply_without_image_and_cancel(qtbot, panel, grey_png, dialogs):
@@ -348,7 +348,7 @@ def test_seg_apply_shows_the_label_map_as_overlay(qtbot, seg_panel, seg_run, seg
     assert "DICOM" in dialogs["critical"][-1][2]
     # a new image drops the result
     assert viewer.load_path(seg_volume)
-    assert seg_panel.seg_result is None and viewer.overlay_labels is None
+    assert seg_panel.map_result is None and viewer.overlay_labels is None
 
 
 def test_seg_apply_cancel_and_needs_a_volume(qtbot, seg_panel, seg_volume, grey_png, dialogs):
@@ -358,14 +358,14 @@ def test_seg_apply_cancel_and_needs_a_volume(qtbot, seg_panel, seg_volume, grey_
     assert "3D" in dialogs["information"][-1][2]
     seg_panel.viewer.load_path(seg_volume)
     seg_panel.apply_button.click()
-    thread = seg_panel._thread
-    assert seg_panel.is_busy() and thread.control is not None
+    worker = seg_panel._worker
+    assert seg_panel.is_busy() and worker.control is not None
     seg_panel.cancel_button.click()
-    assert not seg_panel.is_busy() and thread.control.stopping
+    assert not seg_panel.is_busy() and worker.control.stopping
     assert seg_panel.status_label.text() == "cancelled"
     assert seg_panel.wait_idle()
     qtbot.wait(50)  # whatever the cancelled thread emitted is dropped
-    assert seg_panel.seg_result is None and seg_panel.viewer.overlay_labels is None
+    assert seg_panel.map_result is None and seg_panel.viewer.overlay_labels is None
     assert not dialogs["critical"]
 
 
@@ -401,7 +401,7 @@ def test_seg_apply_to_dicom_series_saves_dicom_seg(qtbot, seg_panel, tmp_path, d
     assert seg_panel.viewer.load_path(folder)
     seg_panel.apply_button.click()
     qtbot.waitUntil(lambda: not seg_panel.is_busy(), timeout=60_000)
-    assert seg_panel.wait_idle() and seg_panel.seg_result is not None, dialogs
+    assert seg_panel.wait_idle() and seg_panel.map_result is not None, dialogs
     labels = seg_panel.viewer.overlay_labels
     out = tmp_path / "seg.dcm"
     seg_panel._ask_save_path = lambda suggested: str(out)

@@ -9,7 +9,7 @@ from PySide6.QtCore import QSettings
 
 from app.about import about_html
 from app.loss_plot import ema
-from app.worker import ACTIONS, RunController, RunState, choose_run_dir
+from app.run_controller import ACTIONS, RunController, RunState, choose_run_dir
 from core.events import Control
 from core.kinds import load_config
 from core.train.pipeline import Pipeline
@@ -126,7 +126,8 @@ def test_demo_loads_in_the_background(qtbot, tmp_path):
     from app.main_window import MainWindow
 
     win = MainWindow(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat), data_dir=tmp_path / "demo",
-                     runs_dir=tmp_path / "runs", demo_kwargs={"n_per_task": 20}, restore=False)
+                     runs_dir=tmp_path / "runs", demo_kwargs={"n_per_task": 20}, demo_kind="classification",
+                     restore=False)
     qtbot.addWidget(win)
     assert not win.start_button.isEnabled()  # still preparing
     with qtbot.waitSignal(win.demo_ready, timeout=60_000):

@@ -10,7 +10,7 @@ import pytest
 from gui_support import tiny_config
 from PySide6.QtCore import Qt
 
-from app.worker import RunState
+from app.run_controller import RunState
 from core.files import safe_load
 
 

@@ -6,15 +6,23 @@ from __future__ import annotations
 import yaml
 from gui_support import tiny_config
 
-from app.setup_panel import COL_FILE, COL_RANK, INVALID_CELL, SetupPanel, error_field
+from app.setup_panel import COL_FILE, COL_RANK, INVALID_CELL, SetupPanel
+from core.errors import ConfigError
 from core.kinds import load_config
 
 
-def test_error_field_parses_the_field_path():
-    assert error_field("train.epochs: must be >= 1, got -1") == "train.epochs"
-    assert error_field("tasks.0.medmnist: file not found: /x.npz") == "tasks.0.medmnist"
-    assert error_field("/data/x.npz: no such file") is None
-    assert error_field("something went wrong") is None
+def test_config_errors_carry_the_field_path_as_data():
+    """The form places an error by `ConfigError.loc`, not by parsing the message."""
+    for raw, loc in (({"name": "x", "tasks": [{"name": "t", "medmnist": "x.npz"}], "train": {"epochs": -1}},
+                      ("train", "epochs")),
+                     ({"name": "x", "tasks": [{"name": "t"}]}, ("tasks", 0, "medmnist")),
+                     ({"name": "x", "tasks": [{"name": "a b", "medmnist": "x.npz"}]}, ("tasks", 0, "name"))):
+        try:
+            load_config(raw)
+        except ConfigError as exc:
+            assert exc.loc == loc and str(exc).startswith(exc.path + ": "), (exc.loc, str(exc))
+        else:
+            raise AssertionError(f"{raw} was accepted")
 
 
 def test_valid_tiny_config_enables_start(window, data_dir):
@@ -133,7 +141,7 @@ def test_add_and_remove_task_files(window, data_dir):
 
     window.setup.set_mapping(tiny_config(data_dir))
     extra = write_fake_medmnist(data_dir / "gamma set.npz", n=16, num_classes=2)
-    window.setup.add_task_files([extra, extra])
+    window.setup.add_task_sources([extra, extra])
     names = [t["name"] for t in window.setup.mapping()["tasks"]]
     assert names == ["alpha", "beta", "gamma_set", "gamma_set_2"]
     assert window.setup.validate_now() is not None
@@ -155,13 +163,12 @@ def test_segmentation_demo_is_the_default_and_loads_in_the_form(qtbot, tmp_path)
     """The default embedded demo is the 3D MNI152 segmentation; the form shows and validates it, keeps what it does
     not show (spacing, patches), edits label names, round-trips through YAML, and the classification demo stays
     one choice away."""
-    from app.setup_panel import DEMOS, demo_kind, demo_note, demo_volume_path, prepare_demo
+    from app.setup_panel import DEMOS, demo_note, prepare_demo_with_volume
 
-    assert next(iter(DEMOS)) == "segmentation" and demo_kind() == "segmentation"
-    assert demo_kind({"n_per_task": 20}) == "classification"  # the classification demo's own arguments
-    raw = prepare_demo(tmp_path / "demo", {"quick": True}, ["train.epochs=1"])
+    assert next(iter(DEMOS)) == "segmentation"
+    raw, volume = prepare_demo_with_volume(tmp_path / "demo", "segmentation", {"quick": True}, ["train.epochs=1"])
     assert raw["kind"] == "segmentation" and raw["train"]["epochs"] == 1
-    assert demo_volume_path(raw).name.startswith("mni_icbm152_t1")
+    assert volume.metadata["source"].endswith(".nii.gz") and "mni_icbm152_t1" in volume.metadata["source"]
     setup = SetupPanel()
     qtbot.addWidget(setup)
     setup.set_mapping(raw, note=demo_note(raw))
@@ -193,14 +200,14 @@ def test_segmentation_demo_is_the_default_and_loads_in_the_form(qtbot, tmp_path)
     setup.demo_combo.setCurrentIndex(setup.demo_combo.findData("classification"))
     setup.demo_button.click()
     assert kinds == ["classification"]
-    setup.set_mapping(prepare_demo(tmp_path / "demo", {"n_per_task": 20}, [], "classification"))
+    setup.set_mapping(prepare_demo_with_volume(tmp_path / "demo", "classification", {"n_per_task": 20})[0])
     assert setup.is_valid and setup.config.kind == "classification"
     assert setup.teacher_arch.findData("resnet18") >= 0 and setup.teacher_arch.findData("unet") < 0
     assert setup.image_size.isEnabled()
 
 
 def test_segmentation_run_starts_from_the_window(qtbot, window, tmp_path):
-    """Start on a (tiny) segmentation config runs SegDecomposition in the worker thread and fills the Experts tab."""
+    """Start on a (tiny) segmentation config runs the pipeline in the worker thread and fills the Experts tab."""
     from core.kinds.segmentation.synthetic import write_synthetic_task
 
     images, labels = write_synthetic_task(tmp_path / "cubes", 2, "cube", shape=(16, 20, 24), seed=2)
@@ -243,7 +250,7 @@ def test_add_segmentation_task_from_two_folders(qtbot, tmp_path, monkeypatch):
     assert setup.is_valid, setup.error
     assert setup.add_button.isEnabled() and setup.add_button.text() == "Add segmentation task…"
     answers = [None, (str(second[0].parent / "imagesTr"), str(second[1]))]
-    monkeypatch.setattr(setup, "_ask_seg_folders", lambda: answers.pop(0))
+    monkeypatch.setattr(setup, "_ask_folder_pair", lambda: answers.pop(0))
     setup.add_button.click()  # the user cancelled the folder dialog: nothing added
     assert setup.tasks.rowCount() == 1
     setup.add_button.click()
@@ -260,6 +267,6 @@ def test_add_segmentation_task_from_two_folders(qtbot, tmp_path, monkeypatch):
     # a label folder that holds no label maps: added, and the validation names the problem
     empty = tmp_path / "empty"
     empty.mkdir()
-    setup.add_seg_task(cubes[0], empty)
+    setup.add_task_sources([cubes[0], empty])
     assert setup.validate_now() is None and setup.tasks.rowCount() == 3
     assert setup.error_for("tasks").startswith("tasks.2.label_names:")

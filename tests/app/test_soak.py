@@ -15,7 +15,7 @@ import pytest
 from gui_support import tiny_config
 from PySide6.QtCore import QThread
 
-from app.worker import RunState
+from app.run_controller import RunState
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs /proc (Linux)")
 

@@ -1,5 +1,6 @@
-"""app.viewer.ViewerWidget: loading (NIfTI, DICOM series folder, 2D image, drop), linked views, readout,
-window/level, orientation letters, overlay (offscreen, pytest-qt)."""
+"""app.viewer.ViewerWidget: loading (NIfTI, DICOM series folder, 2D image, drop, background reads), linked views,
+readout, window/level, orientation letters, overlay (offscreen, pytest-qt). What the views draw comes from
+app.viewer.model, tested without Qt in test_viewer_model.py."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from PySide6.QtTest import QTest
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from app.viewer import PRESETS, SeriesDialog, ViewerWidget
+from app.workers import active_workers
 from core.io import Volume
 
 DICOM_DIR = Path(get_testdata_file("CT_small.dcm")).parent
@@ -288,7 +290,7 @@ def test_drop_a_file(qtbot, viewer, nifti):
 
 def _gated_reader(monkeypatch):
     """Replace the viewer's read_volume by one that records its thread and waits for `gate`."""
-    import app.viewer as viewer_module
+    import app.viewer.widget as viewer_module
 
     gate, threads = threading.Event(), []
     real = viewer_module.read_volume
@@ -356,58 +358,21 @@ def test_shutdown_during_a_read_drops_its_result(qtbot, viewer, nifti, monkeypat
     qtbot.waitUntil(lambda: len(threads) == 1)
     gate.set()
     viewer.shutdown()  # waits for the thread
-    assert not viewer.is_loading() and all(t.isFinished() for t in viewer._readers)
+    assert not viewer.is_loading() and not active_workers(viewer)
     qtbot.wait(50)  # whatever the thread emitted is delivered now, and dropped
     assert loaded == [] and viewer.volume is None
 
 
-@pytest.mark.parametrize(
-    "direction",
-    [
-        (1, 0, 0, 0, 1, 0, 0, 0, 1),  # LPS
-        (-1, 0, 0, 0, -1, 0, 0, 0, 1),  # RAS
-        (0, 0, -1, 1, 0, 0, 0, -1, 0),  # a sagittal acquisition: i -> P, j -> I, k -> R
-        (0.8, 0.6, 0, -0.6, 0.8, 0, 0, 0, -1),  # oblique in-plane, k toward inferior
-    ],
-)
-def test_display_mapping_round_trips(viewer, direction):
-    rng = np.random.default_rng(1)
-    array = rng.integers(0, 10_000, (5, 6, 7)).astype(np.int32)
-    volume = Volume(array, spacing=(0.5, 1.0, 2.0), direction=direction, metadata={"modality": "MR"})
-    viewer.load_volume(volume)
-    axes = viewer.axes
-    display = viewer.display
-    for ijk in [(0, 0, 0), (6, 5, 4), (3, 1, 2)]:
-        d = axes.to_display_index(ijk)
-        assert axes.to_index(d) == ijk
-        assert display[d[2], d[1], d[0]] == array[ijk[2], ijk[1], ijk[0]]
-    # the display axes point (mostly) to L, P and S whatever the storage order
-    assert np.argmax(np.abs(axes.vectors), axis=0).tolist() == [0, 1, 2]
-    assert (np.diag(axes.vectors) > 0).all()
-    letters = viewer.views["axial"].letters()
-    assert letters["right"][0] == "L" and letters["top"][0] == "A"
-    if direction[0] == 0.8:
-        assert len(letters["right"]) == 2  # oblique: "LA"-style two-letter sides
-    viewer.set_cursor_voxel((3, 1, 2))
-    assert viewer.cursor_voxel() == (3, 1, 2)
-    assert viewer.readout()["value"] == array[2, 1, 3]
-    np.testing.assert_allclose(viewer.readout()["world"], volume.index_to_world((3, 1, 2)))
-
-
-def test_metadata_panel_shows_warnings(viewer):
+def test_metadata_panel_shows_the_models_texts_and_warnings(viewer):
+    """The panel shows what the model formats (formatting: test_viewer_model.test_metadata_panel_shows_warnings)."""
     volume = Volume(
         np.zeros((3, 4, 5), np.float32),
         spacing=(0.7, 0.7, 3.0),
-        origin=(1.0, 2.0, 3.0),
         metadata={"modality": "MR", "description": "T1 axial", "source": "scan/"},
         warnings=["non-uniform slice spacing (3.0 to 3.5 mm)", "gantry tilt"],
     )
     viewer.load_volume(volume)
     meta = viewer.metadata_texts()
-    assert meta["Modality"] == "MR" and meta["Description"] == "T1 axial"
-    assert meta["Size"].startswith("5 × 4 × 3")
-    assert meta["Spacing"] == "0.7 × 0.7 × 3 mm"
-    assert meta["Origin"] == "(1.00, 2.00, 3.00) mm LPS"
-    assert meta["Orientation"] == "LPS"
-    assert "non-uniform slice spacing" in meta["Warnings"] and "gantry tilt" in meta["Warnings"]
+    assert meta == viewer.model.metadata_texts()
+    assert meta["Modality"] == "MR" and "gantry tilt" in meta["Warnings"]
     assert viewer.window_level()[0] > 0  # a constant image still gets a usable window

@@ -15,12 +15,25 @@ from torch import nn
 from core.config import Config
 from core.data.sampling import make_loader
 from core.distributed import Dist
-from core.errors import DataError
+from core.errors import ConfigError, DataError
 from core.experts import attach_experts, merge_expert
-from core.kinds.base import Distillation, Progress, RunContext, RunData, TaskBatch, TaskInfo, TaskKind, Warn
+from core.files import write_atomic
+from core.kinds.base import (
+    Distillation,
+    Progress,
+    RunContext,
+    RunData,
+    TaskBatch,
+    TaskForm,
+    TaskInfo,
+    TaskKind,
+    TaskRow,
+    Warn,
+    unique_task_name,
+)
 from core.kinds.classification import apply as applying
-from core.kinds.classification import bundle, demo
-from core.kinds.classification.config import SECTIONS
+from core.kinds.classification import bundle, demo, runtime
+from core.kinds.classification.config import SECTIONS, TASK_KINDS
 from core.kinds.classification.dataset import MultiTaskDataset, task_labels
 from core.kinds.classification.evaluate import routed, task_metrics
 from core.kinds.classification.losses import kd_loss, task_loss
@@ -43,6 +56,19 @@ def stream_images(data, specs: list[TaskSpec], in_channels: int, spatial_dims: i
         channels = 3 if spec.rgb and in_channels == 3 else 1
         total += sum(counts.values()) * per_image * channels
     return total > STREAM_AUTO_BYTES
+
+
+def _specs(config: Config) -> list[TaskSpec]:
+    """`build_task_specs`, with a file problem (DataError naming the file) re-raised as a ConfigError at the task's
+    field (the setup form puts it in the task's row)."""
+    try:
+        return build_task_specs(config)
+    except DataError as exc:
+        message = " ".join(str(exc).split())
+        for i, task in enumerate(config.tasks):
+            if message.startswith(str(task.medmnist)):
+                raise ConfigError(message, ("tasks", i, "medmnist")) from None
+        raise
 
 
 class ClassificationKind(TaskKind):
@@ -154,8 +180,53 @@ class ClassificationKind(TaskKind):
             raise DataError(f"{source}: a classification expert scores a 2D image (got {type(loaded).__name__})")
         return applying.classify_array(bundle_dir, loaded, source=source, progress=progress)
 
+    def write_record(self, record: dict[str, Any], path: str | Path) -> Path:
+        if Path(path).suffix.lower() not in runtime.SCORE_SUFFIXES:
+            raise DataError(f"{path}: unsupported extension (scores are saved as .json or .csv)")
+        names = list(record["scores"])
+        runtime.write_scores(path, np.array([record["scores"][n] for n in names]), names, record["kind"],
+                             record["image"], record["task"])
+        return Path(path)
+
     def cli_record(self, record: dict[str, Any]) -> dict[str, Any]:
         return {k: record[k] for k in ("prediction", "scores") if k in record}
+
+    # ------------------------------------------------------------------------------------------- setup form
+    form = TaskForm(
+        source_header="File", source_tip="a MedMNIST-format .npz file",
+        labels_tip="class names, comma-separated (empty: 0, 1, ...)", subkinds=TASK_KINDS,
+        add_text="Add MedMNIST files…", add_tip="one task per MedMNIST .npz file", add_dialog="files",
+        file_filter="MedMNIST files (*.npz);;All files (*)",
+        columns={"medmnist": "source", "kind": "subkind", "labels": "labels"}, image_size=True,
+    )
+
+    def task_row(self, task: dict[str, Any]) -> TaskRow:
+        return TaskRow(task["name"], task.get("medmnist") or "", task.get("kind") or "auto",
+                       list(task.get("labels") or []))
+
+    def task_from_row(self, row: TaskRow) -> dict[str, Any]:
+        return {"name": row.name, "medmnist": row.source or None, "kind": row.subkind, "labels": row.labels or None}
+
+    def new_tasks(self, sources: list[str], taken: set[str]) -> list[dict[str, Any]]:
+        tasks = []
+        for source in sources:
+            path = Path(source).expanduser().resolve()
+            name = unique_task_name(path.stem, taken)
+            taken.add(name)
+            tasks.append({"name": name, "medmnist": str(path), "kind": "auto", "labels": None})
+        return tasks
+
+    def describe_tasks(self, config: Config) -> list[tuple[str, str]]:
+        for i, task in enumerate(config.tasks):
+            if not Path(task.medmnist).expanduser().is_file():
+                raise ConfigError(f"file not found: {task.medmnist}", ("tasks", i, "medmnist"))
+        out = []
+        for spec in _specs(config):
+            colour = "RGB" if spec.rgb else "grey"
+            noun = "labels" if spec.kind == "multilabel" else "classes"
+            out.append((f"{spec.kind} · {spec.num_classes} {noun} · {spec.spatial_dims}D {colour}",
+                        ", ".join(spec.label_names)))
+        return out
 
     # --------------------------------------------------------------------------------------------------- demo
     def build_demo(self, out_dir: Path, quick: bool = False, **options: Any) -> dict[str, Any]:
@@ -169,4 +240,14 @@ class ClassificationKind(TaskKind):
 
     def demo_note(self) -> str:
         return demo.DEMO_NOTE
+
+    def demo_input(self, raw: dict[str, Any], out_dir: Path) -> Path:
+        """A PNG of the first test image of the demo's first task."""
+        from PIL import Image
+
+        with np.load(raw["tasks"][0]["medmnist"]) as data:
+            image = data["test_images"][0]
+        out = Path(out_dir) / f"{raw['tasks'][0]['name']}_test_0.png"
+        write_atomic(out, lambda fh: Image.fromarray(image).save(fh, format="PNG"))
+        return out
 

@@ -255,7 +255,7 @@ def scores_record(
     probs: np.ndarray, label_names: list[str], kind: str, image_path: str | os.PathLike, task: str = ""
 ) -> dict:
     """The result of one image as a dict: image, task, kind, scores {label: p} and prediction (the top
-    label for multiclass; the list of labels with p >= 0.5 for multilabel)."""
+    label for multiclass; the list of labels with p >= threshold for multilabel, with "threshold": 0.5)."""
     p = np.asarray(probs, dtype=np.float64).reshape(-1)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -266,7 +266,10 @@ def scores_record(
         prediction: str | list[str] = str(label_names[int(np.argmax(p))])
     else:
         prediction = [str(name) for name, v in zip(label_names, p, strict=True) if v >= MULTILABEL_THRESHOLD]
-    return {"image": str(image_path), "task": task, "kind": kind, "scores": scores, "prediction": prediction}
+    record = {"image": str(image_path), "task": task, "kind": kind, "scores": scores, "prediction": prediction}
+    if kind == "multilabel":
+        record["threshold"] = MULTILABEL_THRESHOLD
+    return record
 
 
 def write_scores(

@@ -80,12 +80,12 @@ def build_task_specs(config: Config) -> list[TaskSpec]:
     for i, task in enumerate(config.tasks):
         where = f"tasks.{i}"
         if task.medmnist is None:
-            raise ConfigError(f"{where}.medmnist: task {task.name!r} needs a MedMNIST .npz file")
+            raise ConfigError(f"task {task.name!r} needs a MedMNIST .npz file", f"{where}.medmnist")
         info = inspect_medmnist(task.medmnist)
         if task.kind != "auto" and task.kind != info.kind:
             raise ConfigError(
-                f"{where}.kind: {task.kind} given, but {task.medmnist} holds {info.kind} labels"
-                f" ({info.num_classes} {'columns' if info.kind == 'multilabel' else 'classes'})"
+                f"{task.kind} given, but {task.medmnist} holds {info.kind} labels"
+                f" ({info.num_classes} {'columns' if info.kind == 'multilabel' else 'classes'})", f"{where}.kind"
             )
         num_classes = info.num_classes
         if task.labels is not None:
@@ -95,19 +95,18 @@ def build_task_specs(config: Config) -> list[TaskSpec]:
                 num_classes = given  # classes that happen to be absent from the file
             elif flexible and given < num_classes:  # the file's largest label has no name
                 raise ConfigError(
-                    f"{where}.labels: {given} names given, but {task.medmnist} has {num_classes} classes: label "
-                    f"{num_classes - 1} is out of range 0..{given - 1}"
+                    f"{given} names given, but {task.medmnist} has {num_classes} classes: label "
+                    f"{num_classes - 1} is out of range 0..{given - 1}", f"{where}.labels"
                 )
             elif given != num_classes:
                 what = "label columns" if info.kind == "multilabel" else "classes"
-                raise ConfigError(
-                    f"{where}.labels: {given} names given, but {task.medmnist} has {num_classes} {what}"
-                )
+                raise ConfigError(f"{given} names given, but {task.medmnist} has {num_classes} {what}",
+                                  f"{where}.labels")
             names = [str(name) for name in task.labels]
         else:
             names = [str(c) for c in range(num_classes)]
         if len(set(names)) != len(names):
-            raise ConfigError(f"{where}.labels: label names must be unique, got {names}")
+            raise ConfigError(f"label names must be unique, got {names}", f"{where}.labels")
         spec = TaskSpec(
             name=task.name,
             kind=info.kind,
@@ -119,8 +118,8 @@ def build_task_specs(config: Config) -> list[TaskSpec]:
         )
         if specs and spec.spatial_dims != specs[0].spatial_dims:
             raise ConfigError(
-                f"{where}.medmnist: {task.medmnist} holds {spec.spatial_dims}D images but tasks.0 "
-                f"({specs[0].name}) is {specs[0].spatial_dims}D; all tasks must have the same spatial dims"
+                f"{task.medmnist} holds {spec.spatial_dims}D images but tasks.0 ({specs[0].name}) is "
+                f"{specs[0].spatial_dims}D; all tasks must have the same spatial dims", f"{where}.medmnist"
             )
         specs.append(spec)
     return specs

@@ -44,6 +44,7 @@ def segment_loaded(
     return {
         "image": str(source),
         "task": str(lorkd["task"]["name"]),
+        "kind": "segmentation",
         "labels": {str(i): n for i, n in enumerate(names)},
         "voxels": {n: int(counts[i]) for i, n in enumerate(names)},
         "labels_array": labels,

@@ -14,15 +14,27 @@ from torch import nn
 
 from core.config import Config
 from core.distributed import Dist
-from core.errors import CheckpointError, DataError
+from core.errors import CheckpointError, ConfigError, DataError, LorkdError
 from core.experts import merge_expert
 from core.files import atomic_save, safe_load
 from core.io import Volume
-from core.kinds.base import Distillation, Progress, RunContext, RunData, TaskBatch, TaskInfo, TaskKind, Warn
+from core.kinds.base import (
+    Distillation,
+    Progress,
+    RunContext,
+    RunData,
+    TaskBatch,
+    TaskForm,
+    TaskInfo,
+    TaskKind,
+    TaskRow,
+    Warn,
+    unique_task_name,
+)
 from core.kinds.segmentation import bundle, demo
 from core.kinds.segmentation.apply import apply_segmentation, segment_loaded
 from core.kinds.segmentation.config import SECTIONS
-from core.kinds.segmentation.data import SegPatchDataset, load_task_cases
+from core.kinds.segmentation.data import SegPatchDataset, label_values, load_task_cases
 from core.kinds.segmentation.evaluate import evaluate_models
 from core.kinds.segmentation.losses import seg_kd_loss, seg_task_loss
 from core.kinds.segmentation.models import build_seg_backbone, build_seg_teacher, seg_expert_network
@@ -142,9 +154,69 @@ class SegmentationKind(TaskKind):
     def cli_record(self, record: dict[str, Any]) -> dict[str, Any]:
         return {k: record[k] for k in ("task", "out", "labels", "voxels")}
 
+    # ------------------------------------------------------------------------------------------- setup form
+    form = TaskForm(
+        source_header="Images → label maps",
+        source_tip="a folder (or list) of image volumes and the label maps paired with them in name order",
+        labels_tip="label names 1, 2, ... comma-separated (0 is the background)", subkinds=("segmentation",),
+        add_text="Add segmentation task…",
+        add_tip="a folder of image volumes and a folder of label maps paired with them by name order",
+        add_dialog="folder_pair", columns={"images": "source", "labels": "source", "label_names": "labels"},
+    )
+
+    def task_row(self, task: dict[str, Any]) -> TaskRow:
+        def show(value) -> str:
+            if isinstance(value, list):
+                return value[0] if len(value) == 1 else f"{len(value)} files ({value[0]}, …)"
+            return str(value or "")
+
+        names = task.get("label_names") or {}
+        return TaskRow(task["name"], f"{show(task.get('images'))} → {show(task.get('labels'))}", "segmentation",
+                       [str(names[k]) for k in sorted(names, key=int)],
+                       data={"images": task.get("images"), "labels": task.get("labels")}, source_editable=False)
+
+    def task_from_row(self, row: TaskRow) -> dict[str, Any]:
+        files = row.data or {}
+        return {"name": row.name, "images": files.get("images"), "labels": files.get("labels"),
+                "label_names": {i: n for i, n in enumerate(row.labels, start=1)} or None}
+
+    def new_tasks(self, sources: list[str], taken: set[str]) -> list[dict[str, Any]]:
+        """One task from (images folder, label maps folder), named after the images folder (its parent when the
+        folder is called images*, as in Task01_X/imagesTr); label names proposed as "label 1".."label K" from the
+        values in the first label map (empty when it cannot be read: validation then says why)."""
+        images, labels = (Path(s).expanduser().resolve() for s in sources)
+        named = images.parent if images.name.lower().startswith("image") and images.parent.name else images
+        name = unique_task_name(named.name, taken)
+        taken.add(name)
+        try:
+            values = label_values(str(labels))
+        except LorkdError:
+            values = []
+        names = {i: f"label {i}" for i in range(1, max(values) + 1)} if values else None
+        return [{"name": name, "images": str(images), "labels": str(labels), "label_names": names}]
+
+    def describe_tasks(self, config: Config) -> list[tuple[str, str]]:
+        d = config.data
+        out = []
+        for i, task in enumerate(config.tasks):
+            for key in ("images", "labels"):
+                value = getattr(task, key)
+                for path in value if isinstance(value, list) else [value]:
+                    if not Path(str(path)).expanduser().exists():
+                        raise ConfigError(f"not found: {path}", ("tasks", i, key))
+            n = f"{len(task.images)} volume(s)" if isinstance(task.images, list) else "a folder of volumes"
+            out.append((f"segmentation · {task.num_labels} label(s) · 3D · {n}",
+                        f"resampled to {d.spacing} mm, patches {d.patch_size}, intensity {d.intensity.mode}"))
+        return out
+
     # --------------------------------------------------------------------------------------------------- demo
     def build_demo(self, out_dir: Path, quick: bool = False, **options: Any) -> dict[str, Any]:
         return demo.build_seg_demo(out_dir, quick=quick, **options)
 
     def demo_note(self) -> str:
         return demo.DEMO_NOTE
+
+    def demo_input(self, raw: dict[str, Any], out_dir: Path) -> Path:
+        """The image the demo's first task reads first (the MNI152 T1)."""
+        images = raw["tasks"][0]["images"]
+        return Path(images[0] if isinstance(images, list) else images)

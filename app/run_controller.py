@@ -1,11 +1,12 @@
-"""Runs a `Decomposition` in a QThread and turns its observer events into throttled Qt signals.
+"""Runs a `Pipeline` (core.train.pipeline) on a `Worker` (app.workers) and turns its observer events into throttled Qt
+signals.
 
-Pattern (napari / Orange3): one worker per run, owned by a `RunController` that lives in the GUI
-thread. The engine calls `EventSink` (an Observer) from the worker thread; the sink only appends to
-a lock-protected list, so the engine never waits on the GUI. A QTimer in the GUI thread drains the
-list at most `FLUSH_HZ` times a second and re-emits the batch as signals, so a fast run cannot flood
-the event loop. The GUI thread never waits on training: pause/resume/stop go through the engine's
-`Control` token, which it checks at every step.
+Pattern (napari / Orange3): one worker per run, owned by a `RunController` that lives in the GUI thread. The
+engine calls `EventSink` (an Observer) from the worker thread; the sink only appends to a lock-protected list,
+so the engine never waits on the GUI. A QTimer in the GUI thread drains the list at most `FLUSH_HZ` times a
+second and re-emits the batch as signals (one batch of step events per flush), so a fast run cannot flood the
+event loop: better than a signal per event. The GUI thread never waits on training: pause/resume/stop go through
+the engine's `Control` token, which it checks at every step.
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ from __future__ import annotations
 import enum
 import threading
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import QObject, QTimer, Signal, Slot
 
+from app.workers import Worker
 from core.config import Config
-from core.errors import LorkdError, RunStopped
+from core.errors import LorkdError
 from core.events import Control, EvalEvent, RunInfo, StepEvent
 
 FLUSH_HZ = 10
@@ -36,11 +37,7 @@ def warm_up_engine() -> None:
     the event loop stalls for 100-300 ms; done once at startup they cost nothing during a run."""
     import torch
 
-    import core.kinds.classification.bundle  # noqa: F401 - export phase
-    import core.kinds.segmentation.apply  # noqa: F401 - the experts panel's segmentation
-    import core.kinds.segmentation.bundle  # noqa: F401 - segmentation export phase
-    import core.train.run  # noqa: F401
-    import core.train.seg_run  # noqa: F401 - the default demo is a segmentation run
+    import core.train.pipeline  # noqa: F401 - every kind's data, models, export and apply (core.kinds)
 
     param = torch.zeros(1, requires_grad=True)
     torch.optim.SGD([param], lr=0.1)
@@ -48,6 +45,8 @@ def warm_up_engine() -> None:
 
 
 class RunState(enum.Enum):
+    """Where a run is: the states of `RunController`'s state machine."""
+
     IDLE = "idle"
     RUNNING = "running"
     PAUSED = "paused"
@@ -93,6 +92,7 @@ class EventSink:
             self._pending.append((kind, payload))
 
     def take(self) -> list[tuple[str, Any]]:
+        """The events queued since the last call, oldest first, as (kind, payload)."""
         with self._lock:
             items, self._pending = self._pending, []
         return items
@@ -114,41 +114,13 @@ class EventSink:
         self._push("end", summary)
 
     def on_error(self, error: BaseException) -> None:
-        # the worker reports the exception itself (with its traceback), including errors raised
+        # the Worker reports the exception itself (with its traceback), including errors raised
         # before the engine's run() starts, which never reach on_error
         pass
 
-    def fail(self, message: str, details: str, user_error: bool) -> None:
-        self._push("error", (message, details, user_error))
-
-
-class RunWorker(QObject):
-    """Runs one run of either kind (classification `Decomposition`, segmentation `SegDecomposition`); lives in
-    its own QThread."""
-
-    done = Signal()
-
-    def __init__(self, config: Config, run_dir: Path, sink: EventSink, control: Control, export: bool = True):
-        super().__init__()
-        self.config, self.run_dir, self.sink, self.control, self.export = config, run_dir, sink, control, export
-
-    @Slot()
-    def run(self) -> None:
-        from core.train.run import decomposition_for
-
-        try:
-            decomposition_for(self.config, self.run_dir, self.sink, self.control).run(export=self.export)
-        except RunStopped:  # a stop asked for before the engine's own handler was in place
-            self.sink.on_end({"status": "stopped", "run_dir": str(self.run_dir)})
-        except LorkdError as exc:
-            self.sink.fail(str(exc), traceback.format_exc(), True)
-        except BaseException as exc:  # noqa: BLE001 - every failure must reach the GUI
-            self.sink.fail(f"{type(exc).__name__}: {exc}", traceback.format_exc(), False)
-        finally:
-            self.done.emit()
-
 
 def same_config(folder: Path, config: Config) -> bool:
+    """`folder/config.yaml` holds exactly `config` (False when it is missing or unreadable)."""
     path = folder / "config.yaml"
     try:
         return yaml.safe_load(path.read_text()) == config.to_dict()
@@ -186,14 +158,12 @@ class RunController(QObject):
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._state = RunState.IDLE
-        self._thread: QThread | None = None
-        self._worker: RunWorker | None = None
+        self._worker: Worker | None = None
         self._sink: EventSink | None = None
         self.control: Control | None = None
         self.run_dir: Path | None = None
         self.summary: dict[str, Any] | None = None
         self.error: tuple[str, str, bool] | None = None
-        self._retired: tuple = ()
         self._timer = QTimer(self)
         self._timer.setInterval(int(1000 / FLUSH_HZ))
         self._timer.timeout.connect(self.flush)
@@ -201,6 +171,7 @@ class RunController(QObject):
     # --------------------------------------------------------------------------- state
     @property
     def state(self) -> RunState:
+        """The run's state now."""
         return self._state
 
     def _set_state(self, state: RunState) -> None:
@@ -209,6 +180,7 @@ class RunController(QObject):
             self.state_changed.emit(state)
 
     def allowed(self, action: str) -> bool:
+        """Whether `action` (a key of `ACTIONS`) makes sense in the current state."""
         if self._state not in ACTIONS[action]:
             return False
         if action == "cancel" and self._state == RunState.STOPPING:
@@ -217,56 +189,63 @@ class RunController(QObject):
 
     # ------------------------------------------------------------------------- actions
     def start(self, config: Config, run_dir: Path, export: bool = True) -> None:
+        """Run `config` into `run_dir` on a worker (resuming an unfinished run there); `export` the experts."""
         if not self.allowed("start"):
             raise RuntimeError(f"cannot start a run while {self._state.value}")
         self.run_dir = Path(run_dir)
         self.summary, self.error = None, None
-        self.control = Control()
-        self._sink = EventSink()
-        self._thread = QThread()
-        self._thread.setObjectName("lorkd-run")
-        self._worker = RunWorker(config, self.run_dir, self._sink, self.control, export)
-        self._worker.moveToThread(self._thread)
-        self._thread.started.connect(self._worker.run)
-        # direct: quit from the worker thread itself, so a GUI thread blocked in wait() cannot deadlock
-        self._worker.done.connect(self._thread.quit, Qt.ConnectionType.DirectConnection)
-        self._thread.finished.connect(self._on_thread_finished)
+        self.control = control = Control()
+        self._sink = sink = EventSink()
+        run_dir = self.run_dir
+
+        def run(_progress) -> None:  # the engine reports through the sink, not the progress callback
+            from core.train.pipeline import Pipeline
+
+            Pipeline(config, run_dir, sink, control).run(export=export)
+
+        # no abort(): a cancel goes through `control` so the engine still ends the run cleanly (summary,
+        # resumable checkpoint), and a failure while stopping is still reported
+        self._worker = Worker(run, owner=self, name="lorkd-run")
+        self._worker.errored.connect(self._on_error)
+        self._worker.finished.connect(self._on_worker_finished)
         self._set_state(RunState.RUNNING)
         self._timer.start()
-        self._thread.start()
+        self._worker.start()
 
     def pause(self) -> None:
+        """Pause at the next step."""
         if self.allowed("pause"):
             self.control.pause()
             self._set_state(RunState.PAUSED)
             self.logged.emit("paused (the run waits at the next step)")
 
     def resume(self) -> None:
+        """Continue a paused run."""
         if self.allowed("resume"):
             self.control.resume()
             self._set_state(RunState.RUNNING)
             self.logged.emit("resumed")
 
     def stop_after_epoch(self) -> None:
+        """Finish, checkpoint and evaluate the current epoch, then stop."""
         if self.allowed("stop_after_epoch"):
             self.control.stop_after_epoch()
             self._set_state(RunState.STOPPING)
             self.logged.emit("stopping after this epoch (checkpoint and evaluation first)")
 
     def cancel(self) -> None:
+        """Stop at the next step; the last finished epoch stays resumable."""
         if self.allowed("cancel"):
             self.control.stop()
             self._set_state(RunState.STOPPING)
             self.logged.emit("cancelling at the next step (the last finished epoch stays resumable)")
 
     def wait(self, msecs: int = -1) -> bool:
-        """Block until the worker thread ends (closing the window only). True when it has ended."""
-        if self._thread is None:
+        """Block until the run's worker ends (closing the window only); its end (state, `finished` or `failed`)
+        is delivered before this returns. True when it has ended."""
+        if self._worker is None:
             return True
-        ended = self._thread.wait() if msecs < 0 else self._thread.wait(msecs)
-        if ended:
-            self._on_thread_finished()
-        return ended
+        return self._worker.wait(None if msecs < 0 else msecs)
 
     # -------------------------------------------------------------------------- events
     @Slot()
@@ -293,22 +272,22 @@ class RunController(QObject):
                 self.logged.emit(payload)
             elif kind == "end":
                 self.summary = payload
-            elif kind == "error":
-                self.error = payload
         if steps:
             self.steps.emit(steps)
         self.flushed.emit()
 
+    @Slot(str, str, bool)
+    def _on_error(self, message: str, details: str, user_error: bool) -> None:
+        self.error = (message, details, user_error)
+
     @Slot()
-    def _on_thread_finished(self) -> None:
-        if self._thread is None:
+    def _on_worker_finished(self) -> None:
+        """The run's thread has ended (an engine RunStopped before its own handler counts as stopped)."""
+        if self._worker is None:
             return
         self.flush()
         self._timer.stop()
-        # keep the finished thread's wrappers until the next start: deleting a QThread from inside
-        # the handling of its own finished signal is asking for trouble
-        self._retired = (self._thread, self._worker)
-        self._thread, self._worker, self._sink = None, None, None
+        self._worker, self._sink = None, None
         if self.error is not None:
             self._set_state(RunState.FAILED)
             self.failed.emit(*self.error)
@@ -317,57 +296,3 @@ class RunController(QObject):
         self.summary = summary
         self._set_state(RunState.FINISHED if summary.get("status") == "completed" else RunState.STOPPED)
         self.finished.emit(summary)
-
-
-class FunctionWorker(QObject):
-    """Runs a callable in a QThread (e.g. generating the demo data); emits its result or error."""
-
-    result = Signal(object)
-    error = Signal(str, str)  # one-line message, traceback
-
-    def __init__(self, fn, *args: Any, parent: QObject | None = None, **kwargs: Any) -> None:
-        super().__init__(parent)
-        self._thread = QThread()
-        self._runner = _Runner(fn, args, kwargs)
-        self._runner.moveToThread(self._thread)
-        self._thread.started.connect(self._runner.run)
-        self._runner.done.connect(self._thread.quit, Qt.ConnectionType.DirectConnection)
-        self._thread.finished.connect(self._finished)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def wait(self, msecs: int = -1) -> bool:
-        return self._thread.wait() if msecs < 0 else self._thread.wait(msecs)
-
-    @property
-    def running(self) -> bool:
-        return self._thread.isRunning()
-
-    @Slot()
-    def _finished(self) -> None:
-        if self._runner.failure is None:
-            self.result.emit(self._runner.value)
-        else:
-            self.error.emit(*self._runner.failure)
-
-
-class _Runner(QObject):
-    done = Signal()
-
-    def __init__(self, fn, args, kwargs) -> None:
-        super().__init__()
-        self.fn, self.args, self.kwargs = fn, args, kwargs
-        self.value: Any = None
-        self.failure: tuple[str, str] | None = None
-
-    @Slot()
-    def run(self) -> None:
-        try:
-            self.value = self.fn(*self.args, **self.kwargs)
-        except LorkdError as exc:
-            self.failure = (str(exc), traceback.format_exc())
-        except Exception as exc:  # noqa: BLE001
-            self.failure = (f"{type(exc).__name__}: {exc}", traceback.format_exc())
-        finally:
-            self.done.emit()

@@ -1,1 +1,0 @@
-"""Small widgets and helpers shared by the app's panels."""
