@@ -1,4 +1,4 @@
-"""The task-kind interface: everything that differs between classification, segmentation and a future kind.
+"""The task-kind interface: everything that differs between one kind of task and another.
 
 The pipeline (`core.train.pipeline`: foundation -> decompose -> evaluate -> export), the CLI and the app are
 written once against `TaskKind`; a kind is one package under `core/kinds/` that subclasses it and is registered
@@ -44,8 +44,8 @@ Progress = Callable[[float, str], None]
 class TaskInfo:
     """What the pipeline, the summary and the app need to know of one resolved task.
 
-    kind: the task's own kind as reported in summaries ("multiclass", "multilabel", "segmentation", ...);
-    labels: class names in output order (segmentation: "background" first); metric: the headline metric."""
+    kind: the task's own kind as reported in summaries (e.g. "multiclass", "multilabel");
+    labels: class names in output order (label maps: the background first); metric: the headline metric."""
 
     name: str
     kind: str
@@ -163,7 +163,7 @@ class TaskKind(ABC):
     abstract methods; one instance per kind lives in the registry (`core.kinds.KINDS`)."""
 
     name: ClassVar[str]  # the config's `kind:` value
-    title: ClassVar[str]  # user-facing, e.g. "3D segmentation"
+    title: ClassVar[str]  # user-facing name of the kind
     sections: ClassVar[dict[str, type]]  # "task", "data", "teacher", "backbone", "train" -> dataclass
     demo_name: ClassVar[str]  # the demo's run name (default folder runs/<demo_name>)
     demo_title: ClassVar[str]  # one line naming the demo (menus, `lorkd demo --help`)
@@ -209,7 +209,8 @@ class TaskKind(ABC):
 
     @abstractmethod
     def expert_model(self, student: nn.Module, task: int, config: Config, data: RunData) -> nn.Module:
-        """Task `task`'s standalone expert: the backbone with its expert merged in, plus its head (CPU, eval)."""
+        """Task `task`'s standalone expert: the backbone with its expert merged in, plus its head (CPU, eval);
+        `expert(x)` runs on a batch of `RunData.input_shape` (the summary counts its parameters and MACs)."""
 
     # ------------------------------------------------------------------------------------------------ losses
     @abstractmethod

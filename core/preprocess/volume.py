@@ -1,4 +1,4 @@
-"""Volume preprocessing of segmentation inputs and its exact inverse.
+"""Volume preprocessing of 3D inputs (what volume experts see) and its exact inverse.
 
 Geometry: a volume is an array in (Z, Y, X) order (SimpleITK / DICOM convention) with spacing (x, y, z),
 and a 3x3 direction matrix (row-major 9 floats; its columns are the index axes in LPS world coordinates).
