@@ -1,4 +1,5 @@
-"""NIfTI-1/2 header facts and stored values that SimpleITK's reader does not report.
+"""NIfTI-1/2 header facts and stored values that SimpleITK's reader does not report, through nibabel (imported
+inside the functions, so reading other formats never needs it).
 
 ITK reads a truncated NIfTI file without complaint (the missing voxels become zeros) and turns NaN/Inf voxels into
 0, so the reader checks the header against the file size and counts the non-finite voxels here.
@@ -6,29 +7,41 @@ ITK reads a truncated NIfTI file without complaint (the missing voxels become ze
 
 from __future__ import annotations
 
-import struct
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 
-def nifti_header(head: bytes) -> dict[str, Any] | None:
-    """Parse the fields of a NIfTI-1/2 header needed to know the file's full size; None if not NIfTI."""
-    if len(head) < 348:
-        return None
-    for endian in "<>":
-        (sizeof_hdr,) = struct.unpack(endian + "i", head[:4])
-        if sizeof_hdr == 348 and head[344:348] in (b"n+1\0", b"ni1\0"):
-            dims = struct.unpack(endian + "8h", head[40:56])
-            (bitpix,) = struct.unpack(endian + "h", head[72:74])
-            (vox_offset,) = struct.unpack(endian + "f", head[108:112])
-            return {"dims": dims, "bitpix": bitpix, "vox_offset": vox_offset, "single": head[344:347] == b"n+1"}
-        if sizeof_hdr == 540 and len(head) >= 540 and head[4:7] in (b"n+2", b"ni2"):
-            (bitpix,) = struct.unpack(endian + "h", head[14:16])
-            dims = struct.unpack(endian + "8q", head[16:80])
-            (vox_offset,) = struct.unpack(endian + "q", head[168:176])
-            return {"dims": dims, "bitpix": bitpix, "vox_offset": vox_offset, "single": head[4:7] == b"n+2"}
+@dataclass(frozen=True)
+class NiftiHeader:
+    """What the reader needs from a NIfTI header to know the file's full size."""
+
+    dims: tuple[int, ...]  # dim[0] (the number of dimensions) then dim[1..7]
+    bitpix: int
+    vox_offset: float
+    single: bool  # voxels in the same file (.nii), not in an .img beside a .hdr
+
+
+def nifti_header(block: bytes) -> NiftiHeader | None:
+    """The NIfTI-2 or NIfTI-1 header at the start of `block`, parsed by nibabel (either byte order); None when
+    `block` does not start with one (too short, wrong header size or magic)."""
+    import nibabel as nib
+
+    for klass, magics in ((nib.Nifti2Header, (b"n+2", b"ni2")), (nib.Nifti1Header, (b"n+1", b"ni1"))):
+        size = klass.sizeof_hdr
+        if len(block) < size or not klass.may_contain_header(block):
+            continue
+        header = klass(block[:size], check=False)  # the byte order is guessed from sizeof_hdr
+        magic = header["magic"].item()
+        if int(header["sizeof_hdr"]) != size or magic not in magics:
+            continue
+        return NiftiHeader(
+            dims=tuple(int(d) for d in header["dim"]),
+            bitpix=int(header["bitpix"]),
+            vox_offset=float(header["vox_offset"]),
+            single=magic == magics[0],
+        )
     return None
 
 

@@ -104,14 +104,14 @@ def _check_nifti(p: Path, data: bytes, looks: str) -> None:
             if len(data) < 348 and looks in ("unrecognised binary data", "text"):
                 raise DataError(f"{p}: truncated NIfTI file ({len(data)} bytes, shorter than a NIfTI header)")
             raise DataError(f"{p}: not a NIfTI file (the content is {looks})")
-    if not header["single"]:
+    if not header.single:
         return  # .hdr/.img pair: the voxels are in another file
-    dims = header["dims"]
+    dims = header.dims
     ndim = int(dims[0])
     if not 1 <= ndim <= 7:
         raise DataError(f"{p}: damaged NIfTI header (dim[0] = {ndim})")
     nvox = math.prod(max(int(d), 1) for d in dims[1 : ndim + 1])
-    needed = int(header["vox_offset"]) + nvox * max(int(header["bitpix"]), 1) // 8
+    needed = int(header.vox_offset) + nvox * max(header.bitpix, 1) // 8
     if compressed:
         total = 0
         try:

@@ -4,6 +4,7 @@ MNI152 template, found by path without importing nilearn."""
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import os
 import random
@@ -454,6 +455,38 @@ def test_damaged_nifti_files(tmp_path):
     _assert_error(tmp_path / "scan.nii.gz", "not a NIfTI file", "PNG")
     shutil.copy(tmp_path / "scan.png", tmp_path / "scan.nrrd")
     _assert_error(tmp_path / "scan.nrrd", "not an NRRD file", "PNG")
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+@pytest.mark.parametrize("version", [1, 2])
+def test_nifti_headers_of_both_versions_and_byte_orders(tmp_path, version, endian):
+    """The header check (nibabel's parser) reads NIfTI-1 and NIfTI-2 in either byte order: files cut short are
+    reported as truncated, a header without its .img is not, whole NIfTI-1 files read (this ITK reads no NIfTI-2)."""
+    from core.io.nifti import nifti_header
+
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    image = (nib.Nifti1Image if version == 1 else nib.Nifti2Image)(data.astype(endian + "i2"), np.eye(4))
+    image.header.set_data_dtype(np.dtype(endian + "i2"))
+    raw = image.to_bytes()
+    header = nifti_header(raw)
+    assert header is not None and header.single and header.dims[:4] == (3, 4, 5, 6) and header.bitpix == 16
+    assert header.vox_offset == len(raw) - data.nbytes
+    if version == 1:
+        (tmp_path / "whole.nii").write_bytes(raw)
+        np.testing.assert_array_equal(read_volume(tmp_path / "whole.nii").array, data.T)
+    (tmp_path / "cut.nii").write_bytes(raw[:-7])
+    _assert_error(tmp_path / "cut.nii", "truncated NIfTI", f"the header needs {len(raw)}")
+    (tmp_path / "cut.nii.gz").write_bytes(gzip.compress(raw[:-7]))
+    _assert_error(tmp_path / "cut.nii.gz", "truncated NIfTI")
+    pair = nib.Nifti1Pair(data, np.eye(4)) if version == 1 else nib.Nifti2Pair(data, np.eye(4))
+    assert not nifti_header(pair.header.binaryblock).single  # .hdr/.img: the voxels are in the .img
+    assert nifti_header(raw[:200]) is None and nifti_header(b"\x00" * 600) is None
+
+
+def test_damaged_gzip_nifti_is_reported(tmp_path):
+    raw = gzip.compress(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)).to_bytes())
+    (tmp_path / "bad.nii.gz").write_bytes(raw[:10] + bytes(b ^ 0xFF for b in raw[10:40]) + raw[40:])
+    _assert_error(tmp_path / "bad.nii.gz", "damaged gzip-compressed NIfTI")
 
 
 @pytest.mark.parametrize(
