@@ -3,15 +3,19 @@
 A folder may hold several series, non-image objects (reports, plans, DICOMDIRs) and files that are not DICOM at
 all. `list_series` and `read_volume` see the same plan: one consistent stack per series (same size, samples and
 orientation), one slice per position, slices sorted along the slice normal, the geometry from Image Position /
-Orientation (Patient). Recoverable oddities (several series, non-uniform spacing, gantry tilt, repeated
-positions) become warnings; files that cannot be read raise `DataError` naming the file.
+Orientation (Patient). The planned files, in that order, are read by one SimpleITK `ImageSeriesReader` (GDCM;
+pydicom when GDCM cannot decode them) and given the planned geometry; a single file (a slice or a multi-frame
+image) is read with the geometry GDCM finds in it. Recoverable oddities (several series, non-uniform spacing,
+gantry tilt, repeated positions) become warnings; files that cannot be read raise `DataError` naming the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings as _pywarnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,6 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import DataError
-from .itk import itk_message
 from .sniff import head, sniff
 from .volume import IDENTITY, Volume
 
@@ -71,6 +74,8 @@ class _Slice:
     cols: int
     frames: int
     samples: int
+    bits: int  # BitsAllocated
+    signed: bool  # PixelRepresentation 1
     has_pixels: bool
     ipp: np.ndarray | None
     iop: np.ndarray | None
@@ -167,6 +172,8 @@ def _slice_from_header(path: Path, ds: Any) -> _Slice | None:
         cols=cols,
         frames=max(int(_ds_float(ds, "NumberOfFrames") or 1), 1),
         samples=max(int(_ds_float(ds, "SamplesPerPixel") or 1), 1),
+        bits=int(_ds_float(ds, "BitsAllocated") or 16),
+        signed=_ds_float(ds, "PixelRepresentation") == 1,
         has_pixels=has_pixels,
         ipp=_ds_floats(ds, "ImagePositionPatient", 3),
         iop=_ds_floats(ds, "ImageOrientationPatient", 6),
@@ -304,8 +311,79 @@ def _needs_float(slices: list[_Slice]) -> bool:
     )
 
 
+# numpy dtype -> SimpleITK pixel type, for series whose files store different integer types
+_SITK_INTEGER_TYPES = {
+    np.dtype(np.uint8): sitk.sitkUInt8, np.dtype(np.int8): sitk.sitkInt8,
+    np.dtype(np.uint16): sitk.sitkUInt16, np.dtype(np.int16): sitk.sitkInt16,
+    np.dtype(np.uint32): sitk.sitkUInt32, np.dtype(np.int32): sitk.sitkInt32,
+    np.dtype(np.uint64): sitk.sitkUInt64, np.dtype(np.int64): sitk.sitkInt64,
+}
+
+
+def _series_pixel_type(slices: list[_Slice], as_float: bool) -> int | None:
+    """The pixel type to ask GDCM for: float32 when rescaled, the common integer type when the files store
+    different ones (GDCM would cast every slice to the first file's type), else None (GDCM's own choice)."""
+    if as_float:
+        return sitk.sitkFloat32
+    stored = {(s.bits, s.signed) for s in slices}
+    if len(stored) == 1 or any(s.samples > 1 for s in slices):
+        return None
+    try:
+        dtypes = [np.dtype(f"{'i' if signed else 'u'}{max(bits, 8) // 8}") for bits, signed in stored]
+    except TypeError:  # an odd BitsAllocated: leave the choice to GDCM
+        return None
+    return _SITK_INTEGER_TYPES.get(np.result_type(*dtypes))
+
+
+@contextlib.contextmanager
+def _itk_warnings_off() -> Iterator[None]:
+    """Silence ITK's warnings on stderr while reading a series: ITK warns about non-uniform sampling from its own
+    geometry, which the planned geometry replaces (the plan reports such problems as Volume.warnings), and the
+    CLI promises one-line messages."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
+def _read_series_pixels(slices: list[_Slice], as_float: bool) -> np.ndarray:
+    """The voxels (Z, Y, X[, 3]) of the planned files, in the planned order, through one SimpleITK
+    ImageSeriesReader (GDCM): rescale slope/intercept applied (float32 when `as_float`), RT dose grid scaling per
+    slice. When GDCM cannot decode a file, pydicom reads the series instead."""
+    reader = sitk.ImageSeriesReader()
+    reader.SetImageIO("GDCMImageIO")
+    reader.SetFileNames([s.path for s in slices])
+    pixel_type = _series_pixel_type(slices, as_float)
+    if pixel_type is not None:
+        reader.SetOutputPixelType(pixel_type)
+    try:
+        with _itk_warnings_off():
+            array = sitk.GetArrayFromImage(reader.Execute())
+    except RuntimeError:
+        array = _read_series_pydicom(slices, as_float)
+    scaling = [s.dose_scaling if s.modality == "RTDOSE" and s.dose_scaling else 1.0 for s in slices]
+    if any(v != 1.0 for v in scaling):
+        per_slice = np.asarray(scaling, dtype=np.float32).reshape((-1,) + (1,) * (array.ndim - 1))
+        array = array.astype(np.float32) * per_slice
+    return array
+
+
+def _read_series_pydicom(slices: list[_Slice], as_float: bool) -> np.ndarray:
+    planes = []
+    for sl in slices:
+        pixels = _pydicom_pixels(sl, as_float)
+        if pixels.shape[:2] != (sl.rows, sl.cols):
+            raise DataError(f"{sl.path}: pixel data of shape {pixels.shape} does not match Rows x Columns "
+                            f"{sl.rows} x {sl.cols}")
+        planes.append(pixels)
+    return np.stack(planes)  # promotes to a type that holds every slice's values
+
+
 def _read_dicom_pixels(sl: _Slice, as_float: bool) -> sitk.Image:
-    """One DICOM file as a SimpleITK image (rescale applied), GDCM first, pydicom as a fallback."""
+    """One DICOM file (a slice or a multi-frame image) as a SimpleITK image with the geometry GDCM reads (rescale
+    applied), GDCM first, pydicom as a fallback."""
     reader = sitk.ImageFileReader()
     reader.SetImageIO("GDCMImageIO")
     reader.SetFileName(sl.path)
@@ -313,15 +391,15 @@ def _read_dicom_pixels(sl: _Slice, as_float: bool) -> sitk.Image:
         reader.SetOutputPixelType(sitk.sitkFloat32)
     try:
         image = reader.Execute()
-    except RuntimeError as exc:
-        gdcm_error = itk_message(exc)
-        image = _read_dicom_pixels_pydicom(sl, as_float, gdcm_error)
+    except RuntimeError:
+        image = _read_dicom_pixels_pydicom(sl, as_float)
     if sl.modality == "RTDOSE" and sl.dose_scaling:
         image = sitk.Cast(image, sitk.sitkFloat32) * float(sl.dose_scaling)
     return image
 
 
-def _read_dicom_pixels_pydicom(sl: _Slice, as_float: bool, gdcm_error: str) -> sitk.Image:
+def _pydicom_pixels(sl: _Slice, as_float: bool) -> np.ndarray:
+    """The pixels of one file as pydicom decodes them ((rows, cols[, 3]), or frames first), rescale applied."""
     import pydicom
 
     try:
@@ -330,11 +408,16 @@ def _read_dicom_pixels_pydicom(sl: _Slice, as_float: bool, gdcm_error: str) -> s
     except Exception as exc:  # pydicom raises many types for damaged or unsupported pixel data
         reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{sl.path}: damaged, truncated or unsupported DICOM pixel data ({reason})") from None
-    color = sl.samples > 1
-    if not color:
+    if sl.samples == 1:
         array = array * sl.slope + sl.intercept if (sl.slope != 1.0 or sl.intercept != 0.0) else array
         if as_float:
             array = array.astype(np.float32)
+    return array
+
+
+def _read_dicom_pixels_pydicom(sl: _Slice, as_float: bool) -> sitk.Image:
+    color = sl.samples > 1
+    array = _pydicom_pixels(sl, as_float)
     if array.ndim == (3 if color else 2):
         array = array[None]
     image = sitk.GetImageFromArray(np.ascontiguousarray(array), isVector=color)
@@ -413,17 +496,6 @@ def read_dicom_folder(folder: Path, series_uid: str | None) -> Volume:
     if plan.geometry is None:
         image = _read_dicom_pixels(plan.slices[0], as_float)
         return Volume.from_sitk(image, md, warnings)
-    array = None
-    for k, sl in enumerate(plan.slices):
-        image = _read_dicom_pixels(sl, as_float)  # keep a reference while its array view is used
-        pixels = sitk.GetArrayViewFromImage(image)
-        if pixels.shape[:3] != (1, sl.rows, sl.cols):
-            raise DataError(f"{sl.path}: pixel data of shape {pixels.shape} does not match Rows x Columns "
-                            f"{sl.rows} x {sl.cols}")
-        if array is None:
-            array = np.empty((len(plan.slices),) + pixels.shape[1:], dtype=pixels.dtype)
-        elif not np.can_cast(pixels.dtype, array.dtype, "safe"):
-            array = array.astype(np.result_type(array.dtype, pixels.dtype))
-        array[k] = pixels[0]
+    array = _read_series_pixels(plan.slices, as_float)
     spacing, origin, direction = plan.geometry
     return Volume(array, spacing, origin, direction, md, warnings)

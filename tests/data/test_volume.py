@@ -30,6 +30,7 @@ from core.io import (
     write_label_map,
     write_volume,
 )
+from tests.dicom_files import write_series
 
 DICOM_DATA = Path(pydicom.__file__).parent / "data" / "test_files"
 CT_SERIES = DICOM_DATA / "dicomdirtests" / "98892001" / "CT5N"  # 5 real CT slices (16 x 16, 2.5 mm)
@@ -345,6 +346,70 @@ def test_synthetic_oblique_series_geometry(tmp_path):
     assert vol.spacing == pytest.approx((0.75, 0.5, 3.0))
     np.testing.assert_allclose(vol.index_to_world([0, 0, 2]), positions[2], atol=1e-6)
     assert list(vol.array[:, 0, 0]) == [100 - 1024, 200 - 1024, 300 - 1024]
+
+
+class _RecordingSeriesReader(sitk.ImageSeriesReader):
+    calls: list[list[str]] = []
+
+    def SetFileNames(self, names):  # noqa: N802 - SimpleITK's name
+        type(self).calls.append(list(names))
+        return super().SetFileNames(names)
+
+
+def test_a_series_is_read_by_one_series_reader_in_the_planned_order(tmp_path, monkeypatch):
+    """The planner's file list (physical order, whatever the file names and instance numbers say) is what one
+    ImageSeriesReader reads; ITK's own warnings (non-uniform sampling) stay off stderr."""
+    positions = [(0.0, 0.0, z) for z in (0.0, 1.0, 2.0, 6.0)]  # non-uniform: ITK would warn on stderr
+    planes = np.stack([np.full((4, 5), 10 * (k + 1), np.int16) for k in range(4)])
+    write_series(tmp_path / "s", planes, positions, names=["b.dcm", "d.dcm", "a.dcm", "c.dcm"],
+                 instances=[3, 1, 4, 2])
+    monkeypatch.setattr(sitk, "ImageSeriesReader", _RecordingSeriesReader)
+    _RecordingSeriesReader.calls = []
+    vol = read_volume(tmp_path / "s")
+    assert _RecordingSeriesReader.calls == [list_series(tmp_path / "s")[0].files]
+    assert [Path(f).name for f in _RecordingSeriesReader.calls[0]] == ["b.dcm", "d.dcm", "a.dcm", "c.dcm"]
+    assert list(vol.array[:, 0, 0]) == [10, 20, 30, 40] and vol.array.dtype == np.int16
+    assert vol.origin == (0.0, 0.0, 0.0) and vol.spacing == pytest.approx((0.75, 0.5, 2.0))
+    assert any("non-uniform slice spacing" in w for w in vol.warnings)
+
+
+def test_no_itk_warning_reaches_stderr(capfd):
+    read_volume(NONUNIFORM_CT)
+    assert capfd.readouterr().err == ""
+
+
+def test_series_falls_back_to_pydicom_when_gdcm_cannot_decode(tmp_path, monkeypatch):
+    expected = read_volume(CT_SERIES)
+
+    def gdcm_fails(self):
+        raise RuntimeError("Exception thrown in SimpleITK ImageSeriesReader_Execute: GDCM cannot decode")
+
+    monkeypatch.setattr(sitk.ImageSeriesReader, "Execute", gdcm_fails)
+    vol = read_volume(CT_SERIES)
+    np.testing.assert_array_equal(vol.array, expected.array)
+    assert vol.array.dtype == expected.array.dtype
+    assert (vol.spacing, vol.origin, vol.direction) == (expected.spacing, expected.origin, expected.direction)
+
+
+def test_series_of_mixed_integer_types_keeps_every_value(tmp_path):
+    """Files of one series may store different integer types: the series type holds all of their values (GDCM
+    alone would cast every slice to the first file's type)."""
+    folder = tmp_path / "mixed"
+    write_series(folder, np.full((1, 4, 5), 60000, np.uint16), [(0.0, 0.0, 0.0)], names=["a.dcm"],
+                 series_uid="1.2.3.4")
+    write_series(folder, np.full((1, 4, 5), -7, np.int16), [(0.0, 0.0, 1.0)], names=["b.dcm"], series_uid="1.2.3.4")
+    vol = read_volume(folder)
+    assert list(vol.array[:, 0, 0]) == [60000, -7] and vol.array.dtype == np.int32
+
+
+def test_rgb_series(tmp_path):
+    rng = np.random.default_rng(0)
+    planes = rng.integers(0, 256, (3, 4, 5, 3), dtype=np.uint8)
+    write_series(tmp_path / "rgb", planes, [(0.0, 0.0, 2.0 * k) for k in range(3)], modality="OT",
+                 names=["z.dcm", "y.dcm", "x.dcm"])
+    vol = read_volume(tmp_path / "rgb")
+    assert vol.is_rgb and vol.array.shape == (3, 4, 5, 3)
+    np.testing.assert_array_equal(vol.array, planes)
 
 
 def test_single_dicom_file_and_transfer_syntaxes():
