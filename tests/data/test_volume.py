@@ -303,6 +303,41 @@ def test_several_series_default_to_largest_with_warning_naming_others():
         read_volume(folder, series_uid="1.2.3")
 
 
+def write_two_series(folder: Path) -> dict:
+    """Two series of different sizes in one folder: 'large' (6 slices of 10 x 12 at z = 10..20: 720 voxels) and
+    'small' (4 slices of 12 x 14: more pixels per slice, 672 voxels). File names and instance numbers are shuffled, so
+    neither name order nor instance order is slice order; every slice of 'large' holds 100 + its z position."""
+    rng = random.Random(5)
+    z = [10.0 + 2.0 * k for k in range(6)]
+    large = np.stack([np.full((10, 12), 100 + int(v), np.int16) for v in z])
+    names = [f"IM{n:04d}" for n in rng.sample(range(1000), 10)]
+    instances = rng.sample(range(1, 50), 10)
+    order = rng.sample(range(6), 6)  # the file of slice k is written in position order[k]
+    write_series(folder, large[order], [(0.0, 0.0, z[k]) for k in order], names=names[:6], instances=instances[:6],
+                 description="large", series_uid="1.2.826.0.1.9")
+    small = np.full((4, 12, 14), 7, np.int16)
+    write_series(folder, small, [(0.0, 0.0, 3.0 * k) for k in range(4)], names=names[6:], instances=instances[6:],
+                 description="small", series_uid="1.2.826.0.1.10")
+    return {"large_uid": "1.2.826.0.1.9", "small_uid": "1.2.826.0.1.10", "z": z}
+
+
+def test_two_series_read_the_larger_one_in_position_order(tmp_path):
+    """The one series choice and slice order that the app, the CLI and every bundle get through read_volume."""
+    facts = write_two_series(tmp_path / "two")
+    vol = read_volume(tmp_path / "two")
+    assert vol.metadata["series_uid"] == facts["large_uid"] and vol.metadata["description"] == "large"
+    assert vol.array.shape == (6, 10, 12)
+    assert list(vol.array[:, 0, 0]) == [100 + int(v) for v in facts["z"]]  # slice k at the k-th lowest position
+    assert vol.origin == (0.0, 0.0, 10.0) and vol.spacing == pytest.approx((0.75, 0.5, 2.0))
+    [warning] = vol.warnings
+    assert "holds 2 DICOM series" in warning and "'large'" in warning
+    assert "'small'" in warning and facts["small_uid"] in warning and str(tmp_path / "two") in warning
+    infos = {info.uid: info for info in list_series(tmp_path / "two")}
+    assert infos[facts["large_uid"]].size == (12, 10, 6) and infos[facts["small_uid"]].size == (14, 12, 4)
+    small = read_volume(tmp_path / "two", series_uid=facts["small_uid"])
+    assert small.array.shape == (4, 12, 14) and small.warnings == []
+
+
 def test_non_uniform_spacing_is_a_warning():
     vol = read_volume(NONUNIFORM_CT)
     assert vol.array.shape == (4, 16, 16)
