@@ -9,17 +9,17 @@ Problems the user can fix (missing, damaged or unsupported files) raise `core.er
 names the file. Recoverable oddities (non-uniform slice spacing, gantry tilt, several series in a folder, 4D
 inputs) become strings in `Volume.warnings`.
 
-Modules, one concern each: `volume` (the type and its geometry), `orientation` (axis codes), `sniff` (extension
-and content checks), `nifti` (NIfTI header facts), `itk` (NIfTI/NRRD/MetaImage through SimpleITK), `dicom` (scan,
-series plan, read), `images` (PNG/JPEG, .npy), `read` (`read_volume`), `write` (volumes and label maps),
-`dicom_seg` (DICOM SEG output).
+Modules, one concern each: `volume` (the type and its geometry), `orientation` (the nearest-axes rule: codes,
+display order), `sniff` (extension and content checks), `nifti` (NIfTI header facts), `itk` (NIfTI/NRRD/MetaImage
+through SimpleITK), `dicom` (scan, series plan, read), `images` (PNG/JPEG, .npy), `read` (`read_volume`), `write`
+(volumes and label maps), `dicom_seg` (DICOM SEG output).
 
 Bundle-portable: modules here import only the standard library, numpy, SimpleITK (pydicom, nibabel, Pillow
 inside the readers that need them) and the project's `errors`/`files` through relative imports.
 """
 
 from .dicom import SeriesInfo, list_series
-from .orientation import orientation_code
+from .orientation import display_axes, display_plane, nearest_axes, orientation_code, to_display
 from .read import READ_EXTENSIONS, read_volume
 from .volume import Volume
 from .write import LABEL_MAP_EXTENSIONS, write_label_map, write_volume
@@ -29,9 +29,13 @@ __all__ = [
     "READ_EXTENSIONS",
     "SeriesInfo",
     "Volume",
+    "display_axes",
+    "display_plane",
     "list_series",
+    "nearest_axes",
     "orientation_code",
     "read_volume",
+    "to_display",
     "write_label_map",
     "write_volume",
 ]
