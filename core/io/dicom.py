@@ -75,7 +75,9 @@ class _Slice:
     frames: int
     samples: int
     bits: int  # BitsAllocated
+    bits_stored: int
     signed: bool  # PixelRepresentation 1
+    photometric: str  # PhotometricInterpretation
     has_pixels: bool
     ipp: np.ndarray | None
     iop: np.ndarray | None
@@ -86,6 +88,11 @@ class _Slice:
     intercept: float
     dose_scaling: float | None
     extra: dict[str, str]
+
+    @property
+    def colour(self) -> bool:
+        """RGB pixels once read (palette colour images are expanded through their lookup table)."""
+        return self.samples > 1 or self.photometric == "PALETTE COLOR"
 
 
 def _ds_float(ds: Any, keyword: str) -> float | None:
@@ -173,7 +180,9 @@ def _slice_from_header(path: Path, ds: Any) -> _Slice | None:
         frames=max(int(_ds_float(ds, "NumberOfFrames") or 1), 1),
         samples=max(int(_ds_float(ds, "SamplesPerPixel") or 1), 1),
         bits=int(_ds_float(ds, "BitsAllocated") or 16),
+        bits_stored=int(_ds_float(ds, "BitsStored") or _ds_float(ds, "BitsAllocated") or 16),
         signed=_ds_float(ds, "PixelRepresentation") == 1,
+        photometric=_ds_str(ds, "PhotometricInterpretation").upper() or "MONOCHROME2",
         has_pixels=has_pixels,
         ipp=_ds_floats(ds, "ImagePositionPatient", 3),
         iop=_ds_floats(ds, "ImageOrientationPatient", 6),
@@ -351,7 +360,8 @@ def _itk_warnings_off() -> Iterator[None]:
 def _read_series_pixels(slices: list[_Slice], as_float: bool) -> np.ndarray:
     """The voxels (Z, Y, X[, 3]) of the planned files, in the planned order, through one SimpleITK
     ImageSeriesReader (GDCM): rescale slope/intercept applied (float32 when `as_float`), RT dose grid scaling per
-    slice. When GDCM cannot decode a file, pydicom reads the series instead."""
+    slice, MONOCHROME1 inverted (`_as_monochrome2`). When GDCM cannot decode a file, pydicom reads the series
+    instead."""
     reader = sitk.ImageSeriesReader()
     reader.SetImageIO("GDCMImageIO")
     reader.SetFileNames([s.path for s in slices])
@@ -361,8 +371,11 @@ def _read_series_pixels(slices: list[_Slice], as_float: bool) -> np.ndarray:
     try:
         with _itk_warnings_off():
             array = sitk.GetArrayFromImage(reader.Execute())
+        gdcm = True
     except RuntimeError:
         array = _read_series_pydicom(slices, as_float)
+        gdcm = False
+    array = _as_monochrome2(array, slices, gdcm)
     scaling = [s.dose_scaling if s.modality == "RTDOSE" and s.dose_scaling else 1.0 for s in slices]
     if any(v != 1.0 for v in scaling):
         per_slice = np.asarray(scaling, dtype=np.float32).reshape((-1,) + (1,) * (array.ndim - 1))
@@ -383,7 +396,7 @@ def _read_series_pydicom(slices: list[_Slice], as_float: bool) -> np.ndarray:
 
 def _read_dicom_pixels(sl: _Slice, as_float: bool) -> sitk.Image:
     """One DICOM file (a slice or a multi-frame image) as a SimpleITK image with the geometry GDCM reads (rescale
-    applied), GDCM first, pydicom as a fallback."""
+    applied, MONOCHROME1 inverted), GDCM first, pydicom as a fallback."""
     reader = sitk.ImageFileReader()
     reader.SetImageIO("GDCMImageIO")
     reader.SetFileName(sl.path)
@@ -391,32 +404,76 @@ def _read_dicom_pixels(sl: _Slice, as_float: bool) -> sitk.Image:
         reader.SetOutputPixelType(sitk.sitkFloat32)
     try:
         image = reader.Execute()
+        gdcm = True
     except RuntimeError:
         image = _read_dicom_pixels_pydicom(sl, as_float)
+        gdcm = False
+    if sl.photometric == "MONOCHROME1":
+        inverted = sitk.GetImageFromArray(_as_monochrome2(sitk.GetArrayFromImage(image), [sl], gdcm))
+        inverted.CopyInformation(image)
+        image = inverted
     if sl.modality == "RTDOSE" and sl.dose_scaling:
         image = sitk.Cast(image, sitk.sitkFloat32) * float(sl.dose_scaling)
     return image
 
 
 def _pydicom_pixels(sl: _Slice, as_float: bool) -> np.ndarray:
-    """The pixels of one file as pydicom decodes them ((rows, cols[, 3]), or frames first), rescale applied."""
+    """The pixels of one file as pydicom decodes them ((rows, cols[, 3]), or frames first): rescale applied to
+    grey images, palette colour expanded to 8-bit RGB and YBR converted to RGB as GDCM does."""
     import pydicom
 
     try:
         ds = pydicom.dcmread(sl.path, force=True)
         array = ds.pixel_array
+        if sl.photometric == "PALETTE COLOR":
+            from pydicom.pixels import apply_color_lut
+
+            array = apply_color_lut(array, ds)
+            if array.dtype != np.uint8:  # 16-bit lookup tables: their high byte, as GDCM gives
+                array = (array >> 8).astype(np.uint8)
+        elif sl.samples > 1 and sl.photometric.startswith("YBR") and int(pydicom.__version__.split(".")[0]) < 3:
+            from pydicom.pixels import convert_color_space  # pydicom >= 3 converts in pixel_array
+
+            array = convert_color_space(array, sl.photometric, "RGB")
     except Exception as exc:  # pydicom raises many types for damaged or unsupported pixel data
         reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise DataError(f"{sl.path}: damaged, truncated or unsupported DICOM pixel data ({reason})") from None
-    if sl.samples == 1:
+    if not sl.colour:
         array = array * sl.slope + sl.intercept if (sl.slope != 1.0 or sl.intercept != 0.0) else array
         if as_float:
             array = array.astype(np.float32)
     return array
 
 
+def _as_monochrome2(array: np.ndarray, slices: list[_Slice], gdcm: bool) -> np.ndarray:
+    """MONOCHROME1 pixels (low values are displayed white) inverted so that bright means dense, within their own
+    range: min + max - value over the whole read (255 - value for uint8), the rule every reader of the project
+    applies. `array` holds one slice per entry of `slices` (a single file: all its frames).
+
+    GDCM has already inverted them, but in the range of the stored type (stored -> min + max of that type, then
+    the rescale): its value is c - v, with v the rescaled value and c = slope * K + 2 * intercept (K = -1 for
+    signed, 2^BitsStored - 1 for unsigned), so v is recovered first."""
+    if len(slices) == 1:
+        slices = slices * array.shape[0]  # a single file: every frame has its header
+    flags = np.array([s.photometric == "MONOCHROME1" for s in slices])
+    if not flags.any():
+        return array
+    per_slice = (-1,) + (1,) * (array.ndim - 1)
+    mask = flags.reshape(per_slice)
+    values = array.astype(np.float64)
+    if gdcm:
+        c = np.array([s.slope * (-1 if s.signed else 2**s.bits_stored - 1) + 2 * s.intercept for s in slices])
+        values = np.where(mask, c.reshape(per_slice) - values, values)
+    if array.dtype == np.uint8:
+        inverted = 255 - values
+    else:
+        selected = values[flags]
+        inverted = float(selected.max()) + float(selected.min()) - values
+    return np.where(mask, inverted, values).astype(array.dtype)
+
+
 def _read_dicom_pixels_pydicom(sl: _Slice, as_float: bool) -> sitk.Image:
-    color = sl.samples > 1
+    color = sl.colour
     array = _pydicom_pixels(sl, as_float)
     if array.ndim == (3 if color else 2):
         array = array[None]
@@ -433,7 +490,7 @@ def _read_dicom_pixels_pydicom(sl: _Slice, as_float: bool) -> sitk.Image:
 
 def _dicom_metadata(sl: _Slice, source: Path) -> dict[str, str]:
     md = {"modality": sl.modality, "description": sl.description, "source": str(source),
-          "series_uid": sl.series_uid, "sop_class": sl.sop_name}
+          "series_uid": sl.series_uid, "sop_class": sl.sop_name, "photometric": sl.photometric}
     md.update(sl.extra)
     if sl.modality == "CT":
         md["units"] = "HU"

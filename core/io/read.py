@@ -17,7 +17,7 @@ READ_EXTENSIONS = tuple(ITK_READERS) + (".dcm",) + IMAGE_2D + (".npy",)
 
 
 def read_volume(path: str | os.PathLike, series_uid: str | None = None) -> Volume:
-    """Read a file (NIfTI, NRRD, MetaImage, DICOM, PNG/JPEG, .npy) or a folder of DICOM files.
+    """Read a file (NIfTI, NRRD, MetaImage, DICOM, PNG/JPEG/BMP/TIFF, .npy) or a folder of DICOM files.
 
     For a folder, `series_uid` chooses the series (default: the largest, with a warning naming the others).
     It is ignored for files.
@@ -34,13 +34,13 @@ def read_volume(path: str | os.PathLike, series_uid: str | None = None) -> Volum
     ext = extension(p)
     if ext in ITK_READERS:
         io, kind = ITK_READERS[ext]
-        check_content(p, ext, kind)
+        check_content(p, ext)
         return read_itk_file(p, io, kind)
     if ext in IMAGE_2D:
-        check_content(p, ext, "PNG" if ext == ".png" else "JPEG")
+        check_content(p, ext)
         return read_2d_image(p)
     if ext == ".npy":
-        check_content(p, ext, "NumPy .npy")
+        check_content(p, ext)
         return read_npy(p)
     if ext in DICOM_EXTS or sniff(p) == "a DICOM file":
         return read_dicom_file(p)

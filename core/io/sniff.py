@@ -14,6 +14,9 @@ from pathlib import Path
 from ..errors import DataError
 from .nifti import nifti_header
 
+# the sizes of the BMP info headers (BITMAPCOREHEADER ... BITMAPV5HEADER): "BM" alone is too weak a magic
+_BMP_HEADER_SIZES = (12, 16, 40, 52, 56, 64, 108, 124)
+
 
 def extension(p: Path) -> str:
     """The lower-case extension of `p`, `.nii.gz` counted as one."""
@@ -47,6 +50,10 @@ def describe_bytes(data: bytes) -> str:
         return "an NRRD image"
     if data.startswith(b"%PDF"):
         return "a PDF document"
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "a TIFF image"
+    if data.startswith(b"BM") and len(data) >= 18 and int.from_bytes(data[14:18], "little") in _BMP_HEADER_SIZES:
+        return "a BMP image"
     if nifti_header(data) is not None:
         return "a NIfTI image"
     if b"DimSize" in data and b"ElementType" in data:
@@ -68,7 +75,7 @@ def sniff(p: Path) -> str:
         return "unreadable"
 
 
-def check_content(p: Path, ext: str, kind: str) -> None:
+def check_content(p: Path, ext: str) -> None:
     """Reject files whose content does not match their extension, and truncated NIfTI files (ITK reads those
     silently, filling the missing voxels with zeros)."""
     data = head(p)
@@ -83,6 +90,10 @@ def check_content(p: Path, ext: str, kind: str) -> None:
         raise DataError(f"{p}: not a PNG file (the content is {looks})")
     elif ext in (".jpg", ".jpeg") and looks != "a JPEG image":
         raise DataError(f"{p}: not a JPEG file (the content is {looks})")
+    elif ext == ".bmp" and looks != "a BMP image":
+        raise DataError(f"{p}: not a BMP file (the content is {looks})")
+    elif ext in (".tif", ".tiff") and looks != "a TIFF image":
+        raise DataError(f"{p}: not a TIFF file (the content is {looks})")
     elif ext == ".npy" and looks != "a NumPy .npy array":
         raise DataError(f"{p}: not a NumPy .npy file (the content is {looks})")
 

@@ -22,7 +22,7 @@ def write_volume(volume: Volume, path: str | os.PathLike) -> Path:
     """Write `volume` to any SimpleITK-writable file (.nii.gz, .nrrd, .mha, ...) with its exact geometry, atomically."""
     p = Path(path).expanduser()
     image = volume.to_sitk()
-    if extension(p) in IMAGE_2D + (".bmp", ".tif", ".tiff") and image.GetSize()[2] == 1:
+    if extension(p) in IMAGE_2D and image.GetSize()[2] == 1:
         image = image[:, :, 0]  # 2D formats take a single slice as a 2D image
     _write_image_atomic(image, p)
     return p

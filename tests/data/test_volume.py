@@ -462,6 +462,72 @@ def test_single_dicom_file_and_transfer_syntaxes():
     assert rgb.is_rgb and rgb.array.shape == (2, 100, 100, 3)
 
 
+@pytest.mark.parametrize(("dtype", "stored"), [(np.uint8, np.uint8), (np.uint16, np.uint16), (np.int16, np.int16)])
+@pytest.mark.parametrize("series", [False, True])
+def test_monochrome1_is_inverted_within_its_range(tmp_path, monkeypatch, dtype, stored, series):
+    """MONOCHROME1 (low values displayed white) reads inverted so that bright means dense, within the values' own
+    range (min + max - v; 255 - v for uint8), whether GDCM or pydicom decodes it, for a file or a series."""
+    rng = np.random.default_rng(4)
+    info = np.iinfo(dtype)
+    planes = rng.integers(max(info.min, -3000), min(info.max, 3000), (3 if series else 1, 4, 5)).astype(dtype)
+    files = write_series(tmp_path / "m1", planes, [(0.0, 0.0, float(k)) for k in range(len(planes))],
+                         photometric="MONOCHROME1")
+    source = tmp_path / "m1" if series else files[0]
+    raw = planes.astype(np.float64)
+    expected = 255 - raw if dtype == np.uint8 else raw.max() + raw.min() - raw
+    for decoder in ("gdcm", "pydicom"):
+        if decoder == "pydicom":
+            def gdcm_fails(self):
+                raise RuntimeError("GDCM cannot decode")
+
+            monkeypatch.setattr(sitk.ImageFileReader, "Execute", gdcm_fails)
+            monkeypatch.setattr(sitk.ImageSeriesReader, "Execute", gdcm_fails)
+        vol = read_volume(source)
+        assert vol.array.dtype == stored, decoder
+        np.testing.assert_array_equal(vol.array, expected, err_msg=decoder)
+        assert vol.metadata["photometric"] == "MONOCHROME1"
+
+
+def test_monochrome1_with_rescale_and_ct(tmp_path):
+    ds = pydicom.dcmread(DICOM_DATA / "CT_small.dcm")
+    hu = ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.save_as(tmp_path / "m1.dcm")
+    vol = read_volume(tmp_path / "m1.dcm")
+    assert vol.array.dtype == np.float32
+    np.testing.assert_array_equal(vol.array[0], hu.max() + hu.min() - hu)
+    rescaled = write_series(tmp_path / "r", np.arange(40, dtype=np.int16).reshape(2, 4, 5) - 20,
+                            [(0.0, 0.0, 0.0), (0.0, 0.0, 1.0)], photometric="MONOCHROME1", rescale=(0.5, -10.25))
+    values = (np.arange(40).reshape(2, 4, 5) - 20) * 0.5 - 10.25
+    np.testing.assert_allclose(read_volume(rescaled[0].parent).array, values.max() + values.min() - values)
+
+
+def test_palette_colour_reads_as_rgb_with_gdcm_and_pydicom(monkeypatch):
+    from pydicom.pixels import apply_color_lut
+
+    path = DICOM_DATA / "examples_palette.dcm"
+    ds = pydicom.dcmread(path)
+    expected = (apply_color_lut(ds.pixel_array, ds) >> 8).astype(np.uint8)  # a 16-bit lookup table
+    vol = read_volume(path)
+    assert vol.is_rgb and vol.array.dtype == np.uint8
+    np.testing.assert_array_equal(vol.array[0], expected)
+
+    def gdcm_fails(self):
+        raise RuntimeError("GDCM cannot decode")
+
+    monkeypatch.setattr(sitk.ImageFileReader, "Execute", gdcm_fails)
+    fallback = read_volume(path)
+    assert fallback.is_rgb and fallback.array.dtype == np.uint8
+    np.testing.assert_array_equal(fallback.array[0], expected)
+
+
+def test_ybr_colour_reads_as_rgb():
+    rgb = read_volume(DICOM_DATA / "SC_rgb_rle.dcm").array
+    ybr = read_volume(DICOM_DATA / "SC_ybr_full_422_uncompressed.dcm").array  # the same picture stored as YBR
+    assert ybr.shape == rgb.shape == (1, 100, 100, 3)
+    assert np.abs(ybr.astype(int) - rgb.astype(int)).max() <= 8
+
+
 # ------------------------------------------------------------------------------------------------ NIfTI MNI152
 
 
@@ -515,6 +581,34 @@ def test_2d_images_are_one_slice_volumes(tmp_path):
     np.testing.assert_array_equal(vol.array, stack)
     assert any("no geometry" in w for w in vol.warnings)
     np.testing.assert_array_equal(read_volume(tmp_path / "rgb.png").array[0], rgb)
+
+
+def test_bmp_tiff_and_channel_npy_are_one_slice_volumes(tmp_path):
+    rng = np.random.default_rng(6)
+    grey = rng.integers(0, 256, (20, 33), dtype=np.uint8)
+    rgb = rng.integers(0, 256, (20, 33, 3), dtype=np.uint8)
+    deep = rng.integers(0, 65536, (17, 9), dtype=np.uint16)
+    Image.fromarray(grey).save(tmp_path / "g.bmp")
+    Image.fromarray(rgb).save(tmp_path / "c.tif")
+    Image.fromarray(deep).save(tmp_path / "d.tiff")
+    for name, array in (("g.bmp", grey), ("c.tif", rgb), ("d.tiff", deep)):
+        vol = read_volume(tmp_path / name)
+        assert vol.array.dtype == array.dtype and vol.warnings == [], name
+        np.testing.assert_array_equal(vol.array[0], array, err_msg=name)
+    pages = [Image.fromarray(grey), Image.fromarray(255 - grey)]
+    pages[0].save(tmp_path / "pages.tif", save_all=True, append_images=pages[1:])
+    vol = read_volume(tmp_path / "pages.tif")
+    np.testing.assert_array_equal(vol.array[0], grey)
+    assert any("multi-page image, first of 2 frames" in w for w in vol.warnings)
+    shutil.copy(tmp_path / "g.bmp", tmp_path / "g.tif")
+    _assert_error(tmp_path / "g.tif", "not a TIFF file", "BMP")
+    (tmp_path / "notes.bmp").write_text("BM but not a bitmap")
+    _assert_error(tmp_path / "notes.bmp", "not a BMP file", "text")
+    np.save(tmp_path / "channel.npy", grey[..., None])
+    np.testing.assert_array_equal(read_volume(tmp_path / "channel.npy").array, grey[None])
+    np.save(tmp_path / "mask.npy", grey > 128)
+    mask = read_volume(tmp_path / "mask.npy")
+    assert mask.array.dtype == np.uint8 and mask.metadata["stored_dtype"] == "bool"
 
 
 # ------------------------------------------------------------------------------------------------ errors
