@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import threading
 import warnings as _pywarnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -344,17 +345,22 @@ def _series_pixel_type(slices: list[_Slice], as_float: bool) -> int | None:
     return _SITK_INTEGER_TYPES.get(np.result_type(*dtypes))
 
 
+_ITK_WARNINGS_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _itk_warnings_off() -> Iterator[None]:
     """Silence ITK's warnings on stderr while reading a series: ITK warns about non-uniform sampling from its own
     geometry, which the planned geometry replaces (the plan reports such problems as Volume.warnings), and the
-    CLI promises one-line messages."""
-    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-    sitk.ProcessObject.SetGlobalWarningDisplay(False)
-    try:
-        yield
-    finally:
-        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+    CLI promises one-line messages. The switch is global to ITK, so reads in other threads wait (a lock) rather
+    than restore each other's setting out of order."""
+    with _ITK_WARNINGS_LOCK:
+        shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)
+        try:
+            yield
+        finally:
+            sitk.ProcessObject.SetGlobalWarningDisplay(shown)
 
 
 def _read_series_pixels(slices: list[_Slice], as_float: bool) -> np.ndarray:
