@@ -5,22 +5,22 @@ The Qt views (`app.viewer.slice_view`, `app.viewer.widget`) only render this mod
 test imports this module and checks that no Qt or pyqtgraph module is loaded.
 
 Display convention (radiological, as DICOM viewers show it): the volume's index axes (i, j, k) are matched to the
-nearest patient axes through the direction cosines and shown without resampling, so the axial view has anterior
-at the top and the patient's right on the left of the screen; coronal and sagittal views have superior at the
-top (sagittal: anterior on the left). The letters on each side come from the direction cosines of what is shown
-(an oblique volume gets two letters, e.g. "LA"). World coordinates are LPS millimetres (the DICOM / ITK
-convention), labelled so in the readout.
+nearest patient axes through the direction cosines (`core.io.display_axes`, the rule the classification experts'
+reader uses too) and shown without resampling, so the axial view has anterior at the top and the patient's right
+on the left of the screen; coronal and sagittal views have superior at the top (sagittal: anterior on the left).
+A single slice is shown alone, in its own plane (a coronal slice with superior at the top). The letters on each
+side come from the direction cosines of what is shown (an oblique volume gets two letters, e.g. "LA"). World
+coordinates are LPS millimetres (the DICOM / ITK convention), labelled so in the readout.
 """
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from core.io import Volume, orientation_code
+from core.io import Volume, display_axes, orientation_code, to_display
 
 __all__ = [
     "CUSTOM",
@@ -70,9 +70,10 @@ def direction_letters(vector: np.ndarray, threshold: float = 0.25) -> str:
 
 @dataclass(frozen=True)
 class DisplayAxes:
-    """How the volume's index axes (i, j, k) map to the display axes x (R->L), y (A->P), z (I->S).
+    """How the volume's index axes (i, j, k) map to the display axes x (R->L), y (A->P), z (I->S), as
+    `core.io.display_axes` says (a single coronal or sagittal slice is shown in its own plane as x and y).
 
-    `world_of[c]`: the patient axis (0 x, 1 y, 2 z) index axis c is shown along; `flip[c]`: index axis c runs
+    `world_of[c]`: the display axis (0 x, 1 y, 2 z) index axis c is shown along; `flip[c]`: index axis c runs
     against it; `sizes`: (n_i, n_j, n_k); `vectors[:, w]`: LPS direction of increasing display index along
     display axis w. The display array is a view (no copy) indexed [z, y, x].
     """
@@ -91,17 +92,14 @@ class DisplayAxes:
         m = np.asarray(volume.direction, dtype=float).reshape(3, 3)  # m[world, index axis]
         if not np.all(np.isfinite(m)) or abs(np.linalg.det(m)) < 1e-6:
             m = np.eye(3)
-        perm = max(itertools.permutations(range(3)), key=lambda p: sum(abs(m[p[c], c]) for c in range(3)))
-        flip = [bool(m[perm[c], c] < 0) for c in range(3)]
-        if sizes[2] == 1:  # one slice: reorient in-plane only, and only when the slice is axial
-            if perm[2] != 2:
-                perm, flip = (0, 1, 2), [False, False, False]
-            flip[2] = False
+        perm, flips = display_axes(m, sizes)  # display axis w is index axis perm[w]
+        world_of = tuple(perm.index(c) for c in range(3))
+        flip = tuple(flips[world_of[c]] for c in range(3))
         vectors = np.zeros((3, 3))
         for c in range(3):
-            vectors[:, perm[c]] = m[:, c] * (-1.0 if flip[c] else 1.0)
+            vectors[:, world_of[c]] = m[:, c] * (-1.0 if flip[c] else 1.0)
         spacing = tuple(float(s) for s in volume.spacing)
-        return cls(tuple(perm), tuple(flip), sizes, spacing, vectors)
+        return cls(world_of, flip, sizes, spacing, vectors)
 
     def index_axis(self, w: int) -> int:
         """The index axis (0 i, 1 j, 2 k) shown along display axis w."""
@@ -119,12 +117,8 @@ class DisplayAxes:
 
     def to_display(self, array: np.ndarray) -> np.ndarray:
         """View of a (k, j, i[, c]) array indexed [z, y, x(, c)] in display order."""
-        order = [2 - self.index_axis(w) for w in (2, 1, 0)]
-        view = np.transpose(array, order + list(range(3, array.ndim)))
-        for a, w in enumerate((2, 1, 0)):
-            if self.flip[self.index_axis(w)]:
-                view = np.flip(view, axis=a)
-        return view
+        perm = [self.index_axis(w) for w in range(3)]
+        return to_display(array, perm, [self.flip[c] for c in perm])
 
     def to_index(self, display: tuple[int, int, int]) -> tuple[int, int, int]:
         """Display (x, y, z) -> voxel index (i, j, k)."""
@@ -298,8 +292,9 @@ class ViewerModel:
 
     @property
     def planar(self) -> bool:
-        """A single slice (a 2D image): only the axial view is shown."""
-        return self.axes is not None and self.axes.sizes[2] == 1
+        """A single slice (a 2D image): only the axial view is shown (a coronal or sagittal slice in its own
+        plane, see `core.io.display_axes`)."""
+        return self.axes is not None and self.axes.shape[2] == 1
 
     def _compute_ranges(self, array: np.ndarray) -> None:
         flat = np.asarray(array).reshape(-1)

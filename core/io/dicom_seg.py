@@ -18,7 +18,8 @@ import numpy as np
 
 from ..errors import DataError
 from ..files import write_atomic
-from .volume import Volume, list_series
+from .dicom import list_series
+from .volume import Volume
 
 MANUFACTURER = "LoRKD Studio"
 SOFTWARE_VERSION = "0.1.0"

@@ -2,6 +2,7 @@
 the input's space. Training, the app, `lorkd apply` and the scripts copied into every exported bundle all call
 these functions, so an expert gives the same answer everywhere.
 
-Bundle-portable: modules here import only the standard library, numpy, torch and MONAI (and each other through
-relative imports); export copies the package into each bundle's `scripts/`.
+Bundle-portable: modules here import only the standard library, numpy, torch, MONAI and the project's `io` (the
+layer below, for its orientation rule), each other through relative imports; export copies the package into each
+bundle's `scripts/`.
 """

@@ -3,7 +3,8 @@
 Geometry: a volume is an array in (Z, Y, X) order (SimpleITK / DICOM convention) with spacing (x, y, z),
 and a 3x3 direction matrix (row-major 9 floats; its columns are the index axes in LPS world coordinates).
 1. reorient to RAS canonical by a pure permutation + flips of the voxel axes (the array becomes (X, Y, Z)
-   with axis j running along RAS world axis j; oblique volumes use the closest axes), undone exactly;
+   with axis j running along RAS world axis j; oblique volumes use the closest axes, `io.nearest_axes`), undone
+   exactly;
 2. resample to the target spacing (trilinear for images, nearest for labels) on a grid of
    round(size * spacing / target) voxels whose outer edges coincide with the original ones;
 3. intensity to [0, 1]: `percentile` clips to the volume's [low, high] percentiles, `ct_window` to [low, high]
@@ -20,22 +21,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+from ..io import nearest_axes
 
 
 def canonical_axes(direction: Sequence[float]) -> tuple[list[int], list[bool]]:
     """(perm, flips): canonical axis j is the volume's index axis perm[j] (x=0, y=1, z=2), flipped when
-    flips[j], so that it runs along RAS world axis j (+R, +A, +S)."""
-    d = LPS_TO_RAS @ np.asarray(direction, dtype=np.float64).reshape(3, 3)  # columns: index axes in RAS
-    weights = np.abs(d).copy()
-    perm = [-1, -1, -1]
-    for _ in range(3):  # greedy: the strongest remaining (world axis, index axis) pair first
-        j, i = np.unravel_index(int(np.argmax(weights)), weights.shape)
-        perm[int(j)] = int(i)
-        weights[j, :] = -1
-        weights[:, i] = -1
-    flips = [bool(d[j, perm[j]] < 0) for j in range(3)]
-    return perm, flips
+    flips[j], so that it runs along RAS world axis j (+R, +A, +S): `io.nearest_axes` towards RAS."""
+    return nearest_axes(direction, "RAS")
 
 
 def to_canonical(array_zyx: np.ndarray, perm: Sequence[int], flips: Sequence[bool]) -> np.ndarray:

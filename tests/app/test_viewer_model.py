@@ -21,7 +21,7 @@ from app.viewer.model import (
     plane_image,
     rgba,
 )
-from core.io import Volume
+from core.io import Volume, display_plane
 
 NX, NY, NZ = 20, 16, 12
 SPACING = (1.0, 1.5, 2.5)
@@ -96,6 +96,24 @@ def test_ras_volume_is_shown_radiologically_with_its_letters():
     assert model.plane_size(AXIAL) == (NY, NX) and model.pixel_size(AXIAL) == (1.0, 1.5)
     assert model.plane_size(SAGITTAL) == (NZ, NY) and model.pixel_size(SAGITTAL) == (1.5, 2.5)
     assert model.cursor == (NX // 2, NY // 2, NZ // 2) and not model.planar
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_the_first_axial_view_is_what_a_classification_expert_scores(sign):
+    """The viewer's axial view at the centre equals core.io.display_plane (what load_image gives for the same
+    file): a volume's middle axial slice, and a single coronal slice shown in its own plane with superior at the
+    top and the patient's right on the left, whichever way its axes are stored."""
+    model = loaded(ramp_volume())
+    np.testing.assert_array_equal(model.current_slice_image(), display_plane(model.volume))
+    rng = np.random.default_rng(2)
+    coronal = Volume(rng.integers(0, 1000, (1, 7, 9)).astype(np.int16),  # i along L/R, j along I/S, normal A/P
+                     direction=(sign, 0, 0, 0, 0, 1, 0, -sign, 0))
+    model = loaded(coronal)
+    assert model.planar and model.plane_size(AXIAL) == (7, 9)
+    assert model.letters(AXIAL) == {"top": "S", "bottom": "I", "left": "R", "right": "L"}
+    np.testing.assert_array_equal(model.current_slice_image(), display_plane(coronal))
+    expected = coronal.array[0] if sign > 0 else coronal.array[0, ::-1, ::-1]
+    np.testing.assert_array_equal(model.current_slice_image(), expected)
 
 
 def test_direction_letters_and_plane_image():

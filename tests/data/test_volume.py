@@ -4,6 +4,7 @@ MNI152 template, found by path without importing nilearn."""
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import os
 import random
@@ -29,6 +30,7 @@ from core.io import (
     write_label_map,
     write_volume,
 )
+from tests.dicom_files import write_series
 
 DICOM_DATA = Path(pydicom.__file__).parent / "data" / "test_files"
 CT_SERIES = DICOM_DATA / "dicomdirtests" / "98892001" / "CT5N"  # 5 real CT slices (16 x 16, 2.5 mm)
@@ -301,6 +303,41 @@ def test_several_series_default_to_largest_with_warning_naming_others():
         read_volume(folder, series_uid="1.2.3")
 
 
+def write_two_series(folder: Path) -> dict:
+    """Two series of different sizes in one folder: 'large' (6 slices of 10 x 12 at z = 10..20: 720 voxels) and
+    'small' (4 slices of 12 x 14: more pixels per slice, 672 voxels). File names and instance numbers are shuffled, so
+    neither name order nor instance order is slice order; every slice of 'large' holds 100 + its z position."""
+    rng = random.Random(5)
+    z = [10.0 + 2.0 * k for k in range(6)]
+    large = np.stack([np.full((10, 12), 100 + int(v), np.int16) for v in z])
+    names = [f"IM{n:04d}" for n in rng.sample(range(1000), 10)]
+    instances = rng.sample(range(1, 50), 10)
+    order = rng.sample(range(6), 6)  # the file of slice k is written in position order[k]
+    write_series(folder, large[order], [(0.0, 0.0, z[k]) for k in order], names=names[:6], instances=instances[:6],
+                 description="large", series_uid="1.2.826.0.1.9")
+    small = np.full((4, 12, 14), 7, np.int16)
+    write_series(folder, small, [(0.0, 0.0, 3.0 * k) for k in range(4)], names=names[6:], instances=instances[6:],
+                 description="small", series_uid="1.2.826.0.1.10")
+    return {"large_uid": "1.2.826.0.1.9", "small_uid": "1.2.826.0.1.10", "z": z}
+
+
+def test_two_series_read_the_larger_one_in_position_order(tmp_path):
+    """The one series choice and slice order that the app, the CLI and every bundle get through read_volume."""
+    facts = write_two_series(tmp_path / "two")
+    vol = read_volume(tmp_path / "two")
+    assert vol.metadata["series_uid"] == facts["large_uid"] and vol.metadata["description"] == "large"
+    assert vol.array.shape == (6, 10, 12)
+    assert list(vol.array[:, 0, 0]) == [100 + int(v) for v in facts["z"]]  # slice k at the k-th lowest position
+    assert vol.origin == (0.0, 0.0, 10.0) and vol.spacing == pytest.approx((0.75, 0.5, 2.0))
+    [warning] = vol.warnings
+    assert "holds 2 DICOM series" in warning and "'large'" in warning
+    assert "'small'" in warning and facts["small_uid"] in warning and str(tmp_path / "two") in warning
+    infos = {info.uid: info for info in list_series(tmp_path / "two")}
+    assert infos[facts["large_uid"]].size == (12, 10, 6) and infos[facts["small_uid"]].size == (14, 12, 4)
+    small = read_volume(tmp_path / "two", series_uid=facts["small_uid"])
+    assert small.array.shape == (4, 12, 14) and small.warnings == []
+
+
 def test_non_uniform_spacing_is_a_warning():
     vol = read_volume(NONUNIFORM_CT)
     assert vol.array.shape == (4, 16, 16)
@@ -346,6 +383,70 @@ def test_synthetic_oblique_series_geometry(tmp_path):
     assert list(vol.array[:, 0, 0]) == [100 - 1024, 200 - 1024, 300 - 1024]
 
 
+class _RecordingSeriesReader(sitk.ImageSeriesReader):
+    calls: list[list[str]] = []
+
+    def SetFileNames(self, names):  # noqa: N802 - SimpleITK's name
+        type(self).calls.append(list(names))
+        return super().SetFileNames(names)
+
+
+def test_a_series_is_read_by_one_series_reader_in_the_planned_order(tmp_path, monkeypatch):
+    """The planner's file list (physical order, whatever the file names and instance numbers say) is what one
+    ImageSeriesReader reads; ITK's own warnings (non-uniform sampling) stay off stderr."""
+    positions = [(0.0, 0.0, z) for z in (0.0, 1.0, 2.0, 6.0)]  # non-uniform: ITK would warn on stderr
+    planes = np.stack([np.full((4, 5), 10 * (k + 1), np.int16) for k in range(4)])
+    write_series(tmp_path / "s", planes, positions, names=["b.dcm", "d.dcm", "a.dcm", "c.dcm"],
+                 instances=[3, 1, 4, 2])
+    monkeypatch.setattr(sitk, "ImageSeriesReader", _RecordingSeriesReader)
+    _RecordingSeriesReader.calls = []
+    vol = read_volume(tmp_path / "s")
+    assert _RecordingSeriesReader.calls == [list_series(tmp_path / "s")[0].files]
+    assert [Path(f).name for f in _RecordingSeriesReader.calls[0]] == ["b.dcm", "d.dcm", "a.dcm", "c.dcm"]
+    assert list(vol.array[:, 0, 0]) == [10, 20, 30, 40] and vol.array.dtype == np.int16
+    assert vol.origin == (0.0, 0.0, 0.0) and vol.spacing == pytest.approx((0.75, 0.5, 2.0))
+    assert any("non-uniform slice spacing" in w for w in vol.warnings)
+
+
+def test_no_itk_warning_reaches_stderr(capfd):
+    read_volume(NONUNIFORM_CT)
+    assert capfd.readouterr().err == ""
+
+
+def test_series_falls_back_to_pydicom_when_gdcm_cannot_decode(tmp_path, monkeypatch):
+    expected = read_volume(CT_SERIES)
+
+    def gdcm_fails(self):
+        raise RuntimeError("Exception thrown in SimpleITK ImageSeriesReader_Execute: GDCM cannot decode")
+
+    monkeypatch.setattr(sitk.ImageSeriesReader, "Execute", gdcm_fails)
+    vol = read_volume(CT_SERIES)
+    np.testing.assert_array_equal(vol.array, expected.array)
+    assert vol.array.dtype == expected.array.dtype
+    assert (vol.spacing, vol.origin, vol.direction) == (expected.spacing, expected.origin, expected.direction)
+
+
+def test_series_of_mixed_integer_types_keeps_every_value(tmp_path):
+    """Files of one series may store different integer types: the series type holds all of their values (GDCM
+    alone would cast every slice to the first file's type)."""
+    folder = tmp_path / "mixed"
+    write_series(folder, np.full((1, 4, 5), 60000, np.uint16), [(0.0, 0.0, 0.0)], names=["a.dcm"],
+                 series_uid="1.2.3.4")
+    write_series(folder, np.full((1, 4, 5), -7, np.int16), [(0.0, 0.0, 1.0)], names=["b.dcm"], series_uid="1.2.3.4")
+    vol = read_volume(folder)
+    assert list(vol.array[:, 0, 0]) == [60000, -7] and vol.array.dtype == np.int32
+
+
+def test_rgb_series(tmp_path):
+    rng = np.random.default_rng(0)
+    planes = rng.integers(0, 256, (3, 4, 5, 3), dtype=np.uint8)
+    write_series(tmp_path / "rgb", planes, [(0.0, 0.0, 2.0 * k) for k in range(3)], modality="OT",
+                 names=["z.dcm", "y.dcm", "x.dcm"])
+    vol = read_volume(tmp_path / "rgb")
+    assert vol.is_rgb and vol.array.shape == (3, 4, 5, 3)
+    np.testing.assert_array_equal(vol.array, planes)
+
+
 def test_single_dicom_file_and_transfer_syntaxes():
     ct = read_volume(DICOM_DATA / "CT_small.dcm")
     assert ct.array.shape == (1, 128, 128) and ct.array.dtype == np.float32
@@ -359,6 +460,72 @@ def test_single_dicom_file_and_transfer_syntaxes():
         np.testing.assert_array_equal(read_volume(DICOM_DATA / name).array, reference, err_msg=name)
     rgb = read_volume(DICOM_DATA / "SC_rgb_rle_2frame.dcm")
     assert rgb.is_rgb and rgb.array.shape == (2, 100, 100, 3)
+
+
+@pytest.mark.parametrize(("dtype", "stored"), [(np.uint8, np.uint8), (np.uint16, np.uint16), (np.int16, np.int16)])
+@pytest.mark.parametrize("series", [False, True])
+def test_monochrome1_is_inverted_within_its_range(tmp_path, monkeypatch, dtype, stored, series):
+    """MONOCHROME1 (low values displayed white) reads inverted so that bright means dense, within the values' own
+    range (min + max - v; 255 - v for uint8), whether GDCM or pydicom decodes it, for a file or a series."""
+    rng = np.random.default_rng(4)
+    info = np.iinfo(dtype)
+    planes = rng.integers(max(info.min, -3000), min(info.max, 3000), (3 if series else 1, 4, 5)).astype(dtype)
+    files = write_series(tmp_path / "m1", planes, [(0.0, 0.0, float(k)) for k in range(len(planes))],
+                         photometric="MONOCHROME1")
+    source = tmp_path / "m1" if series else files[0]
+    raw = planes.astype(np.float64)
+    expected = 255 - raw if dtype == np.uint8 else raw.max() + raw.min() - raw
+    for decoder in ("gdcm", "pydicom"):
+        if decoder == "pydicom":
+            def gdcm_fails(self):
+                raise RuntimeError("GDCM cannot decode")
+
+            monkeypatch.setattr(sitk.ImageFileReader, "Execute", gdcm_fails)
+            monkeypatch.setattr(sitk.ImageSeriesReader, "Execute", gdcm_fails)
+        vol = read_volume(source)
+        assert vol.array.dtype == stored, decoder
+        np.testing.assert_array_equal(vol.array, expected, err_msg=decoder)
+        assert vol.metadata["photometric"] == "MONOCHROME1"
+
+
+def test_monochrome1_with_rescale_and_ct(tmp_path):
+    ds = pydicom.dcmread(DICOM_DATA / "CT_small.dcm")
+    hu = ds.pixel_array.astype(np.float64) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.save_as(tmp_path / "m1.dcm")
+    vol = read_volume(tmp_path / "m1.dcm")
+    assert vol.array.dtype == np.float32
+    np.testing.assert_array_equal(vol.array[0], hu.max() + hu.min() - hu)
+    rescaled = write_series(tmp_path / "r", np.arange(40, dtype=np.int16).reshape(2, 4, 5) - 20,
+                            [(0.0, 0.0, 0.0), (0.0, 0.0, 1.0)], photometric="MONOCHROME1", rescale=(0.5, -10.25))
+    values = (np.arange(40).reshape(2, 4, 5) - 20) * 0.5 - 10.25
+    np.testing.assert_allclose(read_volume(rescaled[0].parent).array, values.max() + values.min() - values)
+
+
+def test_palette_colour_reads_as_rgb_with_gdcm_and_pydicom(monkeypatch):
+    from pydicom.pixels import apply_color_lut
+
+    path = DICOM_DATA / "examples_palette.dcm"
+    ds = pydicom.dcmread(path)
+    expected = (apply_color_lut(ds.pixel_array, ds) >> 8).astype(np.uint8)  # a 16-bit lookup table
+    vol = read_volume(path)
+    assert vol.is_rgb and vol.array.dtype == np.uint8
+    np.testing.assert_array_equal(vol.array[0], expected)
+
+    def gdcm_fails(self):
+        raise RuntimeError("GDCM cannot decode")
+
+    monkeypatch.setattr(sitk.ImageFileReader, "Execute", gdcm_fails)
+    fallback = read_volume(path)
+    assert fallback.is_rgb and fallback.array.dtype == np.uint8
+    np.testing.assert_array_equal(fallback.array[0], expected)
+
+
+def test_ybr_colour_reads_as_rgb():
+    rgb = read_volume(DICOM_DATA / "SC_rgb_rle.dcm").array
+    ybr = read_volume(DICOM_DATA / "SC_ybr_full_422_uncompressed.dcm").array  # the same picture stored as YBR
+    assert ybr.shape == rgb.shape == (1, 100, 100, 3)
+    assert np.abs(ybr.astype(int) - rgb.astype(int)).max() <= 8
 
 
 # ------------------------------------------------------------------------------------------------ NIfTI MNI152
@@ -416,6 +583,34 @@ def test_2d_images_are_one_slice_volumes(tmp_path):
     np.testing.assert_array_equal(read_volume(tmp_path / "rgb.png").array[0], rgb)
 
 
+def test_bmp_tiff_and_channel_npy_are_one_slice_volumes(tmp_path):
+    rng = np.random.default_rng(6)
+    grey = rng.integers(0, 256, (20, 33), dtype=np.uint8)
+    rgb = rng.integers(0, 256, (20, 33, 3), dtype=np.uint8)
+    deep = rng.integers(0, 65536, (17, 9), dtype=np.uint16)
+    Image.fromarray(grey).save(tmp_path / "g.bmp")
+    Image.fromarray(rgb).save(tmp_path / "c.tif")
+    Image.fromarray(deep).save(tmp_path / "d.tiff")
+    for name, array in (("g.bmp", grey), ("c.tif", rgb), ("d.tiff", deep)):
+        vol = read_volume(tmp_path / name)
+        assert vol.array.dtype == array.dtype and vol.warnings == [], name
+        np.testing.assert_array_equal(vol.array[0], array, err_msg=name)
+    pages = [Image.fromarray(grey), Image.fromarray(255 - grey)]
+    pages[0].save(tmp_path / "pages.tif", save_all=True, append_images=pages[1:])
+    vol = read_volume(tmp_path / "pages.tif")
+    np.testing.assert_array_equal(vol.array[0], grey)
+    assert any("multi-page image, first of 2 frames" in w for w in vol.warnings)
+    shutil.copy(tmp_path / "g.bmp", tmp_path / "g.tif")
+    _assert_error(tmp_path / "g.tif", "not a TIFF file", "BMP")
+    (tmp_path / "notes.bmp").write_text("BM but not a bitmap")
+    _assert_error(tmp_path / "notes.bmp", "not a BMP file", "text")
+    np.save(tmp_path / "channel.npy", grey[..., None])
+    np.testing.assert_array_equal(read_volume(tmp_path / "channel.npy").array, grey[None])
+    np.save(tmp_path / "mask.npy", grey > 128)
+    mask = read_volume(tmp_path / "mask.npy")
+    assert mask.array.dtype == np.uint8 and mask.metadata["stored_dtype"] == "bool"
+
+
 # ------------------------------------------------------------------------------------------------ errors
 
 
@@ -454,6 +649,38 @@ def test_damaged_nifti_files(tmp_path):
     _assert_error(tmp_path / "scan.nii.gz", "not a NIfTI file", "PNG")
     shutil.copy(tmp_path / "scan.png", tmp_path / "scan.nrrd")
     _assert_error(tmp_path / "scan.nrrd", "not an NRRD file", "PNG")
+
+
+@pytest.mark.parametrize("endian", ["<", ">"])
+@pytest.mark.parametrize("version", [1, 2])
+def test_nifti_headers_of_both_versions_and_byte_orders(tmp_path, version, endian):
+    """The header check (nibabel's parser) reads NIfTI-1 and NIfTI-2 in either byte order: files cut short are
+    reported as truncated, a header without its .img is not, whole NIfTI-1 files read (this ITK reads no NIfTI-2)."""
+    from core.io.nifti import nifti_header
+
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    image = (nib.Nifti1Image if version == 1 else nib.Nifti2Image)(data.astype(endian + "i2"), np.eye(4))
+    image.header.set_data_dtype(np.dtype(endian + "i2"))
+    raw = image.to_bytes()
+    header = nifti_header(raw)
+    assert header is not None and header.single and header.dims[:4] == (3, 4, 5, 6) and header.bitpix == 16
+    assert header.vox_offset == len(raw) - data.nbytes
+    if version == 1:
+        (tmp_path / "whole.nii").write_bytes(raw)
+        np.testing.assert_array_equal(read_volume(tmp_path / "whole.nii").array, data.T)
+    (tmp_path / "cut.nii").write_bytes(raw[:-7])
+    _assert_error(tmp_path / "cut.nii", "truncated NIfTI", f"the header needs {len(raw)}")
+    (tmp_path / "cut.nii.gz").write_bytes(gzip.compress(raw[:-7]))
+    _assert_error(tmp_path / "cut.nii.gz", "truncated NIfTI")
+    pair = nib.Nifti1Pair(data, np.eye(4)) if version == 1 else nib.Nifti2Pair(data, np.eye(4))
+    assert not nifti_header(pair.header.binaryblock).single  # .hdr/.img: the voxels are in the .img
+    assert nifti_header(raw[:200]) is None and nifti_header(b"\x00" * 600) is None
+
+
+def test_damaged_gzip_nifti_is_reported(tmp_path):
+    raw = gzip.compress(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)).to_bytes())
+    (tmp_path / "bad.nii.gz").write_bytes(raw[:10] + bytes(b ^ 0xFF for b in raw[10:40]) + raw[40:])
+    _assert_error(tmp_path / "bad.nii.gz", "damaged gzip-compressed NIfTI")
 
 
 @pytest.mark.parametrize(

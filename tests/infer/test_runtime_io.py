@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -172,18 +173,60 @@ def test_nifti_2d_and_4d_singleton(tmp_path):
         load_image(tmp_path / "t.nii.gz")
 
 
+def test_nifti_coronal_and_sagittal_slices_are_shown_in_their_plane(tmp_path):
+    """A single coronal / sagittal slice keeps the DICOM viewer's display: rows superior->inferior, columns patient
+    right->left (coronal) or anterior->posterior (sagittal)."""
+    data = _rng_image((9, 1, 14), np.float32)  # RAS voxel grid (x, y, z): a coronal slice
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "cor.nii.gz")
+    np.testing.assert_array_equal(load_image(tmp_path / "cor.nii.gz"), data[::-1, 0, ::-1].T)
+    data = _rng_image((1, 9, 14), np.float32)  # a sagittal slice
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "sag.nii.gz")
+    np.testing.assert_array_equal(load_image(tmp_path / "sag.nii.gz"), data[0, ::-1, ::-1].T)
+
+
+def test_npy_volume_gives_middle_slice_with_warning(tmp_path):
+    stack = _rng_image((5, 12, 17), np.float32)
+    np.save(tmp_path / "stack.npy", stack)
+    with pytest.warns(UserWarning, match="middle axial slice"):
+        np.testing.assert_array_equal(load_image(tmp_path / "stack.npy"), stack[2])
+
+
+def test_dicom_palette_colour_is_rgb():
+    from pydicom.pixels import apply_color_lut
+
+    ds = pydicom.dcmread(DICOM_DIR / "examples_palette.dcm")
+    expected = (apply_color_lut(ds.pixel_array, ds) >> 8).astype(np.uint8)
+    np.testing.assert_array_equal(load_image(DICOM_DIR / "examples_palette.dcm"), expected)
+
+
+def test_load_image_is_the_io_readers_display_plane(tmp_path):
+    """One reader: load_image is read_volume + display_plane (what the viewer shows at first), for every format."""
+    from core.io import display_plane, read_volume
+
+    Image.fromarray(_rng_image((20, 33, 3))).save(tmp_path / "c.png")
+    volume = _rng_image((5, 12, 17), np.int16)
+    image = sitk.GetImageFromArray(volume)
+    image.SetDirection((0, 0, -1, 1, 0, 0, 0, -1, 0))  # stored sagittally: the display reorders every axis
+    sitk.WriteImage(image, str(tmp_path / "v.nrrd"))
+    for path in (tmp_path / "c.png", tmp_path / "v.nrrd", CT_SMALL, DICOM_DIR / "SC_rgb_rle_2frame.dcm"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            np.testing.assert_array_equal(load_image(path), display_plane(read_volume(path)), err_msg=str(path))
+
+
 # ---------------------------------------------------------------------------------------------------- errors
 
 
+# The messages are core.io's (read_volume's DataError, one line naming the file), as the app and every bundle show.
 @pytest.mark.parametrize(
     ("make", "message"),
     [
         (lambda d: d / "missing.png", "no such file"),
-        (lambda d: (d / "text.png").write_text("hello") and d / "text.png", "not a readable image"),
-        (lambda d: (d / "notes.txt").write_text("hello") and d / "notes.txt", "not a DICOM file"),
-        (lambda d: (d / "bad.npy").write_text("nope") and d / "bad.npy", "not a readable .npy"),
-        (lambda d: (d / "bad.nii.gz").write_bytes(b"\x00" * 10) and d / "bad.nii.gz", "not a readable NIfTI"),
-        (lambda d: DICOM_DIR / "rtplan.dcm", "without pixel data"),
+        (lambda d: (d / "text.png").write_text("hello") and d / "text.png", r"not a PNG file \(the content is text"),
+        (lambda d: (d / "notes.txt").write_text("hello") and d / "notes.txt", "unsupported file type '.txt'"),
+        (lambda d: (d / "bad.npy").write_text("nope") and d / "bad.npy", r"not a NumPy \.npy file"),
+        (lambda d: (d / "bad.nii.gz").write_bytes(b"\x00" * 10) and d / "bad.nii.gz", "truncated NIfTI file"),
+        (lambda d: DICOM_DIR / "rtplan.dcm", "not an image.*has no pixel data"),
         (lambda d: DICOM_DIR / "MR_truncated.dcm", "DICOM"),
     ],
 )
@@ -197,11 +240,14 @@ def test_unreadable_files_raise_clear_value_errors(tmp_path, make, message):
 
 def test_wrong_shapes_are_refused(tmp_path):
     np.save(tmp_path / "vol.npy", np.zeros((4, 5, 6, 7), np.float32))
-    with pytest.raises(ImageReadError, match="expected a 2D image"):
+    with pytest.raises(ImageReadError, match="is not an image"):
         load_image(tmp_path / "vol.npy")
     np.save(tmp_path / "obj.npy", np.array(["a", "b"]))
-    with pytest.raises(ImageReadError, match="unsupported pixel type"):
+    with pytest.raises(ImageReadError, match="is not an image"):
         load_image(tmp_path / "obj.npy")
+    np.save(tmp_path / "thin.npy", np.zeros((1, 7), np.float32))
+    with pytest.raises(ImageReadError, match="expected a 2D image"):
+        load_image(tmp_path / "thin.npy")
 
 
 # ---------------------------------------------------------------------------------- predict / write_scores

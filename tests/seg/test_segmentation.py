@@ -14,6 +14,7 @@ import torch
 from core.errors import ConfigError
 from core.io import Volume, read_volume, write_volume
 from core.kinds import load_config
+from core.kinds.segmentation.apply import segment_volume
 from core.kinds.segmentation.models import build_seg_backbone
 from core.kinds.segmentation.nets import is_decoder
 from core.kinds.segmentation.synthetic import synthetic_volume, write_synthetic_task
@@ -169,6 +170,41 @@ def test_bundle_run_equals_lorkd_apply(trained, tmp_path):
     a, b = read_volume(tmp_path / "apply.nii.gz"), read_volume(tmp_path / "bundle.nii.gz")
     np.testing.assert_array_equal(a.array, b.array)
     assert a.spacing == b.spacing and a.origin == b.origin and a.direction == b.direction
+
+
+def test_bundle_reads_the_series_and_slice_order_of_read_volume(trained, tmp_path):
+    """A folder with two DICOM series of different sizes, names and instance numbers shuffled: the bundle's own
+    copy of the code (`runtime.segment` under `python -m monai.bundle run`, the project not importable) segments
+    the series read_volume picks, slices in read_volume's order, and writes the label map in its exact geometry."""
+    from core.kinds.segmentation.bundle import load_seg_bundle
+    from tests.dicom_files import write_series
+
+    root, _ = trained
+    bundle = root / "run" / "experts" / "cubes"
+    image, _ = synthetic_volume((12, 26, 30), "cube", seed=7)
+    rng = np.random.default_rng(3)
+    order = rng.permutation(12)
+    names = [f"IM{n:04d}" for n in rng.choice(10_000, 16, replace=False)]
+    folder = tmp_path / "two"
+    write_series(folder, np.round(image[order]).astype(np.int16), [(-20.0, 15.0, 40.0 + 2.0 * k) for k in order],
+                 names=names[:12], instances=list(rng.permutation(12) + 1), pixel_spacing=(1.25, 1.5),
+                 description="volume")
+    write_series(folder, np.full((4, 40, 40), 50, np.int16), [(0.0, 0.0, 3.0 * k) for k in range(4)],
+                 names=names[12:], instances=[4, 2, 3, 1], description="localizer")
+    volume = read_volume(folder)
+    assert volume.metadata["description"] == "volume" and volume.array.shape == (12, 26, 30)
+    np.testing.assert_array_equal(volume.array, np.round(image).astype(np.int16))  # position order, not file order
+    net, meta = load_seg_bundle(bundle)
+    expected = segment_volume(net, volume, meta["lorkd"]["preprocessing"])
+    assert expected.any()
+
+    argv = bundle_argv(bundle, folder, tmp_path / "bundle.nrrd")  # NRRD: the geometry round-trips exactly
+    proc = subprocess.run(argv, cwd=tmp_path, env=isolated_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "holds 2 DICOM series" in proc.stdout and "'localizer'" in proc.stdout
+    out = read_volume(tmp_path / "bundle.nrrd")
+    np.testing.assert_array_equal(out.array, expected)
+    assert (out.spacing, out.origin, out.direction) == (volume.spacing, volume.origin, volume.direction)
 
 
 def test_kd_and_dice_losses():

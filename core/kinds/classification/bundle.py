@@ -34,7 +34,8 @@ from core.preprocess import image as preprocess_image
 KIND_NAME = "classification"
 MODULES = ("core.kinds.classification.nets", "core.kinds.classification.runtime")
 NETWORK_KEYS = ("arch", "spatial_dims", "in_channels", "num_classes")
-OPTIONAL_READERS = {"pillow": "PNG/JPEG/BMP/TIFF", "nibabel": "NIfTI", "pydicom": "DICOM"}
+OPTIONAL_READERS = {"SimpleITK": "NIfTI/NRRD/MetaImage/DICOM", "pillow": "PNG/JPEG/BMP/TIFF", "nibabel": "NIfTI",
+                    "pydicom": "DICOM"}
 
 
 def _check_task(task: Mapping, spatial_dims: int, in_channels: int) -> dict:
@@ -153,9 +154,10 @@ def _build_metadata(
                 "image_size": int(image_size),
                 "in_channels": int(in_channels),
                 "spatial_dims": int(spatial_dims),
-                "reading": "pixels in display order (never transposed); NIfTI reoriented to the DICOM "
-                "(LPS) display, 3D volumes -> middle axial slice; DICOM rescale slope/intercept applied, "
-                "MONOCHROME1 inverted, no VOI window",
+                "reading": "scripts/io: read_volume then display_plane: pixels in the DICOM viewer's (LPS) "
+                "display order (never transposed), 3D volumes -> middle axial slice, multi-frame DICOM -> middle "
+                "frame; DICOM rescale slope/intercept applied, MONOCHROME1 inverted, palette/YBR to RGB, no VOI "
+                "window",
                 "orientation": "display order (row 0 at the top)",
                 "spacing": "ignored: the image is resized to image_size pixels per side",
                 "intensity": "uint8 -> x / 255; any other dtype -> per-image min-max between the 0.5th and "
@@ -223,10 +225,11 @@ def render_model_card(metadata: dict) -> str:
         f"- Size: resized to {size} with {pre['resize']}",
         f"- Normalisation: (x − {pre['mean']}) / {pre['std']}",
         "",
-        *how_to_run(metadata, "`monai`, `torch`, `numpy`, plus Pillow / nibabel / pydicom for PNG-JPEG / NIfTI / "
-                     "DICOM input", "IMAGE", "scores.json"),
-        "`BUNDLE` is this folder; `IMAGE` is a PNG, JPEG, BMP, TIFF, `.npy`, NIfTI or DICOM file with one 2D "
-        "image (a 3D NIfTI or multi-frame DICOM is scored on its middle axial slice / middle frame); the "
+        *how_to_run(metadata, "`monai`, `torch`, `numpy`, `SimpleITK`, plus Pillow / nibabel / pydicom for "
+                     "PNG-JPEG-BMP-TIFF / NIfTI / DICOM input", "IMAGE", "scores.json"),
+        "`BUNDLE` is this folder; `IMAGE` is a PNG, JPEG, BMP, TIFF, `.npy`, NIfTI, NRRD, MetaImage or DICOM "
+        "file with one 2D image (a 3D volume or multi-frame DICOM is scored on its middle axial slice / middle "
+        "frame); the "
         "output is `.json` or `.csv` with one probability per label and the prediction. Leave out `--output` "
         "to print the JSON. Add `--device cuda` to run on a GPU (needs a CUDA build of PyTorch).",
         "",

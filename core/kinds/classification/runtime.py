@@ -1,9 +1,10 @@
 """Classification inference of an expert on one 2D image, score files, and the exported bundle's entry point.
 
-Bundle-portable (the standard library, numpy, torch, MONAI, and the project's `preprocess` and `export.weights`
-modules through relative imports; Pillow, nibabel and pydicom inside the readers that need them): export copies
-this file into each classification bundle, so `python -m monai.bundle run` on the bundle gives the same scores as
-`lorkd apply` and the app.
+Bundle-portable (the standard library, numpy, torch, MONAI, and the project's `errors`, `io`, `preprocess` and
+`export.weights` modules through relative imports): export copies this file into each classification bundle, so
+`python -m monai.bundle run` on the bundle gives the same scores as `lorkd apply` and the app. Images are read by
+the one reader, `io.read_volume`, and `io.display_plane` takes the plane that is scored: the same pixels as the
+app's viewer shows.
 """
 
 from __future__ import annotations
@@ -18,27 +19,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...errors import DataError
 from ...export.weights import load_weights, one_line, read_bundle_metadata
 from ...files import write_text_atomic
+from ...io import Volume, display_plane, read_volume
 from ...preprocess.image import prepare
 
 KINDS = ("multiclass", "multilabel")
-PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-DICOM_SUFFIXES = (".dcm", ".dicom", ".ima")
 SCORE_SUFFIXES = (".json", ".csv")
 MULTILABEL_THRESHOLD = 0.5
 
 
 class ImageReadError(ValueError):
     """A file that `load_image` cannot turn into a 2D image; the message names the file."""
-
-
-
-
-def _suffix(path: Path) -> str:
-    name = path.name.lower()
-    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
 
 
 def _check_plane(image: np.ndarray, path: Path) -> np.ndarray:
@@ -58,146 +51,25 @@ def _check_plane(image: np.ndarray, path: Path) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def _read_pil(path: Path) -> np.ndarray:
-    try:
-        from PIL import Image, ImageOps
-    except ImportError as error:  # pragma: no cover - Pillow is a dependency of the app
-        raise ImageReadError(
-            f"{path}: reading {path.suffix} files needs Pillow (pip install pillow)"
-        ) from error
-    try:
-        with Image.open(path) as img:
-            img.seek(0)  # multi-page TIFF: the first page
-            img = ImageOps.exif_transpose(img)  # JPEG/TIFF orientation tag: pixels as displayed
-            if img.mode in ("1", "LA", "La"):
-                img = img.convert("L")
-            elif img.mode in ("P", "PA"):
-                img = img.convert("RGBA")
-            elif img.mode not in ("L", "RGB", "RGBA", "I", "I;16", "I;16B", "I;16L", "F"):
-                img = img.convert("RGB")  # CMYK, YCbCr, LAB, HSV, ...
-            array = np.array(img)
-    except (OSError, ValueError, SyntaxError) as error:  # PIL.UnidentifiedImageError is an OSError
-        raise ImageReadError(f"{path}: not a readable image ({one_line(error)})") from error
-    return array
-
-
-def _read_npy(path: Path) -> np.ndarray:
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as error:
-        raise ImageReadError(f"{path}: not a readable .npy array ({one_line(error)})") from error
-    if not isinstance(array, np.ndarray):
-        raise ImageReadError(f"{path}: expected one array, found an archive")
-    if array.ndim == 3 and array.shape[0] == 1:  # (1, H, W): a single image with a leading axis
-        array = array[0]
-    return array
-
-
-def _axial_display(volume: np.ndarray) -> np.ndarray:
-    """RAS-ordered (x, y, z[, rgb]) data -> the plane as a DICOM viewer displays it.
-
-    A single-slice volume gives that slice (axial, coronal or sagittal); a real volume gives its middle
-    axial slice. Rows run anterior->posterior (superior->inferior for coronal/sagittal planes) and columns
-    run from the patient's right to left (anterior->posterior for sagittal): the radiological convention of
-    DICOM's LPS pixel grid, so a NIfTI converted from a DICOM slice reads back as that slice.
-    """
-    x, y, z = volume.shape[:3]
-    if z == 1 or (x > 1 and y > 1 and z > 1):
-        plane = volume[:, :, z // 2]  # (x, y)
-        return np.swapaxes(plane[::-1, ::-1], 0, 1)  # rows: A->P, columns: R->L
-    if y == 1:  # coronal
-        plane = volume[:, 0, :]  # (x, z)
-        return np.swapaxes(plane[::-1, ::-1], 0, 1)  # rows: S->I, columns: R->L
-    plane = volume[0, :, :]  # sagittal (y, z)
-    return np.swapaxes(plane[::-1, ::-1], 0, 1)  # rows: S->I, columns: A->P
-
-
-def _read_nifti(path: Path) -> np.ndarray:
-    try:
-        import nibabel as nib
-    except ImportError as error:  # pragma: no cover - nibabel is a dependency of the app
-        raise ImageReadError(f"{path}: reading NIfTI files needs nibabel (pip install nibabel)") from error
-    try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
-        affine = img.affine
-    except Exception as error:  # nibabel raises many types (ImageFileError, EOFError, zlib errors, ...)
-        raise ImageReadError(f"{path}: not a readable NIfTI file ({one_line(error)})") from error
-    if data.dtype.names:  # RGB24 / RGBA32 NIfTI: structured dtype with one field per colour
-        data = np.stack([data[name] for name in data.dtype.names[:3]], axis=-1)
-        rgb = True
-    else:
-        rgb = False
-    spatial = data.shape[:-1] if rgb else data.shape
-    extra = spatial[3:]
-    if any(n != 1 for n in extra):
-        raise ImageReadError(
-            f"{path}: a {len(spatial)}D NIfTI with shape {spatial}; expected a 2D image or a volume"
-        )
-    data = data.reshape(spatial[:3] + (1,) * (3 - len(spatial[:3])) + data.shape[len(spatial) :])
-    if data.ndim - int(rgb) != 3:
-        raise ImageReadError(f"{path}: unexpected NIfTI data shape {data.shape}")
-    ornt = nib.orientations.io_orientation(affine[:4, :4] if affine is not None else np.eye(4))
-    if np.isnan(ornt).any():  # degenerate affine (a zero axis): keep the voxel order
-        ornt = np.array([[0, 1], [1, 1], [2, 1]], dtype=float)
-    data = nib.orientations.apply_orientation(data, ornt)  # voxel axes -> RAS (a colour axis stays last)
-    if min(data.shape[:3]) > 1:
-        warnings.warn(
-            f"{path} is a 3D volume {data.shape[:3]}: classifying its middle axial slice", stacklevel=3
-        )
-    return _axial_display(data)
-
-
-def _read_dicom(path: Path) -> np.ndarray:
-    try:
-        import pydicom
-        from pydicom.errors import InvalidDicomError
-    except ImportError as error:  # pragma: no cover - pydicom is a dependency of the app
-        raise ImageReadError(f"{path}: reading DICOM files needs pydicom (pip install pydicom)") from error
-    try:
-        ds = pydicom.dcmread(str(path))
-    except InvalidDicomError as error:
-        raise ImageReadError(f"{path}: not a DICOM file and not a known image format") from error
-    except Exception as error:  # truncated files raise EOFError, OSError, struct.error, ...
-        raise ImageReadError(f"{path}: unreadable DICOM file ({one_line(error)})") from error
-    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        kind = ds.get("SOPClassUID")
-        kind = getattr(kind, "name", kind) or "unknown SOP class"
-        raise ImageReadError(f"{path}: DICOM file without pixel data ({kind})")
-    try:
-        pixels = ds.pixel_array
-    except Exception as error:  # missing decoder plugins, truncated pixel data, ...
-        raise ImageReadError(f"{path}: cannot decode DICOM pixel data ({one_line(error)})") from error
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
-    colour = ds.get("SamplesPerPixel", 1) == 3 or photometric == "PALETTE COLOR"
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames > 1:  # (frames, rows, cols[, 3]): the middle frame
-        warnings.warn(f"{path} has {frames} frames: classifying the middle one", stacklevel=3)
-        pixels = pixels[frames // 2]
-    if photometric == "PALETTE COLOR":
-        from pydicom.pixels import apply_color_lut
-
-        pixels = apply_color_lut(pixels, ds)
-        if pixels.dtype != np.uint8:  # 16-bit palettes: keep 8 bits like the other colour images
-            pixels = (pixels >> 8).astype(np.uint8)
-    elif colour and photometric.startswith("YBR") and int(pydicom.__version__.split(".")[0]) < 3:
-        from pydicom.pixels import convert_color_space  # pydicom >= 3 converts in pixel_array
-
-        pixels = convert_color_space(pixels, photometric, "RGB")
-    if not colour:
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
-        if slope != 1.0 or intercept != 0.0:
-            if slope == 1.0 and intercept.is_integer():
-                pixels = pixels.astype(np.int32) + int(intercept)
-            else:
-                pixels = pixels.astype(np.float32) * np.float32(slope) + np.float32(intercept)
-        if photometric == "MONOCHROME1":  # low values are displayed white: invert
-            if pixels.dtype == np.uint8:
-                pixels = np.uint8(255) - pixels
-            else:
-                pixels = pixels.max() + pixels.min() - pixels
-    return pixels
+def scored_plane(volume: Volume, path: str | os.PathLike) -> np.ndarray:
+    """The 2D image an expert scores from `volume` (read from `path`): `io.display_plane`, i.e. the single slice
+    of a 2D image or one-slice volume, else the middle axial slice (a `UserWarning` says so), in radiological
+    display order; checked to be (H, W) or (H, W, 3). A 4D file raises `ImageReadError`."""
+    path = Path(path)
+    volumes = int(volume.metadata.get("volumes", "1"))  # read_volume keeps the first volume of a 4D file
+    if volumes > 1:
+        raise ImageReadError(f"{path}: a 4D image ({volumes} volumes of {volume.metadata.get('stored_size')}); "
+                             f"expected a 2D image or a volume")
+    if min(volume.shape_xyz) > 1:
+        if volume.metadata.get("series_uid"):  # a multi-frame DICOM file
+            message = f"{path} has {volume.array.shape[0]} frames: classifying the middle one"
+        else:
+            message = f"{path} is a 3D volume {volume.shape_xyz}: classifying its middle axial slice"
+        warnings.warn(message, stacklevel=3)
+    plane = display_plane(volume)
+    if volume.metadata.get("stored_dtype") == "bool":  # read_volume stores bool as 0/1; an image is 0/255
+        plane = plane.astype(bool)
+    return _check_plane(plane, path)
 
 
 def load_image(path: str | os.PathLike) -> np.ndarray:
@@ -205,36 +77,32 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
 
     Returns (H, W) for grey images or (H, W, 3) for colour, in the file's own dtype where that is
     meaningful (uint8 stays uint8, so `prepare` divides it by 255; anything else is min-max scaled there).
+    The file is read by `io.read_volume` (every format it reads) and the plane taken by `scored_plane`:
 
     - PNG, JPEG, BMP, TIFF (Pillow): grey modes give (H, W), colour (H, W, 3); alpha is dropped; palette
       images become RGB; 16-bit grey stays 16-bit; the EXIF orientation tag is applied; a multi-page
       TIFF gives its first page.
-    - `.npy`: an (H, W), (H, W, 3) or (1, H, W) array (no pickles).
-    - NIfTI `.nii` / `.nii.gz` (nibabel): the data are reoriented through the affine to RAS and shown
-      the way a DICOM viewer shows them (rows anterior->posterior, columns patient right->left), so a
-      NIfTI converted from a DICOM slice reads back equal to that slice. A 2D or single-slice file gives
-      its slice; a real 3D volume gives its MIDDLE AXIAL SLICE (a `UserWarning` says so) - use a 3D
-      expert for whole volumes.
-    - DICOM (`.dcm`, `.ima`, `.dicom` or any other name that pydicom reads): RescaleSlope/Intercept
-      applied (e.g. CT in HU), MONOCHROME1 inverted so that bright means dense, YBR converted to RGB,
-      PALETTE COLOR expanded to RGB; a multi-frame file gives its middle frame (with a `UserWarning`).
-      VOI LUT / window settings are NOT applied: `prepare` scales each image between its percentiles.
+    - `.npy`: an (H, W), (H, W, 1), (H, W, 3) or (1, H, W) array (no pickles); a (Z, H, W) array is a volume.
+    - NIfTI, NRRD, MetaImage and DICOM files are shown the way a DICOM viewer shows them (rows
+      anterior->posterior, columns patient right->left; a single coronal or sagittal slice with superior at
+      the top), so a NIfTI converted from a DICOM slice reads back equal to that slice. A 3D volume gives its
+      MIDDLE AXIAL SLICE and a multi-frame DICOM its middle frame (a `UserWarning` says so) - use a 3D expert
+      for whole volumes.
+    - DICOM (`.dcm`, `.ima`, `.dicom`, no extension, or any name with DICOM content): RescaleSlope/Intercept
+      applied (e.g. CT in HU), MONOCHROME1 inverted so that bright means dense, YBR converted to RGB, PALETTE
+      COLOR expanded to RGB. VOI LUT / window settings are NOT applied: `prepare` scales each image between its
+      percentiles.
 
     Raises `ImageReadError` (a `ValueError`) naming the file when it is missing, not an image, or not 2D.
     """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
-    suffix = _suffix(path)
-    if suffix in PIL_SUFFIXES:
-        image = _read_pil(path)
-    elif suffix == ".npy":
-        image = _read_npy(path)
-    elif suffix in NIFTI_SUFFIXES:
-        image = _read_nifti(path)
-    else:  # .dcm or a DICOM file without an extension; anything else fails with a clear message
-        image = _read_dicom(path)
-    return _check_plane(np.asarray(image), path)
+    try:
+        volume = read_volume(path)
+    except DataError as error:
+        raise ImageReadError(one_line(error)) from error
+    return scored_plane(volume, path)
 
 
 def predict(net: torch.nn.Module, batch: torch.Tensor, kind: str) -> np.ndarray:
