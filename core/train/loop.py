@@ -92,6 +92,11 @@ class Phase:
     lr: float
     evaluate: EvalFn | None = None
     model: str = "student"  # which model the phase trains, for the eval events
+    # after each epoch's evaluation: (epoch, its metrics or None); e.g. keeping each task's best state
+    after_epoch: Callable[[int, dict[str, dict[str, float]] | None], None] | None = None
+    # what else the epoch checkpoint holds (under "extra") and how a resumed phase gets it back
+    extra_state: Callable[[], dict[str, Any]] | None = None
+    load_extra: Callable[[dict[str, Any]], None] | None = None
 
 
 NAN_LR_FACTOR = 0.1  # the learning rate is lowered once by this factor after a non-finite loss
@@ -207,16 +212,15 @@ def run_phase(
     control: Control,
     log: MetricsLog,
     resume_state: dict[str, Any] | None = None,
-    extra_state: dict[str, Any] | None = None,
     dist_info: Dist = SINGLE,
 ) -> None:
     """Train one phase to its last epoch (or resume it), checkpointing after every epoch.
 
     Raises RunStopped when `control` asks to stop (after the epoch checkpoint when stopping after
     the epoch). The checkpoint dict: phase, epoch (epochs done), step, models, optimizer, schedule,
-    scaler, plus `extra_state`. Distributed (`dist_info.enabled`): DDP over the ranks; the loss, the
-    stop request and a non-finite loss are agreed on by all ranks every step (one small all-reduce);
-    only rank 0 logs, reports and writes the checkpoint.
+    scaler, and "extra": `phase.extra_state()` (given back to `phase.load_extra` on resume).
+    Distributed (`dist_info.enabled`): DDP over the ranks; the loss, the stop request and a non-finite loss are
+    agreed on by all ranks every step (one small all-reduce); only rank 0 logs, reports and writes the checkpoint.
     """
     steps_per_epoch = len(phase.loader)
     total = steps_per_epoch * phase.epochs
@@ -232,6 +236,8 @@ def run_phase(
         schedule.load_state_dict(resume_state["schedule"])
         scaler.load_state_dict(resume_state["scaler"])
         start_epoch, step = int(resume_state["epoch"]), int(resume_state["step"])
+        if phase.load_extra is not None and "extra" in resume_state:
+            phase.load_extra(resume_state["extra"])
         observer.on_log(f"{phase.name}: resuming after epoch {start_epoch} (step {step})")
     lowered = bool(resume_state.get("lr_lowered")) if resume_state else False
     good = GoodState(phase, optimizer)
@@ -367,12 +373,15 @@ def run_phase(
                     log.step(event)
                     observer.on_step(event)
                 window, window_loss, window_samples, window_start = {}, 0.0, 0, time.perf_counter()
+        metrics = None
         if phase.evaluate is not None:
             metrics = phase.evaluate(epoch)
             event = EvalEvent(phase=phase.name, epoch=epoch, metrics=metrics, model=phase.model)
             if main:
                 log.eval(event, step)
                 observer.on_eval(event)
+        if phase.after_epoch is not None:
+            phase.after_epoch(epoch, metrics)
         state = {
             "phase": phase.name,
             "epoch": epoch + 1,
@@ -382,8 +391,9 @@ def run_phase(
             "schedule": schedule.state_dict(),
             "scaler": scaler.state_dict(),
             "lr_lowered": lowered,
-            **(extra_state or {}),
         }
+        if phase.extra_state is not None:
+            state["extra"] = phase.extra_state()
         if main:
             atomic_save(state, checkpoint_path)
         distributed.barrier(dist_info)
