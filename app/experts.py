@@ -12,6 +12,7 @@ dropped, and the GUI thread never waits on inference.
 
 from __future__ import annotations
 
+import html
 import json
 import shutil
 from pathlib import Path
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QFontMetrics
+from PySide6.QtGui import QBrush, QColor, QFontMetrics
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
@@ -40,6 +41,7 @@ from PySide6.QtWidgets import (
 from app.workers import Worker, active_workers, await_workers, error_message
 from core.events import Control
 from core.export.bundle import bundle_kind
+from core.export.model_card import evidence_sentence
 from core.export.weights import read_bundle_metadata
 from core.io import write_label_map
 from core.kinds import KINDS
@@ -85,6 +87,17 @@ def _versus(expert, teacher) -> str:
     return text
 
 
+def _difference(record: dict) -> str:
+    """'+0.021 (−0.010 to +0.050)': expert minus foundation model and its 95 % interval."""
+    value, ci = record.get("expert_minus_teacher"), record.get("expert_minus_teacher_ci")
+    if value is None:
+        return "—"
+    text = f"{value:+.3f}"
+    if ci and None not in ci:
+        text += f" ({ci[0]:+.3f} to {ci[1]:+.3f})"
+    return text
+
+
 def _suffix(path: Path) -> str:
     name = path.name.lower()
     return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
@@ -104,6 +117,8 @@ class ExpertsPanel(QWidget):
         "Metric",
         "Foundation",
         "Expert",
+        "Single-task",
+        "Expert − foundation (95% CI)",
         "Parameters (expert / foundation)",
         "MACs (expert / foundation)",
         "Bundle",
@@ -141,6 +156,9 @@ class ExpertsPanel(QWidget):
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.itemSelectionChanged.connect(self._selection_changed)
+        self.evidence_label = QLabel("")
+        self.evidence_label.setWordWrap(True)
+        self.evidence_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
 
         self.apply_button = QPushButton("Apply to the loaded image")
         self.apply_button.clicked.connect(self.apply_to_image)
@@ -182,6 +200,7 @@ class ExpertsPanel(QWidget):
         top_layout.setContentsMargins(0, 0, 0, 0)
         top_layout.addWidget(self.run_label)
         top_layout.addWidget(self.table, 1)
+        top_layout.addWidget(self.evidence_label)
         top_layout.addLayout(buttons)
         top_layout.addWidget(self.progress)
         top_layout.addWidget(self.status_label)
@@ -268,6 +287,7 @@ class ExpertsPanel(QWidget):
             "macs": (task.get("macs") or {}).get("expert_model"),
             "teacher_macs": teacher.get("macs"),
             "bundle": bundle if bundle.is_dir() else None,
+            "record": task,
             "spatial_dims": task.get("spatial_dims"),
             "labels": task.get("labels"),
         }
@@ -296,6 +316,8 @@ class ExpertsPanel(QWidget):
                 str(e["metric"] or "—"),
                 _number(e["teacher"]),
                 _number(e["expert"]),
+                _number(e["record"].get("single_task")),
+                _difference(e["record"]),
                 _versus(e["params"], e["teacher_params"]),
                 _versus(e["macs"], e["teacher_macs"]),
                 bundle,
@@ -303,8 +325,11 @@ class ExpertsPanel(QWidget):
             for c, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 item.setToolTip(text)
-                if c in (3, 4):
+                if c in (3, 4, 5, 6):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                if c == 6 and e["record"].get("flags"):
+                    item.setForeground(QBrush(QColor("#c0392b")))
+                    item.setToolTip("; ".join(e["record"]["flags"]))
                 self.table.setItem(r, c, item)
 
     def selected_expert(self) -> dict | None:
@@ -319,7 +344,24 @@ class ExpertsPanel(QWidget):
         raise KeyError(f"no task {name!r} in this run")
 
     def _selection_changed(self) -> None:
+        self._show_evidence(self.selected_expert())
         self._update_buttons()
+
+    def _show_evidence(self, expert: dict | None) -> None:
+        """The selected expert's test evidence in words: against its foundation model and the single-task
+        baseline, with intervals, and its warnings in red."""
+        if expert is None:
+            self.evidence_label.setText("")
+            return
+        record = expert["record"]
+        parts = [html.escape(s[0].upper() + s[1:]) for s in (evidence_sentence(record, "teacher"),
+                                                              evidence_sentence(record, "single_task")) if s]
+        if record.get("test"):
+            parts.append(html.escape(f"Test: {record['test']}."))
+        parts += [f'<span style="color:#c0392b"><b>Warning:</b> {html.escape(flag)}</span>'
+                  for flag in record.get("flags") or []]
+        self.evidence_label.setText(f"<b>{html.escape(expert['name'])}</b>: " + "<br>".join(parts) if parts
+                                    else f"<b>{html.escape(expert['name'])}</b>: no test results recorded")
 
     # --------------------------------------------------------------------------------------- state
     def is_busy(self) -> bool:

@@ -162,6 +162,19 @@ class TrainConfig:
 
 
 @dataclass
+class EvaluateConfig:
+    """How a run is evaluated (every kind)."""
+
+    single_task: bool = True  # also train each task alone on the same backbone (same budget): does LoRKD help?
+    select: str = "best"  # best: each expert (and the teacher) at its best validation epoch; last: the last epoch
+    bootstrap: int = 2000  # resamples of the paired bootstrap interval of expert minus foundation model
+
+    def validate(self) -> None:
+        choice("evaluate.select", self.select, ("best", "last"))
+        at_least("evaluate.bootstrap", self.bootstrap, 100)
+
+
+@dataclass
 class Config:
     """A whole run. `tasks`, `data`, `teacher`, `backbone` and `train` hold the dataclasses of the run's kind."""
 
@@ -172,6 +185,7 @@ class Config:
     teacher: Any = None
     backbone: Any = None
     train: Any = None
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0
 
@@ -191,6 +205,7 @@ class Config:
         self.teacher.validate()
         self.backbone.validate(self.task_names)
         self.train.validate()
+        self.evaluate.validate()
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"must be auto, cpu, cuda or cuda:N, got {self.device!r}", "device")
         return self

@@ -212,3 +212,23 @@ def make_loader(
         collate_fn=collate_batch,
         pin_memory=torch.cuda.is_available(),
     )
+
+
+class SingleTaskView(TaskLayout):
+    """One task of a mixed-task dataset, laid out as the same task (task `task`, the others empty), so that the
+    same sampler and loader train on it alone: item i is the base dataset's i-th sample of that task, with the same
+    augmentation as in the mixed-task run (a function of the base index)."""
+
+    def __init__(self, base: TaskLayout, task: int) -> None:
+        self.base, self.task = base, int(task)
+        self.offset = base.task_offsets[task]
+        self._lay_out([n if t == task else 0 for t, n in enumerate(base.task_sizes)])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.base.set_epoch(epoch)
+
+    def __getitem__(self, index: int):
+        return self.base[self.offset + int(index)]
+
+    def __getitems__(self, indices: Sequence[int]):
+        return self.base.__getitems__([self.offset + int(i) for i in indices])

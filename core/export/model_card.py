@@ -15,43 +15,15 @@ def fmt(value: Any) -> str:
 
 
 def metrics_table(metrics: dict) -> list[str]:
-    """Expert vs teacher where the dict says so, else one row per entry.
-
-    Understands `{"expert": {...}, "teacher": {...}}`, `{"metric": "auc", "expert": 0.9, "teacher": 0.92}`
-    and flat `{"expert_auc": 0.9, "teacher_auc": 0.92, ...}`; anything else is listed as it is.
-    """
-    if not metrics:
+    """Every test metric of the expert beside the foundation model's and the single-task baseline's."""
+    expert = metrics.get("expert_metrics") if metrics else None
+    if not expert:
         return ["No evaluation metrics were recorded for this export."]
-    rows: dict[str, dict[str, Any]] = {}
-    other: dict[str, Any] = {}
-    expert, teacher = metrics.get("expert"), metrics.get("teacher")
-    if isinstance(expert, dict) or isinstance(teacher, dict):
-        for who, values in (("expert", expert or {}), ("teacher", teacher or {})):
-            for name, value in values.items():
-                rows.setdefault(str(name), {})[who] = value
-        other = {k: v for k, v in metrics.items() if k not in ("expert", "teacher")}
-    elif isinstance(expert, (int, float)) or isinstance(teacher, (int, float)):
-        name = str(metrics.get("metric", "score"))
-        rows[name] = {"expert": expert, "teacher": teacher}
-        other = {k: v for k, v in metrics.items() if k not in ("expert", "teacher", "metric")}
-    else:
-        for key, value in metrics.items():
-            for who in ("expert", "teacher"):
-                if key.startswith(who + "_"):
-                    rows.setdefault(key[len(who) + 1 :], {})[who] = value
-                    break
-            else:
-                other[key] = value
-    lines: list[str] = []
-    if rows:
-        lines += ["| metric | task expert | foundation model (teacher) |", "|---|---|---|"]
-        for name, pair in rows.items():
-            lines.append(
-                f"| {fmt(name)} | {fmt(pair.get('expert', '-'))} | {fmt(pair.get('teacher', '-'))} |"
-            )
-    if other:
-        lines += ["", "| field | value |", "|---|---|"]
-        lines += [f"| {fmt(k)} | {fmt(v)} |" for k, v in other.items()]
+    teacher = metrics.get("teacher_metrics") or {}
+    single = metrics.get("single_task_metrics") or {}
+    lines = ["| metric | task expert | foundation model | single-task baseline |", "|---|---|---|---|"]
+    for name, value in expert.items():
+        lines.append(f"| {fmt(name)} | {fmt(value)} | {fmt(teacher.get(name, '-'))} | {fmt(single.get(name, '-'))} |")
     return lines
 
 
@@ -101,3 +73,51 @@ def how_to_run(metadata: dict, packages: str, image: str, output: str) -> list[s
         "```",
         "",
     ]
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.3f}"
+
+
+def evidence_sentence(record: dict, other: str = "teacher") -> str:
+    """One sentence a clinician reads: "expert 0.910 vs foundation model 0.890 (dice): difference +0.020, 95% CI
+    -0.010 to +0.050, 40 test cases" (`other`: "teacher" or "single_task"); "" when the record lacks it."""
+    expert, reference = record.get("expert"), record.get(other)
+    if expert is None or reference is None:
+        return ""
+    name = "foundation model" if other == "teacher" else "single-task baseline"
+    text = f"expert {expert:.3f} vs {name} {reference:.3f} ({record.get('metric', 'score')})"
+    difference, ci = record.get(f"expert_minus_{other}"), record.get(f"expert_minus_{other}_ci")
+    if difference is not None:
+        text += f": difference {_signed(difference)}"
+        if ci and None not in ci:
+            text += f", 95% CI {_signed(ci[0])} to {_signed(ci[1])}"
+    if record.get("test_cases"):
+        text += f", {record['test_cases']} test cases"
+    return text
+
+
+def evidence_section(metrics: dict) -> list[str]:
+    """The "Evidence" section of a model card: the expert against its foundation model and against the same
+    backbone trained on the task alone, with intervals; warnings; what was tested and how the expert was chosen."""
+    if not metrics or metrics.get("expert") is None:
+        return ["## Evidence", "", "No test results were recorded for this export.", ""]
+    lines = ["## Evidence", ""]
+    for flag in metrics.get("flags") or []:
+        lines.append(f"**Warning: {flag}.**")
+        lines.append("")
+    for other in ("teacher", "single_task"):
+        sentence = evidence_sentence(metrics, other)
+        if sentence:
+            lines.append(f"- {sentence[0].upper()}{sentence[1:]}.")
+    if metrics.get("test"):
+        lines.append(f"- Test: {metrics['test']}; the expert as exported, run through this bundle's own code.")
+    if metrics.get("selected_epoch"):
+        lines.append(f"- Chosen at epoch {metrics['selected_epoch']} (its best validation score; validation data "
+                     "are never test data).")
+    ratios = [(key, label) for key, label in (("params_ratio", "parameters"), ("macs_ratio", "multiply-adds"),
+                                              ("latency_ratio", "CPU time per input")) if metrics.get(key)]
+    if ratios:
+        lines.append("- Foundation model / expert: " + ", ".join(f"{metrics[k]:.1f}x the {label}"
+                                                                 for k, label in ratios) + ".")
+    return lines + [""]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -52,10 +52,30 @@ class TaskInfo:
     labels: list[str]
     metric: str
     source: str = ""
+    higher_is_better: bool = True
+    near_chance: float | None = None  # an expert whose headline metric is at or below this is flagged near chance
 
     @property
     def num_classes(self) -> int:
         return len(self.labels)
+
+
+@dataclass
+class TaskScores:
+    """One model's test results on one task, computed through the deployed path (what `lorkd apply` gives).
+
+    metrics: over all test cases (headline and others); per_case: one dict per test case ("case": its name, then
+    metric values); headline(indices): the headline metric recomputed on a subset of the cases (indices may
+    repeat: the paired bootstrap resamples cases); description: what the test cases are, in words."""
+
+    metrics: dict[str, float]
+    per_case: list[dict[str, Any]]
+    headline: Callable[[Any], float]
+    description: str = ""
+
+    @property
+    def cases(self) -> int:
+        return len(self.per_case)
 
 
 @dataclass
@@ -219,8 +239,21 @@ class TaskKind(ABC):
 
     # -------------------------------------------------------------------------------------------- evaluation
     @abstractmethod
-    def evaluate(self, run: RunContext, model: str, split: str) -> dict[str, dict[str, float]]:
-        """{task name: {metric: value}} of `model` ("teacher" or "student") on `split` ("val" or "test")."""
+    def evaluate(self, run: RunContext, model: str, split: str,
+                 tasks: Sequence[int] | None = None) -> dict[str, dict[str, float]]:
+        """{task name: {metric: value}} of `model` ("teacher" or the routed "student") on the validation split (a
+        quick look every epoch, also used to keep each task's best epoch); `tasks`: only these (default all)."""
+
+    @abstractmethod
+    def test(self, run: RunContext, nets: dict[int, nn.Module]) -> dict[str, TaskScores]:
+        """Test results of standalone per-task networks (`nets[t]` gives task t's outputs: an exported expert
+        loaded from its bundle, the teacher's view of the task, a baseline) through the same code path as
+        `lorkd apply` and the exported bundle (the bundle's preprocessing, the whole input, its native grid), on
+        cases the networks never trained on."""
+
+    @abstractmethod
+    def teacher_view(self, teacher: nn.Module, task: int, config: Config, data: RunData) -> nn.Module:
+        """The foundation model as a standalone network of task `task` (what `test` scores for the teacher)."""
 
     def task_record(self, data: RunData, task: int) -> dict[str, Any]:
         """Extra per-task fields of summary.json (e.g. how many test samples and where they come from)."""

@@ -8,6 +8,7 @@ experts/<task>/. Running `decompose` again on a folder with a checkpoint resumes
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -15,21 +16,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from torch import nn
 
 from core import distributed
 from core.config import Config
-from core.data.sampling import make_loader
+from core.data.sampling import SingleTaskView, make_loader
 from core.errors import ConfigError, LorkdError, RunStopped
 from core.events import Control, EvalEvent, NullObserver, Observer, RunInfo
 from core.experts import expert_parameters, merge_expert, route
-from core.files import safe_load, write_text_atomic
+from core.files import atomic_save, safe_load, write_text_atomic
 from core.kinds import get_kind, load_config
-from core.kinds.base import Distillation, RunContext, TaskBatch
+from core.kinds.base import Distillation, RunContext, TaskBatch, TaskScores
 from core.models.complexity import count_macs, count_parameters
 from core.models.projector import Projector
+from core.stats import paired_bootstrap
 from core.train.loop import Phase, run_phase, seed_everything
 from core.train.metrics_log import MetricsLog, NullLog
 
@@ -61,6 +64,12 @@ def place(module: nn.Module, device: torch.device, spatial_dims: int) -> nn.Modu
     layout = {2: torch.channels_last, 3: torch.channels_last_3d}.get(spatial_dims)
     module = module.to(device)
     return module.to(memory_format=layout) if layout is not None else module
+
+
+EXPORTED_METRICS = ("metric", "higher_is_better", "teacher", "expert", "single_task", "teacher_metrics",
+                    "expert_metrics", "single_task_metrics", "expert_minus_teacher", "expert_minus_teacher_ci",
+                    "expert_minus_single_task", "expert_minus_single_task_ci", "test_cases", "test",
+                    "selected_epoch", "params_ratio", "macs_ratio", "latency_ratio", "flags")
 
 
 def finite_or_none(value: Any) -> Any:
@@ -103,11 +112,63 @@ class RunFolder:
         return self.path / "experts"
 
 
+class Selection:
+    """Each task's best validation epoch: the merged expert's weights at that epoch (experts are separable, so
+    each task keeps its own best state); or the whole teacher at its best mean validation score."""
+
+    def __init__(self, tasks: list, snapshot) -> None:
+        self.tasks, self.snapshot = tasks, snapshot
+        self.best: dict[int, dict[str, Any]] = {}
+
+    def better(self, task: int, score: float) -> bool:
+        if not math.isfinite(score):
+            return False
+        if task not in self.best:
+            return True
+        old = self.best[task]["score"]
+        return score > old if self.tasks[task].higher_is_better else score < old
+
+    def update(self, epoch: int, metrics: dict[str, dict[str, float]] | None, tasks: list[int]) -> None:
+        """Keep the state of every task in `tasks` whose validation headline improved at `epoch`."""
+        if not metrics:
+            return
+        for t in tasks:
+            info = self.tasks[t]
+            score = float((metrics.get(info.name) or {}).get(info.metric, math.nan))
+            if self.better(t, score):
+                self.best[t] = {"epoch": epoch, "score": score, "state": self.snapshot(t)}
+
+    def state(self) -> dict[str, Any]:
+        return {"best": self.best}
+
+    def load(self, extra: dict[str, Any]) -> None:
+        self.best = dict(extra.get("best") or {})
+
+
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu").clone() for k, v in module.state_dict().items()}
+
+
+def latency_ms(net: nn.Module, input_shape: tuple[int, ...], repeats: int = 10) -> float:
+    """Median milliseconds of one forward pass of `net` (a CPU copy, eval, no grad) on a zero input."""
+    net = copy.deepcopy(net).cpu().eval()
+    x = torch.zeros(input_shape)
+    times = []
+    with torch.no_grad():
+        for i in range(repeats + 2):
+            start = time.perf_counter()
+            net(x)
+            if i >= 2:  # the first calls pay for allocations and lazy initialisation
+                times.append(time.perf_counter() - start)
+    return 1000.0 * float(np.median(times))
+
+
 class Pipeline:
-    """One run of any task kind: builds and trains the teacher (if needed) and the student, evaluates, exports.
+    """One run of any task kind: builds and trains the teacher (if needed) and the student, keeps each task's
+    best validation state, trains the single-task baselines, evaluates what is deployed, exports.
 
     Distributed (torchrun, kinds with `distributed`): every rank trains on its share of each batch; only rank 0
-    reports and writes files."""
+    tests, reports and writes files."""
 
     def __init__(self, config: Config, run_dir: str | Path, observer: Observer | None = None,
                  control: Control | None = None) -> None:
@@ -131,6 +192,8 @@ class Pipeline:
         self.projector: nn.Module | None = None
         self.kd_target = "logits"
         self.log: MetricsLog | NullLog = NullLog()
+        self.selection = Selection(self.data.tasks, self._expert_state)
+        self.baselines: dict[int, dict[str, Any]] = {}  # task -> {"epoch", "score", "state"} of its baseline
 
     def _warn(self, message: str) -> None:
         self.observer.on_log(f"warning: {message}")
@@ -149,17 +212,21 @@ class Pipeline:
     def place(self, module: nn.Module) -> nn.Module:
         return place(module, self.device, self.data.spatial_dims)
 
-    def context(self) -> RunContext:
-        return RunContext(self.config, self.data, self.teacher, self.student, self.device, self.dist,
+    def context(self, student: nn.Module | None = None) -> RunContext:
+        return RunContext(self.config, self.data, self.teacher, student or self.student, self.device, self.dist,
                           self.control.checkpoint)
 
     def run_info(self, phases: list[str]) -> RunInfo:
         return RunInfo(str(self.folder.path), phases, self.data.names, device_label(self.device),
                        {"kind": self.kind.name})
 
+    @property
+    def single_task_path(self) -> Path:
+        return self.folder.path / "checkpoints" / "single_task.pt"
+
     # ------------------------------------------------------------------------------------------ lifecycle
     def run(self, export: bool = True) -> dict[str, Any]:
-        """The whole pipeline; resumes from checkpoints/last.pt when the folder has one."""
+        """The whole pipeline; resumes from the checkpoints in the run folder when it has some."""
         cfg, folder = self.config, self.folder
         if self.main:
             folder.path.mkdir(parents=True, exist_ok=True)
@@ -167,7 +234,8 @@ class Pipeline:
                 write_text_atomic(folder.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         self.log = MetricsLog(folder.metrics) if self.main else NullLog()
         resume = safe_load(folder.last) if folder.last.is_file() else None
-        phases = ([] if cfg.teacher.checkpoint else ["foundation"]) + ["decompose", "evaluate"]
+        phases = ([] if cfg.teacher.checkpoint else ["foundation"]) + ["decompose"]
+        phases += (["single_task"] if cfg.evaluate.single_task else []) + ["evaluate"]
         phases += ["export"] if export else []
         self.observer.on_start(self.run_info(phases))
         started = time.time()
@@ -175,7 +243,9 @@ class Pipeline:
             self.build_teacher(resume)
             self.build_student()
             self._decompose(resume if resume and resume["phase"] == "decompose" else None)
-            summary = self.evaluate()
+            if cfg.evaluate.single_task:
+                self._train_baselines()
+            summary = self.evaluate(stage_bundles=export)
             summary["seconds"] = round(time.time() - started, 1)
             if self.main:
                 write_text_atomic(folder.summary, json.dumps(summary, indent=2))
@@ -195,7 +265,8 @@ class Pipeline:
         return summary
 
     def load_trained(self) -> None:
-        """Rebuild teacher and student of a finished run from its checkpoints (for evaluate / export)."""
+        """Rebuild teacher, student, each task's selected expert and the baselines of a finished run from its
+        checkpoints (for evaluate / export)."""
         if not self.folder.last.is_file():
             raise LorkdError(f"{self.folder.path}: no checkpoints/last.pt — has this run been trained?")
         state = safe_load(self.folder.last)
@@ -207,6 +278,11 @@ class Pipeline:
         self.student.load_state_dict(state["models"]["student"])
         if self.projector is not None and "projector" in state["models"]:
             self.projector.load_state_dict(state["models"]["projector"])
+        self.selection.load(state.get("extra") or {})
+        if self.config.evaluate.single_task:
+            if not self.single_task_path.is_file():
+                raise LorkdError(f"{self.folder.path}: the single-task baselines are missing; resume the run first")
+            self.baselines = dict(safe_load(self.single_task_path))
 
     # -------------------------------------------------------------------------------------------- teacher
     def build_teacher(self, resume: dict | None) -> None:
@@ -232,7 +308,20 @@ class Pipeline:
             p.requires_grad_(False)
 
     def _pretrain(self, resume: dict | None) -> None:
-        cfg, teacher = self.config, self.teacher
+        """Pre-train the foundation model on all tasks; with `evaluate.select: best` it ends at the epoch with the
+        best mean validation headline (the same selection its experts get)."""
+        cfg, teacher, tasks = self.config, self.teacher, self.data.tasks
+        best: dict[str, Any] = {}
+
+        def after_epoch(epoch: int, metrics: dict | None) -> None:
+            if not metrics:
+                return
+            signs = [1.0 if t.higher_is_better else -1.0 for t in tasks]
+            score = float(np.mean([s * metrics.get(t.name, {}).get(t.metric, math.nan)
+                                   for s, t in zip(signs, tasks, strict=True)]))
+            if math.isfinite(score) and ("score" not in best or score > best["score"]):
+                best.update(epoch=epoch, score=score, state=_cpu_state(teacher))
+
         phase = Phase(
             name="foundation",
             modules={"teacher": teacher},
@@ -243,14 +332,19 @@ class Pipeline:
             lr=cfg.teacher.lr or cfg.train.lr,
             evaluate=self._validation("teacher"),
             model="teacher",
+            after_epoch=after_epoch,
+            extra_state=lambda: {"best": dict(best)},
+            load_extra=lambda extra: best.update(extra.get("best") or {}),
         )
         self._run_phase(phase, resume)
+        if cfg.evaluate.select == "best" and "state" in best:
+            teacher.load_state_dict(best["state"])
+            self.observer.on_log(f"foundation model: kept epoch {best['epoch'] + 1} (best mean validation score)")
 
     # -------------------------------------------------------------------------------------------- student
     def build_student(self) -> None:
+        self.student = self._new_student()
         cfg = self.config
-        seed_everything(cfg.seed + 1)
-        self.student = self.place(self.kind.new_student(cfg, self.data))
         target = cfg.train.kd_target
         if target == "auto":
             target = "logits" if self.teacher_heads else "features"
@@ -259,29 +353,79 @@ class Pipeline:
         if target == "features" and not self.kind.feature_distillation:
             raise ConfigError(f"{self.kind.title} runs distil logits only; use logits", "train.kd_target")
         self.kd_target = target
-        self.projector = None
-        if target == "features" and cfg.train.kd_weight > 0:
-            self.projector = Projector(*self.kind.feature_sizes(self.student, self.teacher)).to(self.device)
+        self.projector = self._new_projector(self.student)
+
+    def _new_student(self) -> nn.Module:
+        seed_everything(self.config.seed + 1)
+        return self.place(self.kind.new_student(self.config, self.data))
+
+    def _new_projector(self, student: nn.Module) -> nn.Module | None:
+        if self.kd_target == "features" and self.config.train.kd_weight > 0:
+            return Projector(*self.kind.feature_sizes(student, self.teacher)).to(self.device)
+        return None
+
+    def _expert_state(self, task: int, student: nn.Module | None = None) -> dict[str, torch.Tensor]:
+        return _cpu_state(self.kind.expert_model(student or self.student, task, self.config, self.data))
 
     def _decompose(self, resume: dict | None) -> None:
-        cfg, student, projector = self.config, self.student, self.projector
+        student, projector = self.student, self.projector
+        selection, tasks = self.selection, list(range(len(self.data.tasks)))
+        self._run_phase(self._student_phase("decompose", student, projector, self._train_loader(None),
+                                            selection, tasks), resume)
+
+    def _student_phase(self, name: str, student: nn.Module, projector: nn.Module | None, loader,
+                       selection: Selection, tasks: list[int]) -> Phase:
+        """A phase training `student` (and the projector) with the decomposition loss; after every validation,
+        `selection` keeps the best state of each of `tasks`."""
+        cfg = self.config
         distill = Distillation(cfg.train.kd_weight, cfg.train.temperature, self.kd_target, projector)
         modules = {"student": student}
         params = list(student.parameters())
         if projector is not None:
             modules["projector"] = projector
             params += list(projector.parameters())
-        phase = Phase(
-            name="decompose",
+        return Phase(
+            name=name,
             modules=modules,
             params=params,
             compute_loss=self._loss(student, routed=True, distill=distill),
-            loader=self._train_loader(None),
+            loader=loader,
             epochs=cfg.train.epochs,
             lr=cfg.train.lr,
-            evaluate=self._validation("student"),
+            evaluate=self._validation("student", student, tasks),
+            after_epoch=lambda epoch, metrics: selection.update(epoch, metrics, tasks),
+            extra_state=selection.state,
+            load_extra=selection.load,
         )
-        self._run_phase(phase, resume)
+
+    # ------------------------------------------------------------------------------- single-task baselines
+    def _train_baselines(self) -> None:
+        """The same backbone trained on each task alone, with the same loss (distillation included), the same
+        epochs over that task's data and the same selection: what a researcher would do without LoRKD."""
+        if self.single_task_path.is_file():
+            self.baselines = dict(safe_load(self.single_task_path))
+            return
+        cfg = self.config
+        for t, info in enumerate(self.data.tasks):
+            student = self._new_student()
+            projector = self._new_projector(student)
+            selection = Selection(self.data.tasks, lambda task, s=student: self._expert_state(task, s))
+            view = SingleTaskView(self.data.train_set, t)
+            loader = make_loader(view, cfg.train.batch_size, cfg.data.sampling, cfg.seed, train=True,
+                                 num_workers=cfg.data.num_workers, rank=self.dist.rank,
+                                 world_size=self.dist.world_size)
+            path = self.folder.path / "checkpoints" / f"single_task_{t}.pt"
+            resume = safe_load(path) if path.is_file() else None
+            self._run_phase(self._student_phase(f"single_task/{info.name}", student, projector, loader, selection,
+                                                [t]), resume, path)
+            if cfg.evaluate.select == "best" and t in selection.best:
+                self.baselines[t] = selection.best[t]
+            else:
+                self.baselines[t] = {"epoch": cfg.train.epochs - 1, "score": None,
+                                     "state": self._expert_state(t, student)}
+        if self.main:
+            atomic_save(self.baselines, self.single_task_path)
+        distributed.barrier(self.dist)
 
     # ---------------------------------------------------------------------------------------------- glue
     def _loss(self, model: nn.Module, routed: bool, distill: Distillation | None):
@@ -326,83 +470,188 @@ class Pipeline:
                            train=True, num_workers=cfg.data.num_workers, rank=self.dist.rank,
                            world_size=self.dist.world_size)
 
-    def _validation(self, model: str):
-        """The per-epoch validation of `model` (None when the kind's data have no validation split)."""
+    def _validation(self, model: str, student: nn.Module | None = None, tasks: list[int] | None = None):
+        """The per-epoch validation of `model` on `tasks` (None when the kind's data have no validation split)."""
         if not self.data.has_validation:
             return None
-        return lambda epoch: self._evaluate(model, "val")
+        return lambda epoch: self._evaluate(model, student, tasks)
 
-    def _run_phase(self, phase: Phase, resume: dict | None) -> None:
+    def _run_phase(self, phase: Phase, resume: dict | None, checkpoint: Path | None = None) -> None:
         run_phase(phase, self.config.train, seed=self.config.seed, device=self.device,
-                  checkpoint_path=self.folder.last, observer=self.observer, control=self.control, log=self.log,
-                  resume_state=resume, dist_info=self.dist)
+                  checkpoint_path=checkpoint or self.folder.last, observer=self.observer, control=self.control,
+                  log=self.log, resume_state=resume, dist_info=self.dist)
 
-    def _evaluate(self, model: str, split: str) -> dict[str, dict[str, float]]:
-        """`kind.evaluate` with every model in eval mode (modes restored after)."""
-        modules = [m for m in (self.teacher, self.student, self.projector) if m is not None]
+    def _evaluate(self, model: str, student: nn.Module | None = None,
+                  tasks: list[int] | None = None) -> dict[str, dict[str, float]]:
+        """`kind.evaluate` on the validation split with every model in eval mode (modes restored after)."""
+        modules = [m for m in (self.teacher, student or self.student, self.projector) if m is not None]
         modes = [m.training for m in modules]
         for m in modules:
             m.eval()
         try:
-            return self.kind.evaluate(self.context(), model, split)
+            return self.kind.evaluate(self.context(student), model, "val", tasks)
         finally:
             for m, mode in zip(modules, modes, strict=True):
                 m.train(mode)
 
     # ----------------------------------------------------------------------------------------- evaluation
     def expert_model(self, task: int) -> nn.Module:
-        """The standalone expert of `task` (merged backbone + head), CPU, eval."""
-        return self.kind.expert_model(self.student, task, self.config, self.data)
+        """The standalone expert of `task` that is exported: the merged backbone + head at its selected epoch
+        (`evaluate.select`: its best validation epoch, or the last), CPU, eval."""
+        net = self.kind.expert_model(self.student, task, self.config, self.data)
+        chosen = self.selection.best.get(task) if self.config.evaluate.select == "best" else None
+        if chosen is not None:
+            net.load_state_dict(chosen["state"])
+        return net.eval()
 
-    def evaluate(self) -> dict[str, Any]:
-        """Teacher vs experts on the test split; parameter counts and MACs; the summary dict."""
+    def baseline_model(self, task: int) -> nn.Module:
+        """The single-task baseline of `task` as a standalone network (same architecture as the expert)."""
+        net = self.kind.expert_model(self.student, task, self.config, self.data)
+        net.load_state_dict(self.baselines[task]["state"])
+        return net.eval()
+
+    def evaluate(self, stage_bundles: bool = False) -> dict[str, Any]:
+        """Test what is deployed and build the summary: the experts (loaded back from bundles written to the run's
+        experts/ folder when `stage_bundles`), the foundation model and the single-task baselines through the
+        kind's deployed path on the test cases; paired bootstrap intervals of expert minus foundation model (and
+        minus the baseline); flags; sizes, MACs and CPU latency of foundation model / expert."""
         cfg, data, kind = self.config, self.data, self.kind
-        teacher_m = self._evaluate("teacher", "test") if self.teacher_heads else {}
-        student_m = self._evaluate("student", "test")
-        for model, metrics in (("teacher", teacher_m), ("student", student_m)):
-            if metrics:
-                event = EvalEvent(phase="test", epoch=cfg.train.epochs - 1, metrics=metrics, model=model)
-                self.log.eval(event, 0)
-                self.observer.on_eval(event)
+        tasks = range(len(data.tasks))
+        experts = {t: self.expert_model(t) for t in tasks}
+        if stage_bundles and self.main:
+            paths = self.export()
+            experts = {t: kind.load_bundle(path)[0] for t, path in zip(tasks, paths, strict=True)}
+        summary: dict[str, Any] = {}
+        if self.main:
+            for m in (self.teacher, self.student, self.projector):
+                if m is not None:
+                    m.eval()
+            context = self.context()
+            scores = {"expert": kind.test(context, experts)}
+            if self.teacher_heads:
+                scores["teacher"] = kind.test(context, {t: kind.teacher_view(self.teacher, t, cfg, data)
+                                                        for t in tasks})
+            if cfg.evaluate.single_task:
+                scores["single_task"] = kind.test(context, {t: self.baseline_model(t) for t in tasks})
+            summary = self._summary(scores, experts)
+            for model in ("teacher", "expert"):
+                if model in scores:
+                    metrics = {name: s.metrics for name, s in scores[model].items()}
+                    event = EvalEvent(phase="test", epoch=cfg.train.epochs - 1, metrics=metrics,
+                                      model="student" if model == "expert" else model)
+                    self.log.eval(event, 0)
+                    self.observer.on_eval(event)
+        distributed.barrier(self.dist)
+        return summary
+
+    def _summary(self, scores: dict[str, dict[str, TaskScores]], experts: dict[int, nn.Module]) -> dict[str, Any]:
+        cfg, data, kind = self.config, self.data, self.kind
+        shape = data.input_shape
+        teacher_params, teacher_macs = count_parameters(self.teacher), count_macs(self.teacher, shape)
+        teacher_ms = latency_ms(self.teacher, shape)
         backbone = merge_expert(self.student.backbone, None)
         tasks = []
         for t, info in enumerate(data.tasks):
-            expert = self.expert_model(t)
-            tasks.append({
+            expert = experts[t]
+            expert_scores = scores["expert"][info.name]
+            teacher_scores = scores.get("teacher", {}).get(info.name)
+            single = scores.get("single_task", {}).get(info.name)
+            params, macs = count_parameters(expert), count_macs(expert, shape)
+            record = {
                 "name": info.name,
                 "kind": info.kind,
                 "num_classes": info.num_classes,
                 "labels": info.labels,
                 "spatial_dims": data.spatial_dims,
                 "metric": info.metric,
-                "teacher": teacher_m.get(info.name, {}).get(info.metric),
-                "expert": student_m[info.name][info.metric],
-                "teacher_metrics": teacher_m.get(info.name),
-                "expert_metrics": student_m[info.name],
+                "higher_is_better": info.higher_is_better,
+                "expert": expert_scores.metrics[info.metric],
+                "teacher": teacher_scores.metrics[info.metric] if teacher_scores else None,
+                "single_task": single.metrics[info.metric] if single else None,
+                "expert_metrics": expert_scores.metrics,
+                "teacher_metrics": teacher_scores.metrics if teacher_scores else None,
+                "single_task_metrics": single.metrics if single else None,
+                **self._difference("teacher", expert_scores, teacher_scores),
+                **self._difference("single_task", expert_scores, single),
+                "test_cases": expert_scores.cases,
+                "test": expert_scores.description,
+                "selected_epoch": self._selected_epoch(t),
                 **kind.task_record(data, t),
                 "params": {
-                    "expert_model": count_parameters(expert),
+                    "expert_model": params,
                     "expert_low_rank": sum(p.numel() for p in expert_parameters(self.student.backbone, t)),
                 },
-                "macs": {"expert_model": count_macs(expert, data.input_shape)},
-            })
+                "macs": {"expert_model": macs},
+                "params_ratio": teacher_params / params,
+                "macs_ratio": teacher_macs / macs,
+                "latency_ratio": teacher_ms / latency_ms(expert, shape),
+                "per_case": self._per_case(expert_scores, teacher_scores, single),
+            }
+            record["flags"] = self._flags(info, record)
+            tasks.append(record)
         teacher_extra, backbone_extra = kind.model_records(cfg)
         return finite_or_none({
             "name": cfg.name,
             "kind": kind.name,
             "units": dict(kind.units),
             "device": device_label(self.device),
-            "teacher": {"arch": cfg.teacher.arch, **teacher_extra, "params": count_parameters(self.teacher),
-                        "macs": count_macs(self.teacher, data.input_shape), "kd_target": self.kd_target},
+            "evaluation": {
+                "test": "experts as exported, through the code path of `lorkd apply` and the bundle, on test "
+                        "cases no model trained on",
+                "validation": "each expert (and the foundation model) kept at its best validation epoch"
+                              if cfg.evaluate.select == "best" else "the last epoch of every model",
+                "interval": f"paired bootstrap over the test cases, {cfg.evaluate.bootstrap} resamples, 95%",
+                "single_task": "the same backbone trained on each task alone, same loss, epochs and selection"
+                               if cfg.evaluate.single_task else None,
+            },
+            "teacher": {"arch": cfg.teacher.arch, **teacher_extra, "params": teacher_params, "macs": teacher_macs,
+                        "latency_ms": teacher_ms, "kd_target": self.kd_target},
             "backbone": {"arch": cfg.backbone.arch, "form": cfg.backbone.form, "rank": cfg.backbone.rank,
                          "alpha": cfg.backbone.alpha, **backbone_extra, "params": count_parameters(backbone),
-                         "macs": count_macs(backbone, data.input_shape)},
+                         "macs": count_macs(backbone, shape)},
             "tasks": tasks,
         })
 
+    def _selected_epoch(self, task: int) -> int | None:
+        chosen = self.selection.best.get(task) if self.config.evaluate.select == "best" else None
+        return int(chosen["epoch"]) + 1 if chosen is not None else self.config.train.epochs
+
+    def _difference(self, other: str, expert: TaskScores, reference: TaskScores | None) -> dict[str, Any]:
+        """expert_minus_<other> and its paired bootstrap interval over the test cases."""
+        if reference is None:
+            return {f"expert_minus_{other}": None, f"expert_minus_{other}_ci": None}
+        point, low, high = paired_bootstrap(
+            expert.cases, lambda idx: expert.headline(idx) - reference.headline(idx),
+            samples=self.config.evaluate.bootstrap, seed=self.config.seed)
+        return {f"expert_minus_{other}": point, f"expert_minus_{other}_ci": [low, high]}
+
+    @staticmethod
+    def _per_case(expert: TaskScores, teacher: TaskScores | None, single: TaskScores | None) -> list[dict]:
+        out = []
+        for i, case in enumerate(expert.per_case):
+            record = {"case": case["case"], "expert": {k: v for k, v in case.items() if k != "case"}}
+            for name, scores in (("teacher", teacher), ("single_task", single)):
+                if scores is not None:
+                    record[name] = {k: v for k, v in scores.per_case[i].items() if k != "case"}
+            out.append(record)
+        return out
+
+    @staticmethod
+    def _flags(info, record: dict[str, Any]) -> list[str]:
+        """Warnings a reader of the summary, the app and the model card must see."""
+        flags, value, sign = [], record["expert"], 1.0 if info.higher_is_better else -1.0
+        if info.near_chance is not None and value is not None and sign * value <= sign * info.near_chance:
+            flags.append(f"near chance: {info.metric} {value:.3f} (a guess scores about {info.near_chance:.2f})")
+        ci = record.get("expert_minus_teacher_ci")
+        if ci is not None and math.isfinite(ci[1]) and sign * max(sign * ci[0], sign * ci[1]) < 0:
+            flags.append(f"below the foundation model: {info.metric} difference "
+                         f"{record['expert_minus_teacher']:+.3f}, 95% CI {ci[0]:+.3f} to {ci[1]:+.3f}")
+        return flags
+
     # --------------------------------------------------------------------------------------------- export
     def export(self, out_dir: str | Path | None = None) -> list[Path]:
-        """One MONAI bundle per task (merged expert + head) in experts/<task>/ (or out_dir/<task>/)."""
+        """One MONAI bundle per task (the selected merged expert + head) in experts/<task>/ (or out_dir/<task>/),
+        with the metrics of summary.json when it exists."""
         cfg, data = self.config, self.data
         summary = json.loads(self.folder.summary.read_text()) if self.folder.summary.is_file() else {}
         out = Path(out_dir) if out_dir else self.folder.experts
@@ -411,12 +660,11 @@ class Pipeline:
         for t, info in enumerate(data.tasks):
             net = self.expert_model(t)
             task_summary = next((s for s in summary.get("tasks", []) if s["name"] == info.name), {})
-            metrics = {k: task_summary.get(k) for k in ("metric", "teacher", "expert", "teacher_metrics",
-                                                         "expert_metrics", "test_samples")}
+            metrics = {k: task_summary.get(k) for k in EXPORTED_METRICS}
             training = {"run": cfg.name, "teacher_arch": cfg.teacher.arch, "backbone_arch": cfg.backbone.arch,
                         "form": cfg.backbone.form, "rank": cfg.rank_of(info.name), "alpha": cfg.backbone.alpha,
-                        "epochs": cfg.train.epochs, "tasks": data.names, **self.kind.training_record(data, t),
-                        "source": info.source}
+                        "epochs": cfg.train.epochs, "selected_epoch": self._selected_epoch(t), "tasks": data.names,
+                        **self.kind.training_record(data, t), "source": info.source}
             paths.append(self.kind.export(out / info.name, net, t, cfg, data, metrics, training))
             self.observer.on_log(f"exported expert {info.name} -> {paths[-1]}")
         return paths

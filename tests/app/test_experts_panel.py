@@ -62,7 +62,9 @@ def run_dir(tmp_path_factory) -> Path:
         "tasks": [
             {
                 "name": "toygrey", "kind": "multiclass", "num_classes": 3, "labels": TASK["label_names"],
-                "metric": "accuracy", "teacher": 0.84, "expert": 0.81,
+                "metric": "accuracy", "teacher": 0.84, "expert": 0.81, "single_task": 0.79,
+                "expert_minus_teacher": -0.03, "expert_minus_teacher_ci": [-0.05, -0.01], "test_cases": 40,
+                "flags": ["below the foundation model: accuracy difference -0.030, 95% CI -0.050 to -0.010"],
                 "params": {"expert_model": 4_901_000, "expert_low_rank": 20_000},
                 "macs": {"expert_model": 300_001_000},
             },
@@ -126,13 +128,20 @@ def test_table_shows_the_runs_experts(panel):
     assert table.rowCount() == 2
     row = [table.item(0, c).text() for c in range(table.columnCount())]
     assert row[:5] == ["toygrey", "multiclass · 2D", "accuracy", "0.840", "0.810"]
-    assert row[5].startswith("4.9 M / 23.5 M") and "smaller" in row[5]
-    assert row[6].startswith("300 M / 1.3 G")
-    assert row[7].endswith("toygrey")
+    assert row[5:7] == ["0.790", "-0.030 (-0.050 to -0.010)"]
+    assert row[7].startswith("4.9 M / 23.5 M") and "smaller" in row[7]
+    assert row[8].startswith("300 M / 1.3 G")
+    assert row[9].endswith("toygrey")
     seg = [table.item(1, c).text() for c in range(table.columnCount())]
     assert seg[:5] == ["brainseg", "segmentation · 3D", "dice", "—", "0.700"]
-    assert seg[7] == "not exported"
+    assert seg[9] == "not exported"
     assert panel.selected_expert()["name"] == "toygrey"
+    # the selected expert's evidence, in words, with its interval and its warning
+    text = panel.evidence_label.text()
+    assert "Expert 0.810 vs foundation model 0.840 (accuracy): difference -0.030, 95% CI -0.050 to -0.010, " \
+           "40 test cases" in text
+    assert "Warning" in text and "below the foundation model" in text
+    assert table.item(0, 6).toolTip().startswith("below the foundation model")
 
 
 @pytest.mark.parametrize("image", ["png", "dicom"])
@@ -266,7 +275,7 @@ def seg_run(tmp_path_factory) -> Path:
         "name": "tiny-seg", "kind": "segmentation",
         "tasks": [{"name": "cubes", "images": str(images), "labels": str(labels),
                    "label_names": {1: "shell", 2: "core"}}],
-        "data": {"spacing": [2, 2, 2], "patch_size": [16, 16, 16], "samples_per_volume": 4, "holdout": 0.5},
+        "data": {"spacing": [2, 2, 2], "patch_size": [16, 16, 16], "samples_per_volume": 4, "region_mm": 8},
         "teacher": {"channels": [4, 8, 16], "epochs": 1},
         "backbone": {"channels": [4, 8, 16]},
         "train": {"epochs": 2, "batch_size": 4, "lr": 0.01},
@@ -302,7 +311,7 @@ def test_seg_table_shows_dice_and_sizes(seg_panel, seg_run):
     row = [seg_panel.table.item(0, c).text() for c in range(seg_panel.table.columnCount())]
     assert row[:3] == ["cubes", "segmentation · 3D", "dice"]
     assert row[3] == f"{task['teacher']:.3f}" and row[4] == f"{task['expert']:.3f}"  # Dice: foundation, expert
-    assert "smaller" in row[5] and row[7].endswith("cubes")
+    assert "smaller" in row[7] and row[9].endswith("cubes")
     assert seg_panel.selected_expert()["labels"] == ["background", "shell", "core"]
 
 

@@ -215,7 +215,7 @@ def test_segmentation_run_starts_from_the_window(qtbot, window, tmp_path):
         "name": "gui-seg", "kind": "segmentation",
         "tasks": [{"name": "cubes", "images": str(images), "labels": str(labels),
                    "label_names": {1: "shell", 2: "core"}}],
-        "data": {"spacing": [2, 2, 2], "patch_size": [16, 16, 16], "samples_per_volume": 2, "holdout": 0.5},
+        "data": {"spacing": [2, 2, 2], "patch_size": [16, 16, 16], "samples_per_volume": 2, "region_mm": 8},
         "teacher": {"channels": [4, 8, 16], "epochs": 1},
         "backbone": {"channels": [4, 8, 16]},
         "train": {"epochs": 1, "batch_size": 2, "log_every": 1},

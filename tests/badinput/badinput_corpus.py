@@ -287,7 +287,7 @@ def seg_config(folder: Path, image: Path, label: Path) -> Path:
         "kind": "segmentation",
         "tasks": [{"name": "cubes", "images": [str(image)], "labels": [str(label)],
                    "label_names": {1: "shell", 2: "core"}}],
-        "data": {"spacing": [2, 2, 2], "patch_size": [16, 16, 16], "samples_per_volume": 2},
+        "data": {"spacing": [2, 2, 2], "patch_size": [16, 16, 16], "samples_per_volume": 2, "region_mm": 8},
         "teacher": {"channels": [4, 8, 16], "epochs": 1},
         "backbone": {"channels": [4, 8, 16]},
         "train": {"epochs": 1, "batch_size": 2},

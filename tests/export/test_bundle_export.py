@@ -31,7 +31,9 @@ TASK = {
     "rgb": False,
     "source": "toymnist.npz",
 }
-METRICS = {"expert": {"accuracy": 0.91, "auc": 0.95}, "teacher": {"accuracy": 0.93, "auc": 0.97}}
+METRICS = {"metric": "accuracy", "expert": 0.91, "teacher": 0.93, "expert_metrics": {"accuracy": 0.91, "auc": 0.95},
+           "teacher_metrics": {"accuracy": 0.93, "auc": 0.97}, "expert_minus_teacher": -0.02,
+           "expert_minus_teacher_ci": [-0.05, 0.01], "test_cases": 90}
 TRAINING = {"run": "demo", "teacher": "resnet18", "rank": 4, "epochs": 2}
 
 
@@ -119,7 +121,8 @@ def test_labels_and_model_card(bundle):
         "Research use only",
         "toymnist",
         "malignant",
-        "| accuracy | 0.9100 | 0.9300 |",
+        "| accuracy | 0.9100 | 0.9300 | - |",
+        "Expert 0.910 vs foundation model 0.930 (accuracy): difference -0.020, 95% CI -0.050 to +0.010, 90 test cases",
         "monai.bundle run",
     ):
         assert text in card, text

@@ -21,7 +21,7 @@ from core.experts import attach_experts, merge_expert, route
 from core.export.weights import METADATA_FILE
 from core.files import atomic_save, safe_load, write_text_atomic
 from core.kinds import KINDS, get_kind, kind_of_bundle, load_config
-from core.kinds.base import RunData, TaskForm, TaskInfo, TaskKind, TaskRow
+from core.kinds.base import RunData, TaskForm, TaskInfo, TaskKind, TaskRow, TaskScores
 
 
 @dataclass
@@ -98,7 +98,7 @@ class RegressionKind(TaskKind):
 
     def open_data(self, config, dist, warn):
         scales = [t.scale for t in config.tasks]
-        tasks = [TaskInfo(t.name, "regression", ["value"], "mae") for t in config.tasks]
+        tasks = [TaskInfo(t.name, "regression", ["value"], "mae", higher_is_better=False) for t in config.tasks]
         return RunData(tasks, Images(scales, 32, config.seed), (1, 1, 8, 8), 2, has_validation=True,
                        extra={"held_out": Images(scales, 16, config.seed + 1)})
 
@@ -127,7 +127,23 @@ class RegressionKind(TaskKind):
             loss = loss + distill.beta * nn.functional.mse_loss(batch.logits, batch.teacher_logits, reduction="sum")
         return loss
 
-    def evaluate(self, run, model, split):
+    def teacher_view(self, teacher, task, config, data):
+        return Expert(teacher.backbone, teacher.heads[task]).eval()
+
+    def test(self, run, nets):
+        held = run.data.extra["held_out"]
+        batch = held.__getitems__(range(len(held)))
+        out = {}
+        for t, net in nets.items():
+            mask = batch["task"] == t
+            with torch.no_grad():
+                errors = (net(batch["image"][mask]) - batch["label"][mask]).abs()[:, 0].numpy()
+            out[run.data.tasks[t].name] = TaskScores(
+                {"mae": float(errors.mean())}, [{"case": i, "mae": float(e)} for i, e in enumerate(errors)],
+                lambda idx, errors=errors: float(errors[idx].mean()), f"{len(errors)} held-out images")
+        return out
+
+    def evaluate(self, run, model, split, tasks=None):
         held = run.data.extra["held_out"]
         batch = held.__getitems__(range(len(held)))
         with torch.no_grad():
@@ -201,7 +217,9 @@ def test_a_registered_kind_runs_through_the_unchanged_pipeline_and_cli(regressio
     assert summary["kind"] == "regression" and [t["name"] for t in summary["tasks"]] == ["once", "twice"]
     for task in summary["tasks"]:
         assert task["metric"] == "mae" and task["expert"] < 0.5 and task["teacher"] is not None
-        assert task["params"]["expert_low_rank"] > 0
+        assert task["params"]["expert_low_rank"] > 0 and task["single_task"] is not None
+        low, high = task["expert_minus_teacher_ci"]
+        assert low <= task["expert_minus_teacher"] <= high and task["test_cases"] == 16
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert {r["phase"] for r in records} >= {"foundation", "decompose", "test"}
 

@@ -23,15 +23,15 @@ from tests.bundle_env import bundle_argv, isolated_env, project_importable
 
 
 def _config(root: Path, epochs: int = 3) -> dict:
-    a = write_synthetic_task(root / "a", 3, "sphere", seed=1)
-    b = write_synthetic_task(root / "b", 3, "cube", seed=2)
+    a = write_synthetic_task(root / "a", 4, "sphere", seed=1)
+    b = write_synthetic_task(root / "b", 4, "cube", seed=2)
     return {
         "name": "tiny-seg", "kind": "segmentation",
         "tasks": [
             {"name": "balls", "images": str(a[0]), "labels": str(a[1]), "label_names": {1: "ball"}},
             {"name": "cubes", "images": str(b[0]), "labels": str(b[1]), "label_names": {1: "shell", 2: "core"}},
         ],
-        "data": {"spacing": [2, 2, 2], "patch_size": [16, 16, 16], "samples_per_volume": 8, "holdout": 0.34},
+        "data": {"spacing": [2, 2, 2], "patch_size": [16, 16, 16], "samples_per_volume": 24, "test_fraction": 0.25, "val_fraction": 0.25},
         "teacher": {"channels": [8, 16, 32], "epochs": epochs},
         "backbone": {"channels": [4, 8, 16]},
         "train": {"epochs": epochs, "batch_size": 4, "lr": 0.01},

@@ -25,7 +25,7 @@ from core.export.bundle import (
     read_verified,
 )
 from core.export.bundle import write_bundle as write_container
-from core.export.model_card import fmt, how_to_run, intro, metrics_table
+from core.export.model_card import evidence_section, fmt, how_to_run, intro, metrics_table
 from core.export.weights import MODEL_FILE
 from core.kinds.classification import nets, runtime
 from core.kinds.classification.nets import ClassifierNet
@@ -199,6 +199,7 @@ def render_model_card(metadata: dict) -> str:
     ]
     lines = [
         *intro(f"LoRKD task expert: {task.get('name', 'task')}", metadata, facts),
+        *evidence_section(lorkd.get("metrics", {})),
         "## Evaluation",
         "",
         *metrics_table(lorkd.get("metrics", {})),

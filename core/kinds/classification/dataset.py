@@ -85,12 +85,14 @@ class MultiTaskDataset(TaskLayout):
 
         self._images: list[torch.Tensor | np.ndarray] = []  # prepared tensors, or raw memory maps when streaming
         self._rows: list[np.ndarray | None] = []  # streaming with max_per_task: the kept rows of the raw array
+        self._kept: list[np.ndarray | None] = []  # the rows of the stored split each task keeps (None: all)
         labels: list[torch.Tensor] = []
         for t, spec in enumerate(self.specs):
             raw, lab = read_split(spec.source, split, spec.num_classes, stream=self.stream)
             if (lab.ndim == 2) != (spec.kind == "multilabel"):  # the file changed since the specs were made
                 found = "multi-label" if lab.ndim == 2 else "multi-class"
                 raise DataError(f"{spec.source}: holds {found} labels, but task {spec.name!r} is {spec.kind}")
+            keep = None
             if max_per_task is not None and len(raw) > max_per_task:
                 rng = np.random.default_rng([seed_word(self.seed), t])
                 keep = np.sort(rng.permutation(len(raw))[:max_per_task])
@@ -101,6 +103,7 @@ class MultiTaskDataset(TaskLayout):
                     raw = raw[keep]
             if len(self._rows) <= t:
                 self._rows.append(None)
+            self._kept.append(keep)
             self._images.append(raw if self.stream else self._prepare(raw, spec))
             rows = torch.zeros(len(lab), self.label_width, dtype=torch.float32)
             if spec.kind == "multiclass":
@@ -114,6 +117,19 @@ class MultiTaskDataset(TaskLayout):
             torch.arange(len(self.specs), dtype=torch.int64), torch.as_tensor(self.task_sizes)
         )
         self._affine = AffineTransform(normalized=False, padding_mode="border", zero_centered=True)
+
+    def stored_images(self, task: int) -> np.ndarray:
+        """The task's images as the file stores them (uint8, in this dataset's order): what a user would give
+        `lorkd apply` for these samples."""
+        spec = self.specs[task]
+        raw, _ = read_split(spec.source, self.split, spec.num_classes, stream=True)
+        keep = self._kept[task]
+        return np.asarray(raw if keep is None else raw[keep])
+
+    def task_targets(self, task: int) -> torch.Tensor:
+        """The task's targets in this dataset's order (class indices, or 0/1 label columns)."""
+        lo = self.task_offsets[task]
+        return task_labels(self.labels[lo:lo + self.task_sizes[task]], self.specs[task])
 
     def _prepare(self, raw: np.ndarray, spec: TaskSpec) -> torch.Tensor:
         """`prepare` on the whole split (in chunks of PREPARE_CHUNK images)."""

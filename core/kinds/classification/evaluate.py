@@ -8,9 +8,12 @@ import torch
 from core import distributed
 from core.distributed import SINGLE, Dist
 from core.experts import route
+from core.kinds.base import TaskScores
 from core.kinds.classification.dataset import task_labels
 from core.kinds.classification.metrics import classification_metrics
+from core.kinds.classification.runtime import predict
 from core.kinds.classification.tasks import TaskSpec
+from core.preprocess.image import prepare
 
 
 @torch.no_grad()
@@ -47,6 +50,38 @@ def task_metrics(
     for t, (p, y) in predict_tasks(forward, loader, specs, device, dist_info).items():
         out[specs[t].name] = classification_metrics(p, y, specs[t].kind)
     return out
+
+
+TEST_CHUNK = 256  # images per prepare/predict call in the test (bounds the float copies)
+
+
+def test_scores(net: torch.nn.Module, images: np.ndarray, targets: np.ndarray, spec: TaskSpec, image_size: int,
+                in_channels: int, device: torch.device) -> TaskScores:
+    """One task's test scores of a standalone network through the bundle's own functions (`prepare` on the images
+    as stored, then `runtime.predict`): each test image is a case. The headline is accuracy (multi-class: top-1
+    correct; a mean of per-case values) or AUC (multi-label: the mean over labels, recomputed on the cases)."""
+    net = net.to(device).eval()
+    probs = np.concatenate([
+        predict(net, prepare(images[i:i + TEST_CHUNK], image_size, in_channels, spec.spatial_dims), spec.kind)
+        for i in range(0, len(images), TEST_CHUNK)
+    ])
+    targets = np.asarray(targets)
+    metrics = classification_metrics(probs, targets, spec.kind)
+    if spec.kind == "multiclass":
+        correct = (probs.argmax(axis=1) == targets.reshape(-1)).astype(np.float64)
+        per_case = [{"case": i, "correct": float(c), "p_true": float(probs[i, int(targets[i])])}
+                    for i, c in enumerate(correct)]
+
+        def headline(indices) -> float:
+            return float(correct[np.asarray(indices)].mean())
+    else:
+        per_case = [{"case": i, "acc": float(((probs[i] >= 0.5) == targets[i].astype(bool)).mean())}
+                    for i in range(len(probs))]
+
+        def headline(indices) -> float:
+            indices = np.asarray(indices)
+            return classification_metrics(probs[indices], targets[indices], spec.kind)["auc"]
+    return TaskScores(metrics, per_case, headline, f"{spec.metric} over {len(per_case)} test images")
 
 
 def routed(student: torch.nn.Module):

@@ -4,7 +4,7 @@ CE/BCE + KL distillation, accuracy and AUC, and bundles that score one image."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from core.config import Config
-from core.data.sampling import make_loader
+from core.data.sampling import SingleTaskView, make_loader
 from core.distributed import Dist
 from core.errors import ConfigError, DataError
 from core.experts import attach_experts, merge_expert
@@ -28,6 +28,7 @@ from core.kinds.base import (
     TaskInfo,
     TaskKind,
     TaskRow,
+    TaskScores,
     Warn,
     unique_task_name,
 )
@@ -35,13 +36,14 @@ from core.kinds.classification import apply as applying
 from core.kinds.classification import bundle, demo, runtime
 from core.kinds.classification.config import SECTIONS, TASK_KINDS
 from core.kinds.classification.dataset import MultiTaskDataset, task_labels
-from core.kinds.classification.evaluate import routed, task_metrics
+from core.kinds.classification.evaluate import routed, task_metrics, test_scores
 from core.kinds.classification.losses import kd_loss, task_loss
 from core.kinds.classification.medmnist import inspect_medmnist
-from core.kinds.classification.models import build_backbone, build_teacher, expert_network
+from core.kinds.classification.models import TeacherTaskView, build_backbone, build_teacher, expert_network
 from core.kinds.classification.tasks import TaskSpec, build_task_specs, resolve_in_channels
 from core.kinds.classification.teacher import load_teacher, save_teacher
 
+NEAR_CHANCE_AUC = 0.55  # a multi-label expert at or below this mean AUC is flagged near chance
 STREAM_AUTO_BYTES = 2 << 30  # data.stream=auto: memory-map the images when the prepared splits exceed 2 GiB
 
 
@@ -93,7 +95,9 @@ class ClassificationKind(TaskKind):
                                  **common)
         val = MultiTaskDataset(specs, "val", max_per_task=data.max_eval_per_task, **common)
         test = MultiTaskDataset(specs, "test", max_per_task=data.max_eval_per_task, **common)
-        tasks = [TaskInfo(s.name, s.kind, list(s.label_names), s.metric, s.source) for s in specs]
+        tasks = [TaskInfo(s.name, s.kind, list(s.label_names), s.metric, s.source,
+                          near_chance=NEAR_CHANCE_AUC if s.kind == "multilabel" else 1 / s.num_classes + 0.05)
+                 for s in specs]
         return RunData(tasks, train, (1, in_channels) + (data.image_size,) * spatial_dims, spatial_dims,
                        has_validation=True,
                        extra={"specs": specs, "in_channels": in_channels, "val": val, "test": test})
@@ -122,6 +126,9 @@ class ClassificationKind(TaskKind):
     def feature_sizes(self, student: nn.Module, teacher: nn.Module) -> tuple[int, int]:
         return student.features.out_features, teacher.features.out_features
 
+    def teacher_view(self, teacher: nn.Module, task: int, config: Config, data: RunData) -> nn.Module:
+        return TeacherTaskView(teacher, task).eval()
+
     def expert_model(self, student: nn.Module, task: int, config: Config, data: RunData) -> nn.Module:
         spatial_dims, in_channels, _ = self._net_args(data)
         features = merge_expert(student.features, task)
@@ -142,13 +149,29 @@ class ClassificationKind(TaskKind):
         return loss
 
     # -------------------------------------------------------------------------------------------- evaluation
-    def evaluate(self, run: RunContext, model: str, split: str) -> dict[str, dict[str, float]]:
+    def evaluate(self, run: RunContext, model: str, split: str,
+                 tasks: Sequence[int] | None = None) -> dict[str, dict[str, float]]:
         config = run.config
         dataset = run.data.extra[split]
-        loader = make_loader(dataset, config.train.batch_size, config.data.sampling, config.seed, train=False,
-                             num_workers=config.data.num_workers, rank=run.dist.rank, world_size=run.dist.world_size)
+        views = [dataset] if tasks is None else [SingleTaskView(dataset, t) for t in tasks]
         forward = routed(run.student) if model == "student" else (lambda x, t: run.teacher(x, t))
-        return task_metrics(forward, loader, run.data.extra["specs"], run.device, run.dist)
+        out = {}
+        for view in views:
+            loader = make_loader(view, config.train.batch_size, config.data.sampling, config.seed, train=False,
+                                 num_workers=config.data.num_workers, rank=run.dist.rank,
+                                 world_size=run.dist.world_size)
+            out.update(task_metrics(forward, loader, run.data.extra["specs"], run.device, run.dist))
+        return out
+
+    def test(self, run: RunContext, nets: dict[int, nn.Module]) -> dict[str, TaskScores]:
+        test, specs = run.data.extra["test"], run.data.extra["specs"]
+        out = {}
+        for t, net in nets.items():
+            spec = specs[t]
+            in_channels = run.data.extra["in_channels"]
+            out[spec.name] = test_scores(net, test.stored_images(t), test.task_targets(t).numpy(), spec,
+                                         run.config.data.image_size, in_channels, run.device)
+        return out
 
     def task_record(self, data: RunData, task: int) -> dict[str, Any]:
         return {"test_samples": data.extra["test"].task_sizes[task]}

@@ -78,6 +78,17 @@ def build_backbone(
     return _multitask(arch, spatial_dims, in_channels, num_classes, image_size)
 
 
+class TeacherTaskView(nn.Module):
+    """The foundation model as a standalone network of one task: its features and that task's head."""
+
+    def __init__(self, teacher: MultiTaskNet, task: int) -> None:
+        super().__init__()
+        self.features, self.head = teacher.features, teacher.heads.heads[task]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
 def expert_network(
     features_plain: nn.Module, head: nn.Linear, arch: str, spatial_dims: int, in_channels: int
 ) -> ClassifierNet:

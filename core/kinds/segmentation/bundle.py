@@ -27,18 +27,20 @@ from core.export.bundle import (
     read_verified,
 )
 from core.export.bundle import write_bundle as write_container
-from core.export.model_card import fmt, how_to_run, intro, metrics_table
+from core.export.model_card import evidence_section, fmt, how_to_run, intro, metrics_table
 from core.export.weights import METADATA_FILE, MODEL_FILE
-from core.kinds.segmentation.config import SegDataConfig
+from core.kinds.segmentation.config import IntensityConfig, SegDataConfig
 from core.kinds.segmentation.nets import SegExpertNet
 
 KIND = "segmentation"
 MODULES = ("core.kinds.segmentation.nets", "core.kinds.segmentation.runtime")
-NETWORK_KEYS = ("arch", "in_channels", "num_classes", "channels", "features")
+NETWORK_KEYS = ("arch", "in_channels", "num_classes", "channels", "features", "res_units")
 
 
-def preprocessing(data: SegDataConfig) -> dict:
-    """The preprocessing block `runtime.segment_array` reads (also the record of what was done)."""
+def preprocessing(data: SegDataConfig, intensity: IntensityConfig | None = None) -> dict:
+    """The preprocessing block `runtime.segment_array` reads (also the record of what was done); `intensity`: the
+    task's own normalisation (default: the run's)."""
+    intensity = intensity or data.intensity
     return {
         "function": "scripts/kinds/segmentation/runtime.py: "
         "segment_array(net, array, spacing, direction, preprocessing)",
@@ -46,8 +48,7 @@ def preprocessing(data: SegDataConfig) -> dict:
         "undone exactly on the output",
         "spacing": [float(s) for s in data.spacing],
         "resample": "trilinear to the target spacing (labels: nearest); logits trilinear back to the input grid",
-        "intensity": {"mode": data.intensity.mode, "low": float(data.intensity.low),
-                      "high": float(data.intensity.high)},
+        "intensity": {"mode": intensity.mode, "low": float(intensity.low), "high": float(intensity.high)},
         "intensity_note": "percentile: clip to the volume's [low, high] percentiles; ct_window: to [low, high]; "
         "then linear to [0, 1]",
         "patch_size": [int(p) for p in data.patch_size],
@@ -124,6 +125,7 @@ def render_model_card(metadata: dict) -> str:
     ]
     lines = [
         *intro(f"LoRKD segmentation expert: {lorkd['task']['name']}", metadata, facts, "value"),
+        *evidence_section(lorkd.get("metrics", {})),
         "## Evaluation (held-out data; Dice and HD95 in mm, per label)",
         "",
         *metrics_table(lorkd.get("metrics", {})),
@@ -163,14 +165,17 @@ def write_seg_bundle(
     metrics: Mapping[str, Any],
     training: Mapping[str, Any],
     version: str = "0.1.0",
+    res_units: int = 1,
+    intensity: IntensityConfig | None = None,
 ) -> Path:
-    """Export one segmentation expert (a `SegExpertNet` state_dict) as a MONAI bundle at `out_dir`, atomically."""
+    """Export one segmentation expert (a `SegExpertNet` state_dict) as a MONAI bundle at `out_dir`, atomically;
+    `intensity`: the task's own normalisation (default: the run's)."""
     labels = [str(c) for c in class_names]
     task = {"name": str(task_name), "kind": KIND, "num_classes": len(labels), "label_names": labels,
             "spatial_dims": 3, "source": str(training.get("source", "not recorded"))}
     network = {"arch": str(arch), "in_channels": 1, "num_classes": len(labels),
-               "channels": [int(c) for c in channels], "features": int(features)}
-    pre = preprocessing(data)
+               "channels": [int(c) for c in channels], "features": int(features), "res_units": int(res_units)}
+    pre = preprocessing(data, intensity)
     parts = BundleParts(
         task=task, network=network, net_class=SegExpertNet, state=dict(state_dict), modules=MODULES,
         action="segment", action_target="scripts.kinds.segmentation.runtime.segment",

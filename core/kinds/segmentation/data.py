@@ -1,50 +1,95 @@
-"""Segmentation data: image/label volume pairs per task, preprocessed once and cached in memory, and a
-multi-task patch dataset with mixed-task, task-sorted batches.
+"""Segmentation data: image/label volume pairs per task, preprocessed once, split into training data and held-out
+cases that training never sees, and a multi-task patch dataset with mixed-task, task-sorted batches.
 
-Every volume is read with `core.io.read_volume`, reoriented to RAS canonical and resampled to
-`data.spacing` by `core.kinds.segmentation.runtime` (the same functions apply and exported bundles use), and its
-intensity normalised to [0, 1]. Labels follow the image's reorientation and are resampled with nearest
-neighbour. A task with several volumes holds out its last `holdout` fraction (at least one) for evaluation;
-a task with a single volume holds out a central slab (`holdout` of its extent along `holdout_axis`).
+Every volume is read with `core.io.read_volume`, reoriented to RAS canonical and resampled to `data.spacing` by
+`core.preprocess.volume` (the functions apply and exported bundles use), its intensity normalised to [0, 1] (the
+task's own `intensity`, else `data.intensity`). Labels follow the image's reorientation, resampled with nearest
+neighbour.
+
+Held-out cases (`split_regions`, `load_task_cases`): a task with at least three volumes holds out whole volumes
+(`data.test_fraction` for the test, `data.val_fraction` for validation, at least one each). A task with fewer
+holds out regions of its volumes: each volume's foreground is cut into cubes of about `data.region_mm` mm on its
+native grid and a seeded share of them is held out for the test and for validation. The cubes depend on the volume
+and the seed only, so tasks labelled on one volume share them (the labels of one task in a region tell much about
+another's there). Training sees held-out labels as `IGNORE` (they count in no loss, no patch is centred there);
+the image stays whole, so training patches keep their context. Test metrics are computed on the held-out voxels
+of the native grid, through the deployed path (`kind.test`).
 
 `SegPatchDataset` yields patches `image (1, *patch)`, `label (1, *patch)` int64 with task-local values
-(0 background, 1..K), `task`; patch centres fall on a structure with probability pos / (pos + neg), anywhere
-otherwise; light intensity augmentation. Patch positions and augmentation are a function of
-(seed, epoch, index) only (`counter_uniform`), so a resumed run replays exactly. Batches come from
-`core.data.sampling.MultiTaskBatchSampler` (natural or balanced task sampling).
+(0 background, 1..K, IGNORE), `task`; patch centres fall on a structure with probability pos / (pos + neg),
+anywhere in the training region otherwise; light intensity augmentation. Patch positions and augmentation are a
+function of (seed, epoch, index) only (`counter_uniform`), so a resumed run replays exactly.
 """
 
 from __future__ import annotations
 
-import math
+import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from core.config import Config
-from core.data.sampling import TaskLayout, counter_uniform
+from core.data.sampling import TaskLayout, counter_uniform, seed_word
 from core.errors import DataError
 from core.io import read_volume
-from core.kinds.segmentation.config import SegDataConfig, SegTaskConfig
+from core.kinds.segmentation.config import IntensityConfig, SegDataConfig, SegTaskConfig
 from core.kinds.segmentation.runtime import check_3d_volume
 from core.preprocess import volume as prep
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".dcm")
 GAIN_RANGE = 0.10
 OFFSET_RANGE = 0.05
+IGNORE = 255  # label of voxels training must not see (held-out regions); no loss counts them
+REGION_FOREGROUND = 0.25  # a cube is a candidate held-out region when this share of it is foreground
+
+
+@dataclass
+class Prepared:
+    """One image/label pair on the working grid (canonical RAS, target spacing), with what maps it back."""
+
+    image: torch.Tensor  # (1, X, Y, Z) float32 in [0, 1]
+    label: torch.Tensor  # (X, Y, Z) uint8, task-local values
+    info: dict  # prepare_volume's perm, flips, canonical_shape
+    spacing: tuple[float, float, float]  # the working grid's voxel size (mm)
+    native_spacing: tuple[float, float, float]  # canonical native voxel size (mm)
+    image_path: Path
+    label_path: Path
 
 
 @dataclass
 class SegCase:
-    """One preprocessed volume pair on the working grid (canonical RAS, target spacing)."""
+    """A training volume on the working grid; held-out voxels carry the label IGNORE."""
 
     image: torch.Tensor  # (1, X, Y, Z) float32 in [0, 1]
-    label: torch.Tensor  # (X, Y, Z) uint8, task-local values
+    label: torch.Tensor  # (X, Y, Z) uint8, task-local values or IGNORE
     source: str
-    spacing: tuple[float, float, float]  # the working grid's voxel size (mm)
+    spacing: tuple[float, float, float]
+
+
+@dataclass
+class HeldOutCase:
+    """A test or validation case: a whole volume, or a region (a cube of the canonical native grid) of one."""
+
+    name: str
+    pair: Prepared
+    region: tuple[slice, slice, slice] | None = None  # canonical native index ranges; None: the whole volume
+    work_region: tuple[slice, slice, slice] | None = field(default=None, repr=False)  # the same on the working grid
+
+    @property
+    def image_path(self) -> Path:
+        return self.pair.image_path
+
+    def native_mask(self) -> np.ndarray | None:
+        """The region as a boolean (Z, Y, X) mask on the input's own grid (None: the whole volume)."""
+        if self.region is None:
+            return None
+        info = self.pair.info
+        mask = np.zeros(info["canonical_shape"], np.uint8)
+        mask[self.region] = 1
+        return prep.from_canonical(mask, info["perm"], info["flips"]).astype(bool)
 
 
 def read_any_volume(path: str | Path, warn: Callable[[str], None] | None = None):
@@ -102,9 +147,14 @@ def task_pairs(task: SegTaskConfig) -> list[tuple[Path, Path]]:
     return list(zip(images, labels, strict=True))
 
 
-def load_case(image_path: Path, label_path: Path, data: SegDataConfig, num_labels: int,
-              warn: Callable[[str], None] | None = None) -> SegCase:
-    """Read, reorient, normalise and resample one image/label pair (the readers' warnings go to `warn`)."""
+def intensity_of(task: SegTaskConfig, data: SegDataConfig) -> IntensityConfig:
+    """The intensity normalisation of a task: its own, else the run's."""
+    return task.intensity or data.intensity
+
+
+def load_pair(image_path: Path, label_path: Path, data: SegDataConfig, intensity: IntensityConfig,
+              num_labels: int, warn: Callable[[str], None] | None = None) -> Prepared:
+    """Read, check, reorient, normalise and resample one image/label pair (the readers' warnings go to `warn`)."""
     image, spacing, direction = read_any_volume(image_path, warn)
     label, l_spacing, l_direction = read_any_volume(label_path, warn)
     if image.shape != label.shape:
@@ -114,64 +164,120 @@ def load_case(image_path: Path, label_path: Path, data: SegDataConfig, num_label
     values = np.unique(label)
     if values.min() < 0 or values.max() > num_labels or not np.all(values == np.round(values)):
         raise DataError(f"label map {label_path} holds values {values[:10].tolist()}; expected 0..{num_labels}")
-    pre = {"spacing": list(data.spacing), "intensity": vars(data.intensity)}
+    pre = {"spacing": list(data.spacing), "intensity": vars(intensity)}
     tensor, info = prep.prepare_volume(image, spacing, direction, pre)
     canon = prep.to_canonical(label.astype(np.uint8), info["perm"], info["flips"])
     lab = prep.resample(canon, tensor.shape[1:], "nearest").to(torch.uint8)
     c_spacing = prep.canonical_spacing(spacing, info["perm"])
     work = tuple(float(n * s / m) for n, s, m in zip(canon.shape, c_spacing, tensor.shape[1:], strict=True))
-    return SegCase(tensor.contiguous(), lab.contiguous(), str(image_path), work)
+    info = {**info, "foreground": _foreground(prep.to_canonical(image, info["perm"], info["flips"]))}
+    return Prepared(tensor.contiguous(), lab.contiguous(), info, work, tuple(c_spacing), image_path, label_path)
 
 
-def split_case(case: SegCase, fraction: float, axis: int) -> tuple[list[SegCase], SegCase]:
-    """(training parts, held-out slab): a central slab of `fraction` of the volume along `axis` is held out
-    (the middle of a volume holds the structures; an end slab is often empty); the parts on either side train."""
-    n = case.label.shape[axis]
-    held = max(1, int(math.ceil(n * fraction)))
-    if held >= n - 1:
-        raise DataError(f"{case.source}: too small ({n} voxels along axis {axis}) to hold out a slab")
-    c0 = (n - held) // 2
-    c1 = c0 + held
+def _foreground(canonical_image: np.ndarray) -> np.ndarray:
+    """Voxels clearly above the volume's lowest intensity (the body, or a skull-stripped brain)."""
+    a = np.asarray(canonical_image, dtype=np.float32)
+    low, high = float(a.min()), float(a.max())
+    return a > low + 0.05 * (high - low)
 
-    def part(lo: int, hi: int, source: str) -> SegCase:
-        return SegCase(case.image.narrow(axis + 1, lo, hi - lo).contiguous(),
-                       case.label.narrow(axis, lo, hi - lo).contiguous(), source, case.spacing)
 
-    train = [part(lo, hi, case.source) for lo, hi in ((0, c0), (c1, n)) if hi > lo]
-    return train, part(c0, c1, f"{case.source} (held-out slab: voxels {c0}..{c1 - 1} of axis {axis})")
+def split_regions(pair: Prepared, data: SegDataConfig, seed: int
+                  ) -> tuple[list[tuple[slice, slice, slice]], list[tuple[slice, slice, slice]]]:
+    """(validation cubes, test cubes) of a volume: its canonical native grid cut into cubes of about
+    `data.region_mm` mm, those with at least REGION_FOREGROUND foreground are candidates, and a share of them
+    chosen by a generator seeded with (seed, the image's path) is held out."""
+    shape = pair.info["canonical_shape"]
+    counts = [max(1, int(round(n * s / data.region_mm))) for n, s in zip(shape, pair.native_spacing, strict=True)]
+    edges = [np.linspace(0, n, k + 1).round().astype(int) for n, k in zip(shape, counts, strict=True)]
+    foreground = pair.info["foreground"]
+    cubes = []
+    for i in range(counts[0]):
+        for j in range(counts[1]):
+            for k in range(counts[2]):
+                cube = tuple(slice(int(e[a]), int(e[a + 1])) for e, a in zip(edges, (i, j, k), strict=True))
+                if foreground[cube].mean() >= REGION_FOREGROUND:
+                    cubes.append(cube)
+    n_test = max(1, int(round(len(cubes) * data.test_fraction)))
+    n_val = max(1, int(round(len(cubes) * data.val_fraction)))
+    if len(cubes) < n_test + n_val + 1:
+        raise DataError(f"{pair.image_path}: too little foreground to hold out {n_test} test and {n_val} validation "
+                        f"regions of {data.region_mm:g} mm (found {len(cubes)}); lower data.region_mm or add volumes")
+    rng = np.random.default_rng([seed_word(seed), zlib.crc32(str(pair.image_path).encode())])
+    order = rng.permutation(len(cubes))
+    test = sorted((cubes[i] for i in order[:n_test]), key=lambda c: tuple(s.start for s in c))
+    val = sorted((cubes[i] for i in order[n_test:n_test + n_val]), key=lambda c: tuple(s.start for s in c))
+    return val, test
+
+
+def _work_region(pair: Prepared, region: tuple[slice, slice, slice]) -> tuple[slice, slice, slice]:
+    """A canonical native region's index ranges on the working grid (edges scaled, at least one voxel)."""
+    out = []
+    for s, n, m in zip(region, pair.info["canonical_shape"], pair.label.shape, strict=True):
+        lo, hi = int(round(s.start * m / n)), int(round(s.stop * m / n))
+        out.append(slice(min(lo, m - 1), max(hi, min(lo, m - 1) + 1)))
+    return tuple(out)
+
+
+def _held_out(pair: Prepared, regions: list[tuple[slice, slice, slice]], what: str) -> list[HeldOutCase]:
+    cases = []
+    for region in regions:
+        span = "x".join(f"{s.start}-{s.stop - 1}" for s in region)
+        cases.append(HeldOutCase(f"{pair.image_path.name} {what} region {span}", pair, region,
+                                 _work_region(pair, region)))
+    return cases
+
+
+def _training_case(pair: Prepared, held: list[tuple[slice, slice, slice]]) -> SegCase:
+    """The pair's working-grid volume with the labels of `held` (canonical native regions) set to IGNORE."""
+    label = pair.label.clone()
+    for region in held:
+        label[_work_region(pair, region)] = IGNORE
+    return SegCase(pair.image, label, str(pair.image_path), pair.spacing)
 
 
 def load_task_cases(config: Config, cache: dict | None = None, warn: Callable[[str], None] | None = None
-                    ) -> tuple[list[list[SegCase]], list[list[SegCase]]]:
-    """(train cases, held-out cases) per task. `cache` (keyed by the file pair) shares volumes read for
-    several tasks (e.g. the demo's tasks on one image). Recoverable oddities of the files (several DICOM
-    series in a folder, non-uniform slice spacing, ...) are passed to `warn` as one-line messages."""
+                    ) -> tuple[list[list[SegCase]], list[list[HeldOutCase]], list[list[HeldOutCase]]]:
+    """(training cases, validation cases, test cases) per task (see the module docstring). `cache` (keyed by the
+    files and the intensity settings) shares volumes read for several tasks (the demo's tasks on one image).
+    Recoverable oddities of the files (several DICOM series in a folder, non-uniform slice spacing, ...) are
+    passed to `warn` as one-line messages."""
     cache = {} if cache is None else cache
-    train, test = [], []
+    data = config.data
+    train, val, test = [], [], []
     for task in config.tasks:
-        pairs = task_pairs(task)
-        cases = []
-        for image_path, label_path in pairs:
-            key = (str(image_path), str(label_path))
+        intensity = intensity_of(task, data)
+        pairs = []
+        for image_path, label_path in task_pairs(task):
+            key = (str(image_path), str(label_path), intensity.mode, intensity.low, intensity.high)
             if key not in cache:
-                cache[key] = load_case(image_path, label_path, config.data, task.num_labels, warn)
-            cases.append(cache[key])
-        if len(cases) == 1:
-            a, b = split_case(cases[0], config.data.holdout, config.data.holdout_axis)
-            train.append(a)
-            test.append([b])
-        else:
-            held = max(1, int(round(len(cases) * config.data.holdout)))
-            held = min(held, len(cases) - 1)
-            train.append(cases[: len(cases) - held])
-            test.append(cases[len(cases) - held :])
-    return train, test
+                cache[key] = load_pair(image_path, label_path, data, intensity, task.num_labels, warn)
+            pairs.append(cache[key])
+        if len(pairs) >= 3:
+            rng = np.random.default_rng([seed_word(config.seed), zlib.crc32(task.name.encode())])
+            order = [int(i) for i in rng.permutation(len(pairs))]
+            n_test = max(1, int(round(len(pairs) * data.test_fraction)))
+            n_val = max(1, min(int(round(len(pairs) * data.val_fraction)), len(pairs) - n_test - 1))
+            test.append([HeldOutCase(pairs[i].image_path.name, pairs[i]) for i in sorted(order[:n_test])])
+            val.append([HeldOutCase(pairs[i].image_path.name, pairs[i])
+                        for i in sorted(order[n_test:n_test + n_val])])
+            train.append([_training_case(pairs[i], []) for i in sorted(order[n_test + n_val:])])
+            continue
+        task_val, task_test, task_train = [], [], []
+        for pair in pairs:
+            val_regions, test_regions = split_regions(pair, data, config.seed)
+            task_val += _held_out(pair, val_regions, "validation")
+            task_test += _held_out(pair, test_regions, "test")
+            task_train.append(_training_case(pair, val_regions + test_regions))
+        train.append(task_train)
+        val.append(task_val)
+        test.append(task_test)
+    return train, val, test
 
 
-def crop(x: torch.Tensor, start: Sequence[int], size: Sequence[int]) -> torch.Tensor:
-    """x[..., start:start+size] over the last three axes, zero-padded where the window leaves the volume."""
+def crop(x: torch.Tensor, start: Sequence[int], size: Sequence[int], fill: float = 0) -> torch.Tensor:
+    """x[..., start:start+size] over the last three axes, padded with `fill` where the window leaves the volume."""
     spatial = x.shape[-3:]
-    out = torch.zeros((*x.shape[:-3], *size), dtype=x.dtype)
+    out = torch.full((*x.shape[:-3], *size), fill, dtype=x.dtype)
     src, dst = [], []
     for s, p, n in zip(start, size, spatial, strict=True):
         lo, hi = max(s, 0), min(s + p, n)
@@ -183,7 +289,7 @@ def crop(x: torch.Tensor, start: Sequence[int], size: Sequence[int]) -> torch.Te
 
 class SegPatchDataset(TaskLayout):
     """Mixed-task patches: task t occupies indices task_offsets[t] .. + task_sizes[t] - 1
-    (samples_per_volume patches per training volume)."""
+    (samples_per_volume patches per training volume), centred on training voxels only."""
 
     def __init__(
         self,
@@ -200,18 +306,19 @@ class SegPatchDataset(TaskLayout):
         self.pos_fraction = pos_neg_ratio / (pos_neg_ratio + 1.0)
         self.seed, self.epoch, self.augment = int(seed), 0, bool(augment)
         self._lay_out([len(c) * self.spv for c in self.cases])
-        self._foreground = [[torch.nonzero(c.label.flatten() > 0).flatten().numpy() for c in cs] for cs in self.cases]
+        labels = [[c.label.flatten() for c in cs] for cs in self.cases]
+        self._foreground = [[torch.nonzero((y > 0) & (y != IGNORE)).flatten().numpy() for y in ys] for ys in labels]
+        self._trainable = [[torch.nonzero(y != IGNORE).flatten().numpy() for y in ys] for ys in labels]
 
     def _item(self, index: int, u: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, int]:
         task = self.task_of(index)
         local = (index - self.task_offsets[task]) // self.spv
         case, fg = self.cases[task][local], self._foreground[task][local]
+        anywhere = self._trainable[task][local]
         shape = case.label.shape
-        if len(fg) and u[0] < self.pos_fraction:
-            flat = int(fg[min(int(u[1] * len(fg)), len(fg) - 1)])
-            centre = np.unravel_index(flat, shape)
-        else:
-            centre = [min(int(u[2 + i] * n), n - 1) for i, n in enumerate(shape)]
+        pool = fg if len(fg) and u[0] < self.pos_fraction else anywhere
+        flat = int(pool[min(int(u[1] * len(pool)), len(pool) - 1)])
+        centre = np.unravel_index(flat, shape)
         start = []
         for c, p, n in zip(centre, self.patch, shape, strict=True):
             s = int(c) - p // 2

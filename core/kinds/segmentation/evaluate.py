@@ -1,13 +1,34 @@
-"""Evaluation of segmentation models on held-out volumes: sliding-window label maps, per label Dice and HD95."""
+"""Evaluation of segmentation models.
+
+Validation (every epoch, to keep each task's best state): a fixed set of patches centred on the validation cases,
+scored on their held-out voxels only (`val_patches`, `validate`): cheap, on the working grid.
+
+Test (`test`): what is deployed. Each standalone network (an exported expert loaded from its bundle, the teacher's
+view of the task, a baseline) segments the whole input volume through the bundle's own code path
+(`runtime.segment_volume` with the bundle's preprocessing block: the same label map `lorkd apply` writes, on the
+input's native grid), and the label map is compared with the reference label map on the held-out voxels of each
+test case. Dice is pooled over the test cases (2 sum|P.G| / (sum|P| + sum|G|) per structure, then the mean over
+structures); per case, Dice and HD95 (mm, on the case's region) are kept.
+"""
 
 from __future__ import annotations
 
+import math
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
 import torch
+from monai.metrics import compute_hausdorff_distance
 from torch import nn
 
-from core.kinds.base import RunContext
-from core.kinds.segmentation.metrics import label_metrics, task_summary
-from core.preprocess.sliding import sliding_logits
+from core.experts import route
+from core.io import read_volume
+from core.kinds.base import RunContext, TaskScores
+from core.kinds.segmentation.data import IGNORE, HeldOutCase, crop
+from core.kinds.segmentation.runtime import segment_volume
+
+VAL_BATCH = 4
 
 
 class TaskView(nn.Module):
@@ -21,19 +42,138 @@ class TaskView(nn.Module):
         return self.net(x)[:, self.channels]
 
 
-def evaluate_models(run: RunContext, model: str, expert_model) -> dict[str, dict[str, float]]:
-    """Per task metrics of the teacher ("teacher", its channel slice) or the merged experts (`expert_model(t)`)
-    on the held-out cases."""
-    data, cfg = run.data, run.config.data
-    out = {}
-    for t, task in enumerate(data.tasks):
-        if model == "teacher":
-            net = TaskView(run.teacher, run.teacher.slices[t]).eval()
+# ------------------------------------------------------------------------------------------------ validation
+def val_patches(cases: Sequence[HeldOutCase], patch: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images (N, 1, *patch), labels (N, 1, *patch) int64) of a task's validation cases: one patch centred on each
+    held-out region with the voxels outside the region labelled IGNORE; for a held-out whole volume, patches
+    tiling it."""
+    images, labels = [], []
+    for case in cases:
+        pair = case.pair
+        shape = pair.label.shape
+        if case.work_region is not None:
+            regions = [case.work_region]
         else:
-            net = expert_model(t).to(run.device)
-        per_case = []
-        for case in data.extra["test_cases"][t]:
-            logits = sliding_logits(net, case.image, cfg.patch_size, cfg.overlap, cfg.blend, check=run.check)
-            per_case.append(label_metrics(torch.argmax(logits, dim=0), case.label, task.num_classes, case.spacing))
-        out[task.name] = task_summary(per_case, task.labels)
+            steps = [range(0, max(n - p, 0) + 1, p) for n, p in zip(shape, patch, strict=True)]
+            regions = [tuple(slice(a, a + p) for a, p in zip(start, patch, strict=True))
+                       for start in np.array(np.meshgrid(*steps, indexing="ij")).reshape(3, -1).T]
+        for region in regions:
+            start = [(s.start + s.stop) // 2 - p // 2 for s, p in zip(region, patch, strict=True)]
+            held = torch.full(shape, IGNORE, dtype=torch.uint8)
+            held[region] = pair.label[region]
+            images.append(crop(pair.image, start, patch))
+            labels.append(crop(held[None], start, patch, fill=IGNORE).long())
+    return torch.stack(images), torch.stack(labels)
+
+
+def pooled_dice(counts: np.ndarray) -> np.ndarray:
+    """Per structure Dice from summed (intersection, predicted, reference) voxel counts (S, 3); 1 where a structure
+    is absent from both."""
+    inter, pred, ref = counts[:, 0], counts[:, 1], counts[:, 2]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pred + ref > 0, 2 * inter / np.maximum(pred + ref, 1), 1.0)
+
+
+def overlap_counts(pred: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tensor, num_classes: int,
+                   keep: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
+    """(intersection, predicted, reference) voxel counts per structure 1..num_classes-1, over the voxels `keep`."""
+    pred, ref = torch.as_tensor(np.asarray(pred)).long(), torch.as_tensor(np.asarray(ref)).long()
+    if keep is not None:
+        keep = torch.as_tensor(np.asarray(keep)).bool()
+        pred, ref = pred[keep], ref[keep]
+    out = np.zeros((num_classes - 1, 3))
+    for k in range(1, num_classes):
+        p, r = pred == k, ref == k
+        out[k - 1] = (int((p & r).sum()), int(p.sum()), int(r.sum()))
     return out
+
+
+@torch.no_grad()
+def validate(run: RunContext, model: str, tasks: Sequence[int] | None = None) -> dict[str, dict[str, float]]:
+    """Validation Dice per task (pooled over the validation patches' held-out voxels) of the teacher or the routed
+    student; `tasks`: only these (default all)."""
+    out = {}
+    for t in range(len(run.data.tasks)) if tasks is None else tasks:
+        info = run.data.tasks[t]
+        images, labels = run.data.extra["val_patches"][t]
+        counts = np.zeros((info.num_classes - 1, 3))
+        for lo in range(0, len(images), VAL_BATCH):
+            x = images[lo:lo + VAL_BATCH].to(run.device)
+            tid = torch.full((x.shape[0],), t, dtype=torch.int64, device=run.device)
+            if model == "teacher":
+                logits = run.teacher(x, tid)[1][t]
+            else:
+                with route(run.student, tid):
+                    logits = run.student(x, tid)[1][t]
+            y = labels[lo:lo + VAL_BATCH, 0]
+            counts += overlap_counts(logits.argmax(dim=1).cpu(), y, info.num_classes, y != IGNORE)
+        dice = pooled_dice(counts)
+        out[info.name] = {"dice": float(dice.mean()),
+                          **{f"dice/{name}": float(d) for name, d in zip(info.labels[1:], dice, strict=True)}}
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ test
+def _hd95(pred: np.ndarray, ref: np.ndarray, num_classes: int, spacing: Sequence[float]) -> list[float]:
+    """HD95 (mm) per structure between two label maps of one case (NaN where either lacks the structure)."""
+    p = torch.nn.functional.one_hot(torch.as_tensor(pred).long(), num_classes).movedim(-1, 0)[None].float()
+    r = torch.nn.functional.one_hot(torch.as_tensor(ref).long(), num_classes).movedim(-1, 0)[None].float()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hd = compute_hausdorff_distance(p, r, include_background=False, percentile=95, spacing=list(spacing))[0]
+    out = []
+    for k in range(1, num_classes):
+        value = float(hd[k - 1]) if bool(p[0, k].any()) and bool(r[0, k].any()) else math.nan
+        out.append(value if math.isfinite(value) else math.nan)
+    return out
+
+
+def _case_arrays(case: HeldOutCase, prediction: np.ndarray, reference: np.ndarray):
+    """The prediction and reference of a case on its own region of the native grid (a crop of the bounding box;
+    voxels of the box outside the region are set to 0 in both)."""
+    mask = case.native_mask()
+    if mask is None:
+        return prediction, reference
+    index = np.nonzero(mask)
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in index)
+    keep = mask[box]
+    return np.where(keep, prediction[box], 0), np.where(keep, reference[box], 0)
+
+
+def test_scores(cases: Sequence[HeldOutCase], labels: list[str], net: nn.Module, pre: dict, description: str,
+                check=None) -> TaskScores:
+    """A task's test scores of one standalone network through the deployed path (see the module docstring)."""
+    num_classes = len(labels)
+    per_case, counts = [], []
+    volumes: dict = {}
+    for case in cases:
+        key = str(case.image_path)
+        if key not in volumes:  # each input volume is segmented once, whatever the number of its regions
+            volume = read_volume(case.image_path)
+            prediction = segment_volume(net, volume, pre, check=check)
+            reference = np.asarray(read_volume(case.pair.label_path).array).astype(np.int64)
+            volumes = {key: (prediction, reference, volume.spacing)}
+        prediction, reference, spacing = volumes[key]
+        pred, ref = _case_arrays(case, prediction, reference)
+        c = overlap_counts(pred, ref, num_classes)
+        counts.append(c)
+        dice = pooled_dice(c)
+        hd = _hd95(pred, ref, num_classes, spacing[::-1])  # arrays are (Z, Y, X): spacing in that order
+        record = {"case": case.name, "dice": float(dice.mean())}
+        for name, d, h in zip(labels[1:], dice, hd, strict=True):
+            record[f"dice/{name}"] = float(d)
+            record[f"hd95/{name}"] = h
+        per_case.append(record)
+    counts_array = np.stack(counts)
+    dice = pooled_dice(counts_array.sum(axis=0))
+    hds = [r[f"hd95/{name}"] for r in per_case for name in labels[1:] if not math.isnan(r[f"hd95/{name}"])]
+    metrics = {"dice": float(dice.mean()), "hd95": float(np.mean(hds)) if hds else math.nan}
+    for k, name in enumerate(labels[1:]):
+        metrics[f"dice/{name}"] = float(dice[k])
+        values = [r[f"hd95/{name}"] for r in per_case if not math.isnan(r[f"hd95/{name}"])]
+        metrics[f"hd95/{name}"] = float(np.mean(values)) if values else math.nan
+
+    def headline(indices) -> float:
+        return float(pooled_dice(counts_array[np.asarray(indices)].sum(axis=0)).mean())
+
+    return TaskScores(metrics, per_case, headline, description)

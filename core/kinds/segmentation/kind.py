@@ -5,7 +5,7 @@ Dice and HD95 on held-out volumes, and bundles that write a label map in the inp
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,19 +28,21 @@ from core.kinds.base import (
     TaskInfo,
     TaskKind,
     TaskRow,
+    TaskScores,
     Warn,
     unique_task_name,
 )
 from core.kinds.segmentation import bundle, demo
 from core.kinds.segmentation.apply import apply_segmentation, segment_loaded
 from core.kinds.segmentation.config import SECTIONS
-from core.kinds.segmentation.data import SegPatchDataset, label_values, load_task_cases
-from core.kinds.segmentation.evaluate import evaluate_models
+from core.kinds.segmentation.data import SegPatchDataset, intensity_of, label_values, load_task_cases
+from core.kinds.segmentation.evaluate import TaskView, test_scores, val_patches, validate
 from core.kinds.segmentation.losses import seg_kd_loss, seg_task_loss
 from core.kinds.segmentation.models import build_seg_backbone, build_seg_teacher, seg_expert_network
 from core.models.checkpoint import load_strict
 
 TEACHER_FORMAT = "lorkd-seg-teacher"
+NEAR_CHANCE = 0.1  # Dice at or below which an expert is flagged: it finds next to nothing of its structures
 
 
 class SegmentationKind(TaskKind):
@@ -56,17 +58,20 @@ class SegmentationKind(TaskKind):
 
     # -------------------------------------------------------------------------------------------------- data
     def open_data(self, config: Config, dist: Dist, warn: Warn) -> RunData:
-        train_cases, test_cases = load_task_cases(config, warn=warn)
+        train_cases, val_cases, test_cases = load_task_cases(config, warn=warn)
         data = config.data
         train_set = SegPatchDataset(train_cases, data.patch_size, data.samples_per_volume, data.pos_neg_ratio,
                                     config.seed, data.augment)
-        tasks = [TaskInfo(t.name, "segmentation", t.class_names, "dice", str(t.images)) for t in config.tasks]
-        return RunData(tasks, train_set, (1, 1, *data.patch_size), 3,
-                       extra={"train_cases": train_cases, "test_cases": test_cases})
+        tasks = [TaskInfo(t.name, "segmentation", t.class_names, "dice", str(t.images), near_chance=NEAR_CHANCE)
+                 for t in config.tasks]
+        return RunData(tasks, train_set, (1, 1, *data.patch_size), 3, has_validation=True,
+                       extra={"train_cases": train_cases, "val_cases": val_cases, "test_cases": test_cases,
+                              "val_patches": [val_patches(cases, data.patch_size) for cases in val_cases]})
 
     # ------------------------------------------------------------------------------------------------ models
     def new_teacher(self, config: Config, data: RunData) -> nn.Module:
-        return build_seg_teacher(config.teacher.arch, 1, [t.num_classes for t in data.tasks], config.teacher.channels)
+        t = config.teacher
+        return build_seg_teacher(t.arch, 1, [info.num_classes for info in data.tasks], t.channels, t.res_units)
 
     def load_teacher(self, path: str | Path, config: Config, data: RunData) -> tuple[nn.Module, bool]:
         """Our own checkpoint, or a user's plain state_dict of the MONAI network (UNet/SegResNet keys, optionally
@@ -90,6 +95,7 @@ class SegmentationKind(TaskKind):
     def save_teacher(self, path: Path, teacher: nn.Module, config: Config, data: RunData) -> None:
         atomic_save({
             "format": TEACHER_FORMAT, "version": 1, "arch": config.teacher.arch, "channels": config.teacher.channels,
+            "res_units": config.teacher.res_units,
             "task_names": data.names, "num_classes": [t.num_classes for t in data.tasks],
             "state_dict": {k: v.detach().cpu() for k, v in teacher.state_dict().items()},
         }, path)
@@ -98,26 +104,46 @@ class SegmentationKind(TaskKind):
         b = config.backbone
         return build_seg_backbone(b.arch, 1, [t.num_classes for t in data.tasks], b.channels,
                                   ranks=[config.rank_of(name) for name in data.names], alpha=b.alpha,
-                                  decoder_rank_factor=b.decoder_rank_factor, form=b.form)
+                                  decoder_rank_factor=b.decoder_rank_factor, form=b.form, res_units=b.res_units)
 
     def expert_model(self, student: nn.Module, task: int, config: Config, data: RunData) -> nn.Module:
         body = merge_expert(student.body, task)
-        return seg_expert_network(body, student.heads[task], config.backbone.arch, 1, config.backbone.channels)
+        b = config.backbone
+        return seg_expert_network(body, student.heads[task], b.arch, 1, b.channels, b.res_units)
+
+    def teacher_view(self, teacher: nn.Module, task: int, config: Config, data: RunData) -> nn.Module:
+        return TaskView(teacher, teacher.slices[task]).eval()
 
     # ------------------------------------------------------------------------------------------------ losses
     def objective(self, batch: TaskBatch, data: RunData, distill: Distillation | None) -> torch.Tensor:
         loss = seg_task_loss(batch.logits, batch.labels)
         if distill is not None and distill.beta > 0:
-            loss = loss + distill.beta * seg_kd_loss(batch.logits, batch.teacher_logits, distill.temperature)
+            loss = loss + distill.beta * seg_kd_loss(batch.logits, batch.teacher_logits, distill.temperature,
+                                                     batch.labels)
         return loss * batch.logits.shape[0]
 
     # -------------------------------------------------------------------------------------------- evaluation
-    def evaluate(self, run: RunContext, model: str, split: str) -> dict[str, dict[str, float]]:
-        return evaluate_models(run, model, lambda t: self.expert_model(run.student, t, run.config, run.data))
+    def evaluate(self, run: RunContext, model: str, split: str,
+                 tasks: Sequence[int] | None = None) -> dict[str, dict[str, float]]:
+        return validate(run, model, tasks)
+
+    def test(self, run: RunContext, nets: dict[int, nn.Module]) -> dict[str, TaskScores]:
+        config, data = run.config, run.data
+        out = {}
+        for t, net in nets.items():
+            info, cases = data.tasks[t], data.extra["test_cases"][t]
+            pre = bundle.preprocessing(config.data, intensity_of(config.tasks[t], config.data))
+            regions = any(c.region is not None for c in cases)
+            what = (f"{len(cases)} held-out regions (cubes of about {config.data.region_mm:g} mm)" if regions
+                    else f"{len(cases)} held-out volumes")
+            out[info.name] = test_scores(cases, info.labels, net.to(run.device).eval(), pre,
+                                         f"Dice pooled over {what}, on each input's native grid", run.check)
+        return out
 
     def task_record(self, data: RunData, task: int) -> dict[str, Any]:
         cases = data.extra["test_cases"][task]
-        return {"test_samples": len(cases), "test_sources": [c.source for c in cases]}
+        return {"test_samples": len(cases), "test_sources": sorted({str(c.image_path) for c in cases}),
+                "validation_cases": len(data.extra["val_cases"][task])}
 
     def model_records(self, config: Config) -> tuple[dict[str, Any], dict[str, Any]]:
         b = config.backbone
@@ -136,6 +162,7 @@ class SegmentationKind(TaskKind):
             channels=config.backbone.channels, features=net.head.in_channels, state_dict=net.state_dict(),
             data=config.data, metrics=metrics,
             training={**training, "decoder_rank_factor": config.backbone.decoder_rank_factor},
+            res_units=config.backbone.res_units, intensity=intensity_of(config.tasks[task], config.data),
         )
 
     def load_bundle(self, bundle_dir: str | Path) -> tuple[nn.Module, dict]:

@@ -27,8 +27,9 @@ class SegTeacher(SegNet):
     background + its K_t structures). forward(x) gives all channels; forward(x, task_ids) gives (None, per-task
     logits) with task t's samples and channels, like the backbone (same state_dict keys as `SegNet`)."""
 
-    def __init__(self, arch: str, in_channels: int, num_classes: Sequence[int], channels: Sequence[int]) -> None:
-        super().__init__(arch, in_channels, sum(int(n) for n in num_classes), channels)
+    def __init__(self, arch: str, in_channels: int, num_classes: Sequence[int], channels: Sequence[int],
+                 res_units: int = 1) -> None:
+        super().__init__(arch, in_channels, sum(int(n) for n in num_classes), channels, res_units=res_units)
         self.slices = task_slices(num_classes)
 
     def forward(self, x: torch.Tensor, task_ids: torch.Tensor | None = None):
@@ -39,9 +40,10 @@ class SegTeacher(SegNet):
         return None, [None if p is None else p[:, s] for p, s in zip(parts, self.slices, strict=True)]
 
 
-def build_seg_teacher(arch: str, in_channels: int, num_classes: Sequence[int], channels: Sequence[int]) -> SegTeacher:
+def build_seg_teacher(arch: str, in_channels: int, num_classes: Sequence[int], channels: Sequence[int],
+                      res_units: int = 1) -> SegTeacher:
     """The foundation model: one network whose output channels cover every task's classes."""
-    return SegTeacher(arch, in_channels, num_classes, channels)
+    return SegTeacher(arch, in_channels, num_classes, channels, res_units)
 
 
 def split_by_task(x: torch.Tensor, task_ids: torch.Tensor, num_tasks: int) -> list[torch.Tensor | None]:
@@ -62,14 +64,15 @@ class SegMultiTaskNet(nn.Module):
 
     def __init__(
         self, arch: str, in_channels: int, num_classes: Sequence[int], channels: Sequence[int],
-        features: int | None = None,
+        features: int | None = None, res_units: int = 1,
     ) -> None:
         super().__init__()
         self.arch = arch
         self.channels = [int(c) for c in channels]
         self.features = int(features or channels[0])
         self.num_classes = [int(n) for n in num_classes]
-        self.body = build_body(arch, in_channels, self.features, self.channels)
+        self.res_units = int(res_units)
+        self.body = build_body(arch, in_channels, self.features, self.channels, res_units=self.res_units)
         self.act = nn.LeakyReLU(0.1)
         self.heads = nn.ModuleList(nn.Conv3d(self.features, n, 1) for n in self.num_classes)
 
@@ -97,10 +100,11 @@ def build_seg_backbone(
     alpha: float = 16.0,
     decoder_rank_factor: int = 2,
     form: str = "factorized",
+    res_units: int = 1,
 ) -> SegMultiTaskNet:
     """The backbone with experts on every convolution of its body: task t gets rank ranks[t] on encoder
     convs and decoder_rank_factor * ranks[t] on decoder convs (heads are per task already)."""
-    net = SegMultiTaskNet(arch, in_channels, num_classes, channels)
+    net = SegMultiTaskNet(arch, in_channels, num_classes, channels, res_units=res_units)
     attach_experts(
         net.body,
         len(num_classes),
@@ -113,9 +117,9 @@ def build_seg_backbone(
 
 
 def seg_expert_network(body_plain: nn.Module, head: nn.Module, arch: str, in_channels: int,
-                       channels: Sequence[int]) -> SegExpertNet:
+                       channels: Sequence[int], res_units: int = 1) -> SegExpertNet:
     """The standalone expert model from a merged (plain) body and one head, strict-loaded, CPU, eval."""
-    net = SegExpertNet(arch, in_channels, head.out_channels, channels, head.in_channels)
+    net = SegExpertNet(arch, in_channels, head.out_channels, channels, head.in_channels, res_units=res_units)
     net.body.load_state_dict(body_plain.state_dict(), strict=True)
     net.head.load_state_dict(head.state_dict(), strict=True)
     return net.cpu().eval()

@@ -20,14 +20,14 @@ from monai.networks.nets import SegResNet, UNet
 from torch import nn
 
 SEG_ARCHS = ("unet", "segresnet")
-NUM_RES_UNITS = 1
 
 
 def build_body(
-    arch: str, in_channels: int, out_channels: int, channels: Sequence[int], spatial_dims: int = 3
+    arch: str, in_channels: int, out_channels: int, channels: Sequence[int], spatial_dims: int = 3,
+    res_units: int = 1,
 ) -> nn.Module:
-    """A MONAI UNet (channels per level, stride 2 between levels, one residual unit per block, instance
-    norm) or SegResNet (init_filters = channels[0], len(channels) levels)."""
+    """A MONAI UNet (channels per level, stride 2 between levels, `res_units` residual units per block (0: plain
+    conv blocks), instance norm) or SegResNet (init_filters = channels[0], len(channels) levels)."""
     channels = [int(c) for c in channels]
     if arch == "unet":
         return UNet(
@@ -36,7 +36,7 @@ def build_body(
             out_channels=out_channels,
             channels=channels,
             strides=[2] * (len(channels) - 1),
-            num_res_units=NUM_RES_UNITS,
+            num_res_units=int(res_units),
         )
     if arch == "segresnet":
         blocks = tuple([1] + [2] * (len(channels) - 1))
@@ -72,11 +72,12 @@ class SegNet(nn.Module):
     """A multi-label foundation model: x (B, C, X, Y, Z) -> logits (B, out_channels, X, Y, Z)."""
 
     def __init__(
-        self, arch: str, in_channels: int, out_channels: int, channels: Sequence[int], spatial_dims: int = 3
+        self, arch: str, in_channels: int, out_channels: int, channels: Sequence[int], spatial_dims: int = 3,
+        res_units: int = 1,
     ) -> None:
         super().__init__()
         self.arch = arch
-        self.body = build_body(arch, in_channels, out_channels, channels, spatial_dims)
+        self.body = build_body(arch, in_channels, out_channels, channels, spatial_dims, res_units)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -93,10 +94,11 @@ class SegExpertNet(nn.Module):
         channels: Sequence[int],
         features: int | None = None,
         spatial_dims: int = 3,
+        res_units: int = 1,
     ) -> None:
         super().__init__()
         features = int(features or channels[0])
-        self.body = build_body(arch, in_channels, features, channels, spatial_dims)
+        self.body = build_body(arch, in_channels, features, channels, spatial_dims, res_units)
         self.act = nn.LeakyReLU(0.1)
         conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[spatial_dims - 1]
         self.head = conv(features, num_classes, 1)
