@@ -106,10 +106,17 @@ def _print_summary(summary: dict) -> None:
     if summary.get("status") != "completed":
         print(f"run {summary.get('status')}: {summary.get('run_dir', '')}")
         return
-    print(f"\n{'task':<20}{'metric':<8}{'teacher':>9}{'expert':>9}{'expert params':>15}")
+    print(f"\n{'task':<20}{'metric':<8}{'teacher':>9}{'expert':>9}{'single':>9}  {'expert - teacher (95% CI)':<28}"
+          f"{'MACs ratio':>11}")
     for task in summary["tasks"]:
+        ci = task.get("expert_minus_teacher_ci") or [None, None]
+        diff = "-" if task.get("expert_minus_teacher") is None else (
+            f"{task['expert_minus_teacher']:+.3f}" + ("" if None in ci else f" ({ci[0]:+.3f} to {ci[1]:+.3f})"))
         print(f"{task['name']:<20}{task['metric']:<8}{_num(task['teacher']):>9}{_num(task['expert']):>9}"
-              f"{task['params']['expert_model']:>15,}")
+              f"{_num(task.get('single_task')):>9}  {diff:<28}{task.get('macs_ratio') or 0:>10.1f}x")
+    for task in summary["tasks"]:
+        for flag in task.get("flags") or []:
+            print(f"warning: {task['name']}: {flag}")
     for task in summary["tasks"]:  # per-label metrics ("dice/grey matter", ...) where the kind reports them
         tm, em = task.get("teacher_metrics") or {}, task.get("expert_metrics") or {}
         per_label = sorted({k.split("/", 1)[1] for k in em if "/" in k}, key=list(task["labels"]).index)

@@ -104,7 +104,17 @@ def prepare_volume(
 def restore_labels(logits: torch.Tensor, info: dict) -> np.ndarray:
     """Working-grid logits (C, X', Y', Z') -> uint8 label map (Z, Y, X) on the input's voxel grid."""
     full = resample(logits, info["canonical_shape"], "trilinear")
-    labels = torch.argmax(full, dim=0).to(torch.uint8).numpy()
-    return from_canonical(labels, info["perm"], info["flips"])
+    return from_canonical(channel_argmax(full).numpy(), info["perm"], info["flips"])
+
+
+def channel_argmax(x: torch.Tensor) -> torch.Tensor:
+    """`torch.argmax(x, dim=0)` as uint8 (the first channel wins a tie), by a pass over the channels: CPU argmax
+    along a leading axis of a large volume is about 50 times slower."""
+    best, labels = x[0], torch.zeros(x.shape[1:], dtype=torch.uint8)
+    for c in range(1, x.shape[0]):
+        better = x[c] > best
+        best = torch.where(better, x[c], best)
+        labels[better] = c
+    return labels
 
 

@@ -149,18 +149,27 @@ def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").clone() for k, v in module.state_dict().items()}
 
 
-def latency_ms(net: nn.Module, input_shape: tuple[int, ...], repeats: int = 10) -> float:
-    """Median milliseconds of one forward pass of `net` (a CPU copy, eval, no grad) on a zero input."""
-    net = copy.deepcopy(net).cpu().eval()
+def latency_ms(nets: list[nn.Module], input_shape: tuple[int, ...], rounds: int = 15) -> list[list[float]]:
+    """Milliseconds of one forward pass of each of `nets` (CPU copies, eval, no grad, a zero input), measured
+    round-robin (`rounds` rounds of one pass each, after two warm-up rounds) so that load on a shared machine
+    hits all of them alike: one list of times per net, in round order."""
+    nets = [copy.deepcopy(net).cpu().eval() for net in nets]
     x = torch.zeros(input_shape)
-    times = []
+    times: list[list[float]] = [[] for _ in nets]
     with torch.no_grad():
-        for i in range(repeats + 2):
-            start = time.perf_counter()
-            net(x)
-            if i >= 2:  # the first calls pay for allocations and lazy initialisation
-                times.append(time.perf_counter() - start)
-    return 1000.0 * float(np.median(times))
+        for i in range(rounds + 2):
+            for net, out in zip(nets, times, strict=True):
+                start = time.perf_counter()
+                net(x)
+                if i >= 2:  # the first calls pay for allocations and lazy initialisation
+                    out.append(1000.0 * (time.perf_counter() - start))
+    return times
+
+
+def latency_ratio(reference: nn.Module, net: nn.Module, input_shape: tuple[int, ...]) -> tuple[float, float]:
+    """(median ms of `reference`, median over rounds of reference time / `net` time), measured side by side."""
+    ref, other = latency_ms([reference, net], input_shape)
+    return float(np.median(ref)), float(np.median(np.asarray(ref) / np.asarray(other)))
 
 
 class Pipeline:
@@ -548,7 +557,7 @@ class Pipeline:
         cfg, data, kind = self.config, self.data, self.kind
         shape = data.input_shape
         teacher_params, teacher_macs = count_parameters(self.teacher), count_macs(self.teacher, shape)
-        teacher_ms = latency_ms(self.teacher, shape)
+        teacher_ms = []
         backbone = merge_expert(self.student.backbone, None)
         tasks = []
         for t, info in enumerate(data.tasks):
@@ -557,6 +566,8 @@ class Pipeline:
             teacher_scores = scores.get("teacher", {}).get(info.name)
             single = scores.get("single_task", {}).get(info.name)
             params, macs = count_parameters(expert), count_macs(expert, shape)
+            ms, latency = latency_ratio(self.teacher, expert, shape)
+            teacher_ms.append(ms)
             record = {
                 "name": info.name,
                 "kind": info.kind,
@@ -584,7 +595,7 @@ class Pipeline:
                 "macs": {"expert_model": macs},
                 "params_ratio": teacher_params / params,
                 "macs_ratio": teacher_macs / macs,
-                "latency_ratio": teacher_ms / latency_ms(expert, shape),
+                "latency_ratio": latency,
                 "per_case": self._per_case(expert_scores, teacher_scores, single),
             }
             record["flags"] = self._flags(info, record)
@@ -605,7 +616,7 @@ class Pipeline:
                                if cfg.evaluate.single_task else None,
             },
             "teacher": {"arch": cfg.teacher.arch, **teacher_extra, "params": teacher_params, "macs": teacher_macs,
-                        "latency_ms": teacher_ms, "kd_target": self.kd_target},
+                        "latency_ms": float(np.median(teacher_ms)), "kd_target": self.kd_target},
             "backbone": {"arch": cfg.backbone.arch, "form": cfg.backbone.form, "rank": cfg.backbone.rank,
                          "alpha": cfg.backbone.alpha, **backbone_extra, "params": count_parameters(backbone),
                          "macs": count_macs(backbone, shape)},

@@ -332,3 +332,81 @@ def test_apply_to_dicom_series_writes_dicom_seg(trained, tmp_path, capsys):
     capsys.readouterr()
     assert main(["apply", str(bundle), str(tmp_path / "labels.nii.gz"), "--out", str(tmp_path / "x.dcm")]) == 2
     assert "DICOM" in capsys.readouterr().err and not (tmp_path / "x.dcm").exists()
+
+
+def _dice_of_lorkd_apply(run: Path, config, tmp_path: Path) -> dict[str, dict[str, float]]:
+    """Per task and label: Dice pooled over the test cases' voxels of `lorkd apply`'s output (run from the CLI on
+    each test image with the exported bundle), counted here with numpy."""
+    from core.cli import main
+    from core.train.pipeline import Pipeline
+
+    data = Pipeline(config, tmp_path / "split-only").data  # the same split (it is a function of files and seed)
+    out: dict[str, dict[str, float]] = {}
+    for t, info in enumerate(data.tasks):
+        counts = np.zeros((info.num_classes - 1, 3))
+        for i, case in enumerate(data.extra["test_cases"][t]):
+            written = tmp_path / f"{info.name}-{i}.nii.gz"
+            assert main(["apply", str(run / "experts" / info.name), str(case.image_path), "--out", str(written)]) == 0
+            pred = read_volume(written).array.astype(int)
+            ref = read_volume(case.pair.label_path).array.astype(int)
+            keep = case.native_mask()
+            keep = np.ones(ref.shape, bool) if keep is None else keep
+            for k in range(1, info.num_classes):
+                p, r = (pred == k) & keep, (ref == k) & keep
+                counts[k - 1] += ((p & r).sum(), p.sum(), r.sum())
+        dice = np.where(counts[:, 1] + counts[:, 2] > 0, 2 * counts[:, 0] / np.maximum(counts[:, 1] + counts[:, 2], 1), 1)
+        out[info.name] = {"dice": float(dice.mean()),
+                          **{f"dice/{name}": float(d) for name, d in zip(info.labels[1:], dice, strict=True)}}
+    return out
+
+
+@pytest.mark.parametrize("split", ["volumes", "regions"])
+def test_summary_dice_is_the_dice_of_lorkd_apply_on_the_held_out_voxels(trained, tmp_path, split):
+    """What the summary (and so the model card and the app) reports is what a user gets: `lorkd apply` on the
+    held-out images, scored on the held-out voxels of the native grid."""
+    from core.train.pipeline import Pipeline
+
+    if split == "volumes":  # tasks with four volumes: one held-out test volume each
+        root, summary = trained
+        run, config = root / "run", load_config(_config(root))
+    else:  # one task on two volumes: held-out cubes of each volume
+        images, labels = write_synthetic_task(tmp_path / "cubes", 2, "cube", shape=(16, 20, 24), seed=2)
+        config = load_config({
+            "name": "regions", "kind": "segmentation",
+            "tasks": [{"name": "cubes", "images": str(images), "labels": str(labels),
+                       "label_names": {1: "shell", 2: "core"}}],
+            "data": {"spacing": [2, 2, 2], "patch_size": [16, 16, 16], "samples_per_volume": 8, "region_mm": 8},
+            "teacher": {"channels": [4, 8, 16], "epochs": 1}, "backbone": {"channels": [4, 8, 16]},
+            "train": {"epochs": 2, "batch_size": 4, "lr": 0.01}, "evaluate": {"single_task": False},
+        })
+        run = tmp_path / "run"
+        summary = Pipeline(config, run).run()
+    measured = _dice_of_lorkd_apply(run, config, tmp_path)
+    for task in summary["tasks"]:
+        if split == "regions":
+            assert "region" in task["test"] and task["test_cases"] >= 2, task["test"]
+        for key, value in measured[task["name"]].items():
+            assert task["expert_metrics"][key] == pytest.approx(value, abs=1e-9), (task["name"], key)
+
+
+def test_a_held_out_cube_is_a_box_of_the_native_grid_and_argmax_is_exact():
+    """`HeldOutCase.native_box` (what the test scores) is exactly the native-grid image of the canonical cube
+    (`native_mask`), for every reorientation; `channel_argmax` (label maps) equals torch.argmax, ties included."""
+    from types import SimpleNamespace
+
+    from core.kinds.segmentation.data import HeldOutCase
+
+    shape = (7, 9, 11)  # (Z, Y, X)
+    for direction in [(1, 0, 0, 0, 1, 0, 0, 0, 1), (0, 0, 1, -1, 0, 0, 0, 1, 0), (-1, 0, 0, 0, 0, 1, 0, -1, 0)]:
+        perm, flips = prep.canonical_axes(direction)
+        canonical_shape = prep.to_canonical(np.zeros(shape), perm, flips).shape
+        pair = SimpleNamespace(info={"perm": perm, "flips": flips, "canonical_shape": canonical_shape})
+        region = tuple(slice(1, n - 2) if j % 2 else slice(0, 3) for j, n in enumerate(canonical_shape))
+        case = HeldOutCase("c", pair, region)
+        mask = case.native_mask()
+        assert mask.shape == shape
+        box = case.native_box()
+        assert mask[box].all() and mask.sum() == mask[box].size, direction
+    logits = torch.randn(4, 6, 7, 8)
+    logits[:, :2] = 0.5  # ties: the first channel wins, as in torch.argmax
+    assert torch.equal(prep.channel_argmax(logits), torch.argmax(logits, dim=0).to(torch.uint8))

@@ -9,7 +9,7 @@ from core.config import BackboneBase, DataBase, TaskBase, TeacherBase, TrainConf
 from core.errors import ConfigError
 
 TEACHER_ARCHS = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "densenet121")
-BACKBONE_ARCHS = ("compact", "resnet10", "resnet18", "resnet34")
+BACKBONE_ARCHS = ("compact", "compact_small", "resnet10", "resnet18", "resnet34")
 TASK_KINDS = ("auto", "multiclass", "multilabel")
 
 

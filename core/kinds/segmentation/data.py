@@ -82,6 +82,18 @@ class HeldOutCase:
     def image_path(self) -> Path:
         return self.pair.image_path
 
+    def native_box(self) -> tuple[slice, slice, slice] | None:
+        """The region as (Z, Y, X) index ranges of the input's own grid (None: the whole volume). A box of the
+        canonical grid is a box of the input's grid: canonical axis j is the input's x/y/z axis perm[j],
+        reversed when flips[j] (`core.preprocess.volume.to_canonical`)."""
+        if self.region is None:
+            return None
+        info = self.pair.info
+        xyz: list[slice] = [slice(0)] * 3
+        for j, (s, n) in enumerate(zip(self.region, info["canonical_shape"], strict=True)):
+            xyz[info["perm"][j]] = slice(n - s.stop, n - s.start) if info["flips"][j] else s
+        return xyz[2], xyz[1], xyz[0]
+
     def native_mask(self) -> np.ndarray | None:
         """The region as a boolean (Z, Y, X) mask on the input's own grid (None: the whole volume)."""
         if self.region is None:

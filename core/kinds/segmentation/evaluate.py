@@ -129,15 +129,9 @@ def _hd95(pred: np.ndarray, ref: np.ndarray, num_classes: int, spacing: Sequence
 
 
 def _case_arrays(case: HeldOutCase, prediction: np.ndarray, reference: np.ndarray):
-    """The prediction and reference of a case on its own region of the native grid (a crop of the bounding box;
-    voxels of the box outside the region are set to 0 in both)."""
-    mask = case.native_mask()
-    if mask is None:
-        return prediction, reference
-    index = np.nonzero(mask)
-    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in index)
-    keep = mask[box]
-    return np.where(keep, prediction[box], 0), np.where(keep, reference[box], 0)
+    """The prediction and reference of a case on its own region of the native grid (a box of it)."""
+    box = case.native_box()
+    return (prediction, reference) if box is None else (prediction[box], reference[box])
 
 
 def test_scores(cases: Sequence[HeldOutCase], labels: list[str], net: nn.Module, pre: dict, description: str,
