@@ -23,7 +23,7 @@ from typing import IO, Any
 
 import torch
 
-from .errors import CheckpointError
+from .errors import CheckpointError, DataError
 
 
 def _umask() -> int:
@@ -40,6 +40,21 @@ def _umask() -> int:
 
 
 FILE_MODE = 0o666 & ~_umask()  # what open(path, "w") would give a new file
+
+
+def refuse_overwriting_inputs(out: str | os.PathLike, inputs: Any) -> None:
+    """Raise DataError when writing `out` would destroy an input: `out` is (links resolved) one of `inputs`, or
+    lies inside an input folder (a DICOM series folder: the output would also join the series). `inputs`: paths,
+    empty ones ignored. Every writer of results calls this before writing, whatever asked for the write."""
+    target = Path(out).expanduser().resolve()
+    for source in inputs:
+        if not source or not str(source):
+            continue
+        src = Path(source).expanduser().resolve()
+        if target == src or (src.is_dir() and src in target.parents):
+            where = "is" if target == src else "is inside"
+            raise DataError(f"{out}: the output {where} the input {source}; it would be overwritten — choose "
+                            "another output path")
 
 
 def fsync_dir(folder: str | os.PathLike) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
-from ..files import write_atomic
+from ..files import refuse_overwriting_inputs, write_atomic
 from .dicom import list_series
 from .volume import Volume
 
@@ -93,6 +93,7 @@ def write_dicom_seg(
     import pydicom
     from pydicom.sr.codedict import codes
 
+    refuse_overwriting_inputs(out_path, [reference.metadata.get("source"), *source_files])
     labels = np.asarray(labels)
     if labels.shape != reference.array.shape[:3]:
         raise ValueError(f"labels have shape {labels.shape}, the reference volume (Z, Y, X) is "

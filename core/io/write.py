@@ -9,7 +9,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from ..errors import DataError
-from ..files import atomic_files
+from ..files import atomic_files, refuse_overwriting_inputs
 from .images import IMAGE_2D
 from .itk import itk_message
 from .sniff import extension
@@ -34,6 +34,7 @@ def write_label_map(labels: np.ndarray, reference: Volume, path: str | os.PathLi
     p = Path(path).expanduser()
     if extension(p) not in LABEL_MAP_EXTENSIONS:
         raise DataError(f"{p}: label maps are written as NIfTI (.nii.gz or .nii), NRRD (.nrrd) or MetaImage (.mha)")
+    refuse_overwriting_inputs(p, [reference.metadata.get("source")])
     labels = np.asarray(labels)
     expected = reference.array.shape[:3]
     if labels.shape != expected:

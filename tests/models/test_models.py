@@ -15,7 +15,7 @@ from core.kinds.classification.teacher import load_teacher, save_teacher
 from core.models.complexity import count_macs, count_parameters, summarize
 from core.models.projector import Projector
 
-ARCHS_2D = ["compact", "resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "densenet121"]
+ARCHS_2D = ["compact", "compact_small", "resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "densenet121"]
 
 
 @pytest.fixture(autouse=True)
@@ -323,3 +323,11 @@ def test_macs_of_a_hand_computed_net():
     assert summarize(conv3d, (1, 2, 4, 4, 4)) == {"params": 2 * 4 * 27 + 4, "macs": 256 * 2 * 27}
     conv1d = nn.Conv1d(2, 3, 5)  # out 3 x 6 = 18 x 2 x 5
     assert count_macs(conv1d, (1, 2, 10)) == 180
+
+
+def test_compact_small_is_over_ten_times_lighter_than_resnet18():
+    """The classification demo's backbone: >= 10x fewer multiply-adds than its ResNet-18 foundation model."""
+    shape = (1, 3, 28, 28)
+    ratio = count_macs(ClassifierNet("resnet18", 2, 3, 4), shape) / count_macs(ClassifierNet("compact_small", 2, 3, 4),
+                                                                                shape)
+    assert ratio >= 10, ratio

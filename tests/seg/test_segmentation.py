@@ -31,7 +31,8 @@ def _config(root: Path, epochs: int = 3) -> dict:
             {"name": "balls", "images": str(a[0]), "labels": str(a[1]), "label_names": {1: "ball"}},
             {"name": "cubes", "images": str(b[0]), "labels": str(b[1]), "label_names": {1: "shell", 2: "core"}},
         ],
-        "data": {"spacing": [2, 2, 2], "patch_size": [16, 16, 16], "samples_per_volume": 24, "test_fraction": 0.25, "val_fraction": 0.25},
+        "data": {"spacing": [2, 2, 2], "patch_size": [16, 16, 16], "samples_per_volume": 24,
+                 "test_fraction": 0.25, "val_fraction": 0.25},
         "teacher": {"channels": [8, 16, 32], "epochs": epochs},
         "backbone": {"channels": [4, 8, 16]},
         "train": {"epochs": epochs, "batch_size": 4, "lr": 0.01},
@@ -354,7 +355,8 @@ def _dice_of_lorkd_apply(run: Path, config, tmp_path: Path) -> dict[str, dict[st
             for k in range(1, info.num_classes):
                 p, r = (pred == k) & keep, (ref == k) & keep
                 counts[k - 1] += ((p & r).sum(), p.sum(), r.sum())
-        dice = np.where(counts[:, 1] + counts[:, 2] > 0, 2 * counts[:, 0] / np.maximum(counts[:, 1] + counts[:, 2], 1), 1)
+        total = counts[:, 1] + counts[:, 2]
+        dice = np.where(total > 0, 2 * counts[:, 0] / np.maximum(total, 1), 1)
         out[info.name] = {"dice": float(dice.mean()),
                           **{f"dice/{name}": float(d) for name, d in zip(info.labels[1:], dice, strict=True)}}
     return out
@@ -410,3 +412,40 @@ def test_a_held_out_cube_is_a_box_of_the_native_grid_and_argmax_is_exact():
     logits = torch.randn(4, 6, 7, 8)
     logits[:, :2] = 0.5  # ties: the first channel wins, as in torch.argmax
     assert torch.equal(prep.channel_argmax(logits), torch.argmax(logits, dim=0).to(torch.uint8))
+
+
+def test_lorkd_apply_never_overwrites_its_input(trained, tmp_path, capsys):
+    """`lorkd apply EXPERT VOL --out VOL` (or a link to it, or a file inside the input DICOM folder) is refused
+    with one error line and exit 2 before any work; the input is untouched."""
+    from core.cli import main
+
+    root, _ = trained
+    bundle = root / "run" / "experts" / "cubes"
+    _, path = _test_volume(tmp_path)
+    before = path.read_bytes()
+    link = tmp_path / "link.nii.gz"
+    link.symlink_to(path)
+    for out in (path, link):
+        assert main(["apply", str(bundle), str(path), "--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error:") and "overwritten" in err[0], err
+    assert path.read_bytes() == before
+
+
+def test_writers_refuse_to_write_over_or_into_their_source(tmp_path):
+    """The label-map and DICOM SEG writers (used by the CLI and the app's Save) refuse an output that is the
+    volume's source file or lies inside its source folder."""
+    from core.errors import DataError
+    from core.files import refuse_overwriting_inputs
+    from core.io import write_label_map
+
+    vol, path = _test_volume(tmp_path)
+    labels = np.zeros(vol.array.shape, np.uint8)
+    with pytest.raises(DataError, match="overwritten"):
+        write_label_map(labels, vol, path)
+    folder = tmp_path / "series"
+    folder.mkdir()
+    with pytest.raises(DataError, match="is inside the input"):
+        refuse_overwriting_inputs(folder / "seg.dcm", [folder])
+    refuse_overwriting_inputs(tmp_path / "other.nii.gz", [path, folder, None, ""])  # elsewhere: fine
+    assert write_label_map(labels, vol, tmp_path / "labels.nii.gz").is_file()

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from core.files import refuse_overwriting_inputs
 from core.io import Volume, read_volume, write_label_map
 from core.kinds.segmentation.bundle import load_seg_bundle
 from core.kinds.segmentation.runtime import segment_volume
@@ -67,6 +68,8 @@ def apply_segmentation(
     if progress:
         progress(0.0, "reading the volume")
     volume = read_volume(image_path)
+    if out_path:  # before the (long) inference; the writers check again, whoever calls them
+        refuse_overwriting_inputs(out_path, [image_path, volume.metadata.get("source")])
     sources = None
     if dicom_seg:  # before the (long) inference: a non-DICOM input fails at once
         from core.io.dicom_seg import dicom_source_files

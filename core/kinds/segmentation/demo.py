@@ -34,7 +34,7 @@ DEMO_NOTE = (
     "UNet foundation model is pre-trained on them, then decomposed into a 5x lighter UNet backbone with low-rank "
     "task experts; foundation model, experts and single-task baselines are tested on held-out regions of the brain "
     "that no model trained on (Dice, HD95, a 95% interval). Press Start; about five minutes on a laptop CPU. "
-    "Research use only."
+    "The template is skull-stripped, so are the volumes these experts understand. Research use only."
 )
 NOTICE = ("MNI ICBM152 2009a template: Copyright (C) 1993-2009 Louis Collins, McConnell Brain Imaging Centre, "
           "Montreal Neurological Institute, McGill University (shipped in nilearn's package data)")
