@@ -27,7 +27,9 @@ TASKS = {  # name -> write_fake_medmnist arguments: RGB, grey with flat labels, 
 }
 
 
-def make_config(data_dir: Path, n: int = 128, **train):
+def make_config(data_dir: Path, n: int = 128, single_task: bool = False, **train):
+    """A small three-task classification config; the single-task baselines (a second training of every task)
+    only where a test looks at them."""
     tasks = []
     for name, kwargs in TASKS.items():
         path = write_fake_medmnist(data_dir / f"{name}.npz", n=n, n_eval=40, **kwargs)
@@ -38,6 +40,7 @@ def make_config(data_dir: Path, n: int = 128, **train):
         "teacher": {"arch": "resnet10", "epochs": 2},
         "backbone": {"arch": "resnet10", "rank": 4, "alpha": 16},
         "train": {"epochs": 3, "batch_size": 32, "lr": 0.05, **train},
+        "evaluate": {"single_task": single_task},
         "device": "cpu",
         "seed": 0,
     }
@@ -47,7 +50,7 @@ def make_config(data_dir: Path, n: int = 128, **train):
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    config = load_config(make_config(root / "data"))
+    config = load_config(make_config(root / "data", single_task=True))
     summary = Pipeline(config, root / "run").run()
     return root / "run", summary
 
@@ -67,6 +70,13 @@ def test_summary_is_complete_and_experts_beat_chance(finished):
         assert task["params"]["expert_model"] < on_disk["teacher"]["params"]
         assert task["params"]["expert_low_rank"] > 0
         assert set(task["expert_metrics"]) >= {"acc", "auc"}
+        # the evidence of issue 13, for every task
+        assert task["single_task"] is not None and task["test_cases"] == 40 and len(task["per_case"]) == 40
+        for other in ("teacher", "single_task"):
+            low, high = task[f"expert_minus_{other}_ci"]
+            assert low <= task[f"expert_minus_{other}"] <= high
+        assert task["params_ratio"] > 0 and task["macs_ratio"] > 0 and task["latency_ratio"] > 0
+        assert isinstance(task["flags"], list) and task["selected_epoch"] >= 1
     records = read_metrics(run_dir / "metrics.jsonl")
     phases = {r["phase"] for r in records}
     assert {"foundation", "decompose", "test"} <= phases
