@@ -21,6 +21,7 @@ class NiftiHeader:
     bitpix: int
     vox_offset: float
     single: bool  # voxels in the same file (.nii), not in an .img beside a .hdr
+    pixdim: tuple[float, ...] = ()  # pixdim[0] (qfac) then the voxel size of each dimension
 
 
 def nifti_header(block: bytes) -> NiftiHeader | None:
@@ -41,6 +42,7 @@ def nifti_header(block: bytes) -> NiftiHeader | None:
             bitpix=int(header["bitpix"]),
             vox_offset=float(header["vox_offset"]),
             single=magic == magics[0],
+            pixdim=tuple(float(v) for v in header["pixdim"]),
         )
     return None
 

@@ -115,12 +115,17 @@ def _check_nifti(p: Path, data: bytes, looks: str) -> None:
             if len(data) < 348 and looks in ("unrecognised binary data", "text"):
                 raise DataError(f"{p}: truncated NIfTI file ({len(data)} bytes, shorter than a NIfTI header)")
             raise DataError(f"{p}: not a NIfTI file (the content is {looks})")
-    if not header.single:
-        return  # .hdr/.img pair: the voxels are in another file
     dims = header.dims
     ndim = int(dims[0])
     if not 1 <= ndim <= 7:
         raise DataError(f"{p}: damaged NIfTI header (dim[0] = {ndim})")
+    for i in range(1, min(ndim, 3) + 1):  # readers would silently take 1 mm: results placed with invented geometry
+        size = header.pixdim[i] if len(header.pixdim) > i else math.nan
+        if not math.isfinite(size) or size == 0:
+            raise DataError(f"{p}: invalid voxel size in the NIfTI header (pixdim[{i}] = {size:g}); without a "
+                            "real voxel size every distance and the written label map would be wrong — fix the header")
+    if not header.single:
+        return  # .hdr/.img pair: the voxels are in another file
     nvox = math.prod(max(int(d), 1) for d in dims[1 : ndim + 1])
     needed = int(header.vox_offset) + nvox * max(header.bitpix, 1) // 8
     if compressed:

@@ -820,3 +820,19 @@ def test_nifti_nan_voxels_and_4d_files_are_recorded_by_the_reader(tmp_path):
     assert four.metadata["volumes"] == "3" and four.metadata["stored_size"] == "6 x 7 x 8"
     assert four.array.shape == (8, 7, 6)
     assert read_volume(tmp_path / "nan.nii.gz").metadata["volumes"] == "1"
+
+
+@pytest.mark.parametrize("bad", [0.0, float("nan"), float("inf")])
+def test_a_nifti_without_a_real_voxel_size_is_refused(tmp_path, bad):
+    """ITK would read pixdim 0 or NaN as 1 mm and every result would carry that invented geometry: refused, the
+    message naming the file and the header field."""
+    from core.errors import DataError
+    from core.io import read_volume
+
+    image = nib.Nifti1Image(np.zeros((6, 7, 8), np.int16), np.diag([1.0, 1.0, 2.0, 1.0]))
+    image.header["pixdim"][2] = bad  # nibabel writes the header as given
+    path = tmp_path / "bad.nii.gz"
+    nib.save(image, path)
+    with pytest.raises(DataError, match=r"pixdim\[2\]") as info:
+        read_volume(path)
+    assert str(path) in str(info.value)
