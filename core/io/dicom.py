@@ -289,9 +289,19 @@ def _plan_series(uid: str, slices: list[_Slice], folder: Path) -> _Plan:
         step = float(proj[-1] - proj[0]) / (len(chosen) - 1)
         gaps = np.diff(proj)
         if gaps.max() - gaps.min() > max(0.01, 0.01 * step):
+            # a regular grid of the mean step puts slice k at proj[0] + k * step: how far from where it was scanned
+            off = float(np.abs(proj - (proj[0] + step * np.arange(len(proj)))).max())
+            if off > 0.5 * step:  # a slice would sit nearer another slice's place than its own: refuse, never regrid
+                worst = int(np.argmax(np.abs(gaps - np.median(gaps))))
+                raise DataError(
+                    f"{label}: irregular slice gaps ({gaps.min():.4g} to {gaps.max():.4g} mm; {gaps[worst]:.4g} mm "
+                    f"between slices {worst + 1} and {worst + 2} of {len(proj)}): on a regular grid slices would be "
+                    f"placed up to {off:.4g} mm from their scanned positions; read the contiguous part of the series "
+                    f"(copy those files to their own folder)"
+                )
             warnings.append(
                 f"{label}: non-uniform slice spacing (gaps {gaps.min():.4g} to {gaps.max():.4g} mm); the volume "
-                f"uses the mean {step:.4g} mm, so some slice positions are approximate"
+                f"uses the mean {step:.4g} mm, so slices are placed up to {off:.3g} mm from their scanned positions"
             )
         span = chosen[-1].ipp - chosen[0].ipp
         along = float(span @ normal)

@@ -170,6 +170,10 @@ def several_series(folder: Path) -> Path:
 
 
 def nonuniform_series(folder: Path) -> Path:
+    return dicom_series(folder / "uneven", [0.0, 2.0, 4.0, 6.0, 8.5, 10.5], "uneven")
+
+
+def gappy_series(folder: Path) -> Path:
     return dicom_series(folder / "gappy", [0.0, 2.0, 4.0, 6.0, 14.0, 16.0], "gappy")
 
 
@@ -417,8 +421,10 @@ CASES = [
     Case("apply: NaN/Inf voxels", _seg_apply(nan_nifti), ("NaN",)),
     Case("apply: DICOM ECG", _seg_apply(dicom_ecg), ("not an image", "ECG")),
     Case("apply: several series (warning)", _seg_apply(several_series), ("2 DICOM series", "scout"), warning=True),
-    Case("apply: non-uniform spacing (warning)", _seg_apply(nonuniform_series), ("non-uniform slice spacing",),
-         warning=True),
+    Case("apply: non-uniform spacing (warning)", _seg_apply(nonuniform_series), ("non-uniform slice spacing",
+                                                                                "up to"), warning=True),
+    Case("apply: irregular slice gaps", _seg_apply(gappy_series), ("irregular slice gaps", "8 mm between slices 4 "
+                                                                   "and 5")),
     # MedMNIST files
     Case("MedMNIST missing arrays", _medmnist("missing_arrays"), ("missing arrays", "val_labels")),
     Case("MedMNIST float images", _medmnist("float_images"), ("train_images", "float32", "uint8")),

@@ -338,12 +338,24 @@ def test_two_series_read_the_larger_one_in_position_order(tmp_path):
     assert small.array.shape == (4, 12, 14) and small.warnings == []
 
 
-def test_non_uniform_spacing_is_a_warning():
-    vol = read_volume(NONUNIFORM_CT)
-    assert vol.array.shape == (4, 16, 16)
-    assert vol.origin[2] == pytest.approx(-99.48, abs=1e-4)
-    assert vol.spacing[2] == pytest.approx((105.52 - -99.48) / 3, abs=1e-4)
-    assert any("non-uniform slice spacing" in w and "CT2" in w for w in vol.warnings)
+def test_irregular_slice_gaps_are_refused_naming_the_gaps(capfd):
+    """pydicom's CT2 (gaps 202.5, 1.25, 1.25 mm) on a regular grid would put slices 134 mm from where they were
+    scanned: refused, naming the gaps; ITK says nothing on stderr."""
+    from core.errors import DataError
+
+    with pytest.raises(DataError, match=r"CT2: irregular slice gaps \(1\.2.* to 202\.5 mm.*134") as info:
+        read_volume(NONUNIFORM_CT)
+    assert "between slices 1 and 2 of 4" in str(info.value)
+    assert capfd.readouterr().err == ""
+
+
+def test_slightly_non_uniform_spacing_is_a_warning_saying_how_far_off(tmp_path):
+    positions = [(0.0, 0.0, z) for z in (0.0, 2.0, 4.0, 6.0, 8.5, 10.5)]  # mean step 2.1: at most 0.3 mm off
+    planes = np.stack([np.full((4, 5), k, np.int16) for k in range(6)])
+    write_series(tmp_path / "s", planes, positions)
+    vol = read_volume(tmp_path / "s")
+    assert vol.spacing[2] == pytest.approx(2.1)
+    assert any("non-uniform slice spacing" in w and "up to 0.3 mm" in w for w in vol.warnings), vol.warnings
 
 
 def test_gantry_tilt_is_a_warning(tmp_path):
@@ -394,7 +406,7 @@ class _RecordingSeriesReader(sitk.ImageSeriesReader):
 def test_a_series_is_read_by_one_series_reader_in_the_planned_order(tmp_path, monkeypatch):
     """The planner's file list (physical order, whatever the file names and instance numbers say) is what one
     ImageSeriesReader reads; ITK's own warnings (non-uniform sampling) stay off stderr."""
-    positions = [(0.0, 0.0, z) for z in (0.0, 1.0, 2.0, 6.0)]  # non-uniform: ITK would warn on stderr
+    positions = [(0.0, 0.0, z) for z in (0.0, 1.0, 2.0, 3.3)]  # non-uniform: ITK would warn on stderr
     planes = np.stack([np.full((4, 5), 10 * (k + 1), np.int16) for k in range(4)])
     write_series(tmp_path / "s", planes, positions, names=["b.dcm", "d.dcm", "a.dcm", "c.dcm"],
                  instances=[3, 1, 4, 2])
@@ -404,13 +416,8 @@ def test_a_series_is_read_by_one_series_reader_in_the_planned_order(tmp_path, mo
     assert _RecordingSeriesReader.calls == [list_series(tmp_path / "s")[0].files]
     assert [Path(f).name for f in _RecordingSeriesReader.calls[0]] == ["b.dcm", "d.dcm", "a.dcm", "c.dcm"]
     assert list(vol.array[:, 0, 0]) == [10, 20, 30, 40] and vol.array.dtype == np.int16
-    assert vol.origin == (0.0, 0.0, 0.0) and vol.spacing == pytest.approx((0.75, 0.5, 2.0))
+    assert vol.origin == (0.0, 0.0, 0.0) and vol.spacing == pytest.approx((0.75, 0.5, 1.1))
     assert any("non-uniform slice spacing" in w for w in vol.warnings)
-
-
-def test_no_itk_warning_reaches_stderr(capfd):
-    read_volume(NONUNIFORM_CT)
-    assert capfd.readouterr().err == ""
 
 
 def test_series_falls_back_to_pydicom_when_gdcm_cannot_decode(tmp_path, monkeypatch):
