@@ -36,6 +36,9 @@ def read_2d_image(p: Path) -> Volume:
             elif mode not in ("L", "I", "F", "RGB") and not mode.startswith("I;16"):
                 im = im.convert("RGB")
             array = np.asarray(im)
+    except Image.DecompressionBombError:
+        raise DataError(f"{p}: the image claims more than {2 * Image.MAX_IMAGE_PIXELS:,} pixels (a damaged or "
+                        "malicious file, far larger than a 2D medical image); not decoded") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{p}: unreadable or truncated image ({exc})") from None
     if array.dtype.byteorder == ">":

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import struct
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,6 +61,17 @@ def truncated_nifti(folder: Path) -> Path:
 def zero_byte_nifti(folder: Path) -> Path:
     path = folder / "empty.nii.gz"
     path.write_bytes(b"")
+    return path
+
+
+def png_bomb(folder: Path) -> Path:
+    """A 1-pixel PNG whose header claims 20000 x 20000 pixels (a decompression bomb), with a valid header CRC."""
+    path = folder / "bomb.png"
+    Image.new("L", (1, 1)).save(path)
+    data = bytearray(path.read_bytes())
+    data[16:24] = struct.pack(">II", 20000, 20000)  # IHDR width, height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])) & 0xFFFFFFFF)
+    path.write_bytes(bytes(data))
     return path
 
 
@@ -356,6 +369,15 @@ def _seg_apply(make):
     return build
 
 
+def _cls_apply(make):
+    def build(env: Env, tmp: Path) -> Built:
+        bad = make(tmp)
+        out = tmp / "scores.json"
+        return Built(["apply", str(env.cls_bundle), str(bad), "--out", str(out)], bad, [out])
+
+    return build
+
+
 def _medmnist(problem: str):
     def build(env: Env, tmp: Path) -> Built:
         bad = medmnist(tmp, problem)
@@ -425,6 +447,7 @@ CASES = [
                                                                                 "up to"), warning=True),
     Case("apply: irregular slice gaps", _seg_apply(gappy_series), ("irregular slice gaps", "8 mm between slices 4 "
                                                                    "and 5")),
+    Case("apply: PNG claiming 20000x20000 pixels", _cls_apply(png_bomb), ("claims more than", "not decoded")),
     # MedMNIST files
     Case("MedMNIST missing arrays", _medmnist("missing_arrays"), ("missing arrays", "val_labels")),
     Case("MedMNIST float images", _medmnist("float_images"), ("train_images", "float32", "uint8")),
