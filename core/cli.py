@@ -167,8 +167,9 @@ def cmd_evaluate(args) -> int:
     from core.files import write_text_atomic
 
     run = _open_run(args.run)
-    summary = run.evaluate()
-    write_text_atomic(run.folder.summary, json.dumps(summary, indent=2))
+    with run.folder.lock():
+        summary = run.evaluate()
+        write_text_atomic(run.folder.summary, json.dumps(summary, indent=2))
     summary["status"] = "completed"
     _print_summary(summary)
     return 0
@@ -176,7 +177,9 @@ def cmd_evaluate(args) -> int:
 
 def cmd_export(args) -> int:
     run = _open_run(args.run)
-    for path in run.export(args.out):
+    with run.folder.lock():
+        paths = run.export(args.out)
+    for path in paths:
         print(path)
     return 0
 

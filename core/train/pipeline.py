@@ -8,10 +8,13 @@ experts/<task>/. Running `decompose` again on a folder with a checkpoint resumes
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,6 +113,34 @@ class RunFolder:
     @property
     def experts(self) -> Path:
         return self.path / "experts"
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run folder for this process: a second LoRKD process on the same folder (a decompose, evaluate
+        or export) is refused at once instead of both writing into it. An advisory `flock` on `.lock`, released
+        by the kernel when the process ends, however it ends (so a crash never leaves the folder locked)."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            yield
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / ".lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise LorkdError(f"{self.path}: in use by another LoRKD process ({holder}); wait for it to end, "
+                                 "or use another --out") from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class Selection:
@@ -235,7 +266,14 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------------------ lifecycle
     def run(self, export: bool = True) -> dict[str, Any]:
-        """The whole pipeline; resumes from the checkpoints in the run folder when it has some."""
+        """The whole pipeline; resumes from the checkpoints in the run folder when it has some. The folder is held
+        (`RunFolder.lock`) for the whole run: a second process on it is refused before it writes anything."""
+        if not self.main:
+            return self._run(export)
+        with self.folder.lock():
+            return self._run(export)
+
+    def _run(self, export: bool) -> dict[str, Any]:
         cfg, folder = self.config, self.folder
         if self.main:
             folder.path.mkdir(parents=True, exist_ok=True)

@@ -183,3 +183,31 @@ def test_place_keeps_values_and_puts_conv_weights_channels_last(spatial_dims):
     convs = [p for p in placed.parameters() if p.dim() == spatial_dims + 2]
     assert convs and all(p.is_contiguous(memory_format=layout) for p in convs)
     assert torch.allclose(before, after, atol=1e-5)
+
+
+def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path, capsys):
+    """Two runs on one --out would both write and export into it: while one process holds the folder, another
+    `lorkd decompose` (or evaluate/export) there is one error line and exit 2, and writes nothing; when the holder
+    dies (even killed), the folder is free again."""
+    import yaml
+
+    from core.train.pipeline import RunFolder
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pathlib import Path\nfrom core.train.pipeline import RunFolder\n"
+         "with RunFolder(Path(sys.argv[1])).lock():\n    print('held', flush=True)\n    time.sleep(120)\n", str(run)],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[2])
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        config = tmp_path / "config.yaml"
+        config.write_text(yaml.safe_dump(make_config(tmp_path / "data", n=32, epochs=1)))
+        assert lorkd(["decompose", str(config), "--out", str(run)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "in use by another LoRKD process (pid" in err[0], err
+        assert sorted(p.name for p in run.iterdir()) == [".lock"]  # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunFolder(run).lock():  # released by the kernel with the killed process
+        pass
