@@ -91,6 +91,17 @@ def write_atomic(path: str | os.PathLike, write: Callable[[IO[bytes]], Any]) -> 
     return path
 
 
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temp files `write_atomic` leaves in `folder` when its process was killed mid-write (`.NAME.*.tmp`,
+    not recursive). Only for a folder no other process is writing into (a held run folder). Returns them."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        if tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write `data` to `path` atomically."""
     return write_atomic(path, lambda fh: fh.write(data))

@@ -30,7 +30,7 @@ from core.data.sampling import SingleTaskView, make_loader
 from core.errors import ConfigError, LorkdError, RunStopped
 from core.events import Control, EvalEvent, NullObserver, Observer, RunInfo
 from core.experts import expert_parameters, merge_expert, route
-from core.files import atomic_save, safe_load, write_text_atomic
+from core.files import atomic_save, remove_stale_temps, safe_load, write_text_atomic
 from core.kinds import get_kind, load_config
 from core.kinds.base import Distillation, RunContext, TaskBatch, TaskScores
 from core.models.complexity import count_macs, count_parameters
@@ -118,7 +118,8 @@ class RunFolder:
     def lock(self) -> Iterator[None]:
         """Hold the run folder for this process: a second LoRKD process on the same folder (a decompose, evaluate
         or export) is refused at once instead of both writing into it. An advisory `flock` on `.lock`, released
-        by the kernel when the process ends, however it ends (so a crash never leaves the folder locked)."""
+        by the kernel when the process ends, however it ends (so a crash never leaves the folder locked). Once held,
+        the temp files of a writer killed mid-write are removed."""
         try:
             import fcntl
         except ImportError:  # not POSIX: no lock
@@ -137,6 +138,8 @@ class RunFolder:
             handle.truncate()
             handle.write(f"pid {os.getpid()}")
             handle.flush()
+            for folder in (self.path, self.path / "checkpoints"):  # what a killed writer left (no one else writes)
+                remove_stale_temps(folder)
             try:
                 yield
             finally:

@@ -209,5 +209,10 @@ def test_a_second_process_on_the_same_run_folder_is_refused(tmp_path, capsys):
     finally:
         holder.kill()
         holder.wait()
-    with RunFolder(run).lock():  # released by the kernel with the killed process
-        pass
+    stale = run / "checkpoints" / ".last.pt.k1ll3d.tmp"  # what a process killed mid-checkpoint leaves
+    stale.parent.mkdir()
+    stale.write_bytes(b"x" * 1000)
+    keep = run / "checkpoints" / "last.pt"
+    keep.write_bytes(b"y")
+    with RunFolder(run).lock():  # released by the kernel with the killed process; its leftovers go
+        assert not stale.exists() and keep.exists()
