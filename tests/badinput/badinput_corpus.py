@@ -360,22 +360,23 @@ def _seg_label(make):
     return build
 
 
-def _seg_apply(make):
+def _apply(kind: str, make):
+    """`lorkd apply` of the env's segmentation or classification bundle to a bad input made by `make`."""
     def build(env: Env, tmp: Path) -> Built:
         bad = make(tmp)
-        out = tmp / "labels.nii.gz"
-        return Built(["apply", str(env.seg_bundle), str(bad), "--out", str(out)], bad, [out])
+        seg = kind == "seg"
+        bundle, out = (env.seg_bundle, tmp / "labels.nii.gz") if seg else (env.cls_bundle, tmp / "scores.json")
+        return Built(["apply", str(bundle), str(bad), "--out", str(out)], bad, [out])
 
     return build
+
+
+def _seg_apply(make):
+    return _apply("seg", make)
 
 
 def _cls_apply(make):
-    def build(env: Env, tmp: Path) -> Built:
-        bad = make(tmp)
-        out = tmp / "scores.json"
-        return Built(["apply", str(env.cls_bundle), str(bad), "--out", str(out)], bad, [out])
-
-    return build
+    return _apply("cls", make)
 
 
 def _medmnist(problem: str):
