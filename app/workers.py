@@ -17,6 +17,7 @@ whatever the timing. A module-level registry keeps each started worker alive unt
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 import traceback
@@ -34,6 +35,56 @@ ProgressFn = Callable[[float, str], None]
 
 # started workers that have not delivered their outcome yet (they must outlive the code that started them)
 _REGISTRY: set[Worker] = set()
+
+
+class _GuiThreadCollector:
+    """Python's cyclic garbage collector runs in whichever thread happens to allocate past its threshold. Run in a
+    worker thread it frees whatever cyclic garbage there is, GUI objects included (the widgets of a closed
+    window), and destroying a QObject off the GUI thread deadlocks against the GUI thread: the worker holds Qt's
+    connection lock and waits for the GIL, the GUI thread holds the GIL and waits for that lock (seen as a hung
+    GUI test, both threads in ~QObject). So while any worker runs, automatic collection is off and the GUI thread
+    collects on a timer, with the interpreter's own thresholds; reference counting still frees everything else at
+    once. Started and stopped from the GUI thread only (`Worker.start` and the outcome delivery)."""
+
+    INTERVAL_MS = 250
+
+    def __init__(self) -> None:
+        self.users = 0
+        self.was_enabled = True
+        self.timer: QTimer | None = None
+
+    def acquire(self) -> None:
+        self.users += 1
+        if self.users > 1:
+            return
+        self.was_enabled = gc.isenabled()
+        gc.disable()
+        if self.timer is None:
+            self.timer = QTimer()
+            self.timer.setInterval(self.INTERVAL_MS)
+            self.timer.timeout.connect(self.collect)
+        self.timer.start()
+
+    def release(self) -> None:
+        self.users = max(0, self.users - 1)
+        if self.users or self.timer is None:
+            return
+        self.timer.stop()
+        self.collect()
+        if self.was_enabled:
+            gc.enable()
+
+    @staticmethod
+    def collect() -> None:
+        """One collection of the generation the interpreter would collect now (if any)."""
+        counts, thresholds = gc.get_count(), gc.get_threshold()
+        if counts[0] <= thresholds[0]:
+            return
+        generation = 2 if counts[2] > thresholds[2] else 1 if counts[1] > thresholds[1] else 0
+        gc.collect(generation)
+
+
+_COLLECTOR = _GuiThreadCollector()
 
 
 class Cancelled(Exception):
@@ -132,6 +183,7 @@ class Worker(QObject):
             raise RuntimeError("a worker can be started only once")
         self._state = "running"
         _REGISTRY.add(self)
+        _COLLECTOR.acquire()
         self.started.emit()
         self._thread.start()
 
@@ -191,7 +243,9 @@ class Worker(QObject):
 
 
 def _release(worker: Worker) -> None:
-    _REGISTRY.discard(worker)
+    if worker in _REGISTRY:
+        _REGISTRY.discard(worker)
+        _COLLECTOR.release()
     # deleteLater also frees a worker that slots (lambdas) still reference, with its thread
     worker.deleteLater()
 

@@ -199,3 +199,38 @@ def test_wait_and_await_workers_deliver_before_returning(qtbot):
     assert await_workers(0)
     qtbot.wait(20)  # the queued end of each thread is ignored: delivered once
     assert names(seen["a"]).count("finished") == names(seen["b"]).count("finished") == 1
+
+
+def test_cyclic_garbage_is_collected_on_the_gui_thread_while_a_worker_runs(qtbot):
+    """A collection triggered in a worker thread could destroy GUI objects there and deadlock with the GUI thread
+    (it hung a GUI test): while a worker runs automatic collection is off and the GUI thread collects cycles on a
+    timer; when the last worker has delivered, automatic collection is back."""
+    from app.workers import _COLLECTOR
+
+    class Cycle:
+        def __init__(self) -> None:
+            self.me = self
+            self.thread = None
+
+        def __del__(self) -> None:
+            collected_in.append(threading.current_thread())
+
+    collected_in: list = []
+    release = threading.Event()
+
+    def work(progress):
+        for _ in range(3 * gc.get_threshold()[0]):  # enough allocations to trigger a collection if it were on
+            Cycle()
+        release.wait(5)
+        return "done"
+
+    assert gc.isenabled()
+    worker = Worker(work)
+    worker.start()
+    assert not gc.isenabled()
+    qtbot.waitUntil(lambda: len(collected_in) > 0, timeout=5000)  # the GUI thread's timer collected them
+    release.set()
+    with qtbot.waitSignal(worker.finished, timeout=5000):
+        pass
+    qtbot.waitUntil(lambda: _COLLECTOR.users == 0 and gc.isenabled(), timeout=5000)
+    assert collected_in and all(t is threading.main_thread() for t in collected_in)
