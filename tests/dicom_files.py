@@ -9,6 +9,21 @@ from pathlib import Path
 import numpy as np
 
 
+def new_dataset(path: Path, sop_class: str):
+    """An empty pydicom dataset of `sop_class` for `path`: file meta (explicit VR little endian), SOP class and a
+    fresh instance UID; the caller adds the rest and saves it."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    return ds
+
+
 def write_series(
     folder: Path,
     planes: np.ndarray,
@@ -27,14 +42,7 @@ def write_series(
     """Write `planes` (Z, Y, X) or (Z, Y, X, 3) as one series: plane z at `positions[z]`, in file `names[z]` with
     InstanceNumber `instances[z]` (defaults: im000.dcm, ... and 1, 2, ...). Integer planes keep their dtype
     (uint8/uint16 unsigned, int16 signed); `rescale` = (slope, intercept). Returns the paths in plane order."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import (
-        CTImageStorage,
-        ExplicitVRLittleEndian,
-        MRImageStorage,
-        SecondaryCaptureImageStorage,
-        generate_uid,
-    )
+    from pydicom.uid import CTImageStorage, MRImageStorage, SecondaryCaptureImageStorage, generate_uid
 
     sop = {"CT": CTImageStorage, "MR": MRImageStorage, "OT": SecondaryCaptureImageStorage}[modality]
     folder.mkdir(parents=True, exist_ok=True)
@@ -44,12 +52,7 @@ def write_series(
     paths = []
     for z, plane in enumerate(planes):
         path = folder / (names[z] if names else f"im{z:03d}.dcm")
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = sop
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID, ds.SOPInstanceUID = sop, meta.MediaStorageSOPInstanceUID
+        ds = new_dataset(path, sop)
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study, series_uid, frame
         ds.Modality, ds.SeriesDescription, ds.PatientID, ds.PatientName = modality, description, "P1", "Test^Series"
         ds.PatientBirthDate, ds.PatientSex, ds.StudyDate, ds.StudyTime = "19700101", "O", "20240101", "120000"

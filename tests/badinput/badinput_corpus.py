@@ -123,15 +123,11 @@ def _synthetic() -> tuple[np.ndarray, np.ndarray]:
 def _dicom(path: Path, sop_class: str, modality: str, *, pixels: np.ndarray | None = None,
            position=(0.0, 0.0, 0.0), series_uid: str | None = None, description: str = "synthetic",
            instance: int = 1) -> Path:
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import generate_uid
 
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    from tests.dicom_files import new_dataset
+
+    ds = new_dataset(path, sop_class)
     ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.826.0.1.3680043.99.1", series_uid or generate_uid()
     ds.Modality, ds.SeriesDescription, ds.PatientID, ds.InstanceNumber = modality, description, "P1", instance
     if pixels is not None:
