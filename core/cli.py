@@ -1,7 +1,7 @@
 """`lorkd`: the headless twin of every GUI action.
 
     lorkd demo [--kind segmentation|classification] [--out RUN] [--quick]
-    lorkd decompose CONFIG [--out RUN] [--device D] [--set key=value ...] [--no-export]
+    lorkd decompose CONFIG [--out RUN] [--device D] [--set key=value ...] [--no-export] [--trust-bundle]
     lorkd evaluate RUN
     lorkd export RUN [--out DIR]
     lorkd apply EXPERT IMAGE --out OUT   (segmentation experts: VOLUME --out LABELS.nii.gz, or a DICOM series
@@ -148,6 +148,8 @@ def cmd_decompose(args) -> int:
     overrides = list(args.set or [])
     if args.device:
         overrides.append(f"device={args.device}")
+    if args.trust_bundle:
+        overrides.append("teacher.trust_bundle=true")
     config = load_config(args.config, overrides)
     summary = _run(config, args.out, export=not args.no_export)
     return 0 if summary.get("status") == "completed" else 130
@@ -229,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config field (repeatable)")
     p.add_argument("--no-export", action="store_true", help="skip writing expert bundles")
+    p.add_argument("--trust-bundle", action="store_true",
+                   help="build a foundation-model bundle whose config names code outside torch, monai, numpy and its "
+                        "scripts/ (a bundle's config can run any Python code: only for bundles you trust)")
     p.set_defaults(func=cmd_decompose)
 
     p = sub.add_parser("demo", help="run the embedded demo (no downloads)")

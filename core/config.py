@@ -94,6 +94,15 @@ class TeacherBase:
     lr: float | None = None  # None: train.lr
     batch_size: int | None = None  # None: train.batch_size
 
+    @property
+    def source(self) -> str | None:
+        """The file or folder the foundation model is loaded from (None: pre-trained in the run)."""
+        return self.checkpoint
+
+    def resolve_paths(self, base: Path) -> None:
+        if self.checkpoint:
+            self.checkpoint = resolve_path(base, self.checkpoint)
+
     def validate(self) -> None:
         choice("teacher.arch", self.arch, self.ARCHS)
         at_least("teacher.epochs", self.epochs, 0)
@@ -224,8 +233,7 @@ class Config:
         """Make relative data/checkpoint paths absolute against `base` (the config file's folder)."""
         for task in self.tasks:
             task.resolve_paths(base)
-        if self.teacher.checkpoint:
-            self.teacher.checkpoint = resolve_path(base, self.teacher.checkpoint)
+        self.teacher.resolve_paths(base)
         return self
 
 

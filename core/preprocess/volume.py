@@ -74,29 +74,69 @@ def resample(array: np.ndarray | torch.Tensor, shape: Sequence[int], mode: str) 
     return x[0, 0] if squeeze else x[0]
 
 
-def normalise_intensity(array: np.ndarray, mode: str, low: float, high: float) -> np.ndarray:
-    """float32 in [0, 1]: percentile mode clips to the array's [low, high] percentiles, ct_window to [low, high]."""
+INTENSITY_MODES = ("percentile", "ct_window", "range", "zscore", "minmax", "none")
+
+
+def normalise_intensity(array: np.ndarray, mode: str, low: float = 0.0, high: float = 1.0,
+                        **spec) -> np.ndarray:
+    """float32 intensities. Our experts' modes give [0, 1]: `percentile` clips to the array's [low, high]
+    percentiles, `ct_window` to [low, high] (e.g. HU), then scales linearly. A foundation model's own (MONAI's
+    transforms, `core.models.foundation`): `range` (ScaleIntensityRange: a_min..a_max -> b_min..b_max, `clip`),
+    `percentile` with b_min/b_max/clip (ScaleIntensityRangePercentiles), `zscore` (NormalizeIntensity; `nonzero`:
+    statistics of, and changes to, the non-zero voxels only), `minmax` (ScaleIntensity to b_min..b_max), `none`."""
     a = np.asarray(array, dtype=np.float32)
+    b_min, b_max, clip = float(spec.get("b_min", 0.0)), float(spec.get("b_max", 1.0)), bool(spec.get("clip", True))
     if mode == "percentile":
         lo, hi = (float(v) for v in np.percentile(a, [low, high]))
     elif mode == "ct_window":
         lo, hi = float(low), float(high)
+    elif mode == "range":
+        lo, hi = float(spec["a_min"]), float(spec["a_max"])
+    elif mode == "minmax":
+        lo, hi, clip = float(a.min()), float(a.max()), False
+    elif mode == "zscore":
+        keep = a != 0 if spec.get("nonzero") else np.ones(a.shape, bool)
+        values = a[keep]
+        mean, std = (float(values.mean()), float(values.std())) if values.size else (0.0, 1.0)
+        out = a.copy()
+        out[keep] = (values - mean) / (std if std > 0 else 1.0)
+        return out
+    elif mode == "none":
+        return a
     else:
-        raise ValueError(f"intensity mode must be percentile or ct_window, got {mode!r}")
-    scale = hi - lo if hi > lo else 1.0
-    return np.clip((a - lo) / scale, 0.0, 1.0).astype(np.float32)
+        raise ValueError(f"intensity mode must be one of {', '.join(INTENSITY_MODES)}, got {mode!r}")
+    scale = hi - lo if hi != lo else 1.0
+    out = (a - lo) / scale * (b_max - b_min) + b_min
+    return (np.clip(out, min(b_min, b_max), max(b_min, b_max)) if clip else out).astype(np.float32)
+
+
+def orientation(direction: Sequence[float], axcodes: str | None) -> tuple[list[int], list[bool]]:
+    """(perm, flips) that put a volume's axes along `axcodes` (e.g. "RAS"); None: the file's own index order."""
+    if axcodes is None:
+        return [0, 1, 2], [False, False, False]
+    return nearest_axes(direction, axcodes)
+
+
+def reorient_grid(x: torch.Tensor, source: tuple[Sequence[int], Sequence[bool]],
+                  target: tuple[Sequence[int], Sequence[bool]]) -> torch.Tensor:
+    """(C, ...) values on a grid in orientation `source` (perm, flips of one volume) -> the same values in
+    orientation `target` of that volume. Permutations and flips commute with edge-aligned resampling, so this
+    holds on any resampled grid of the volume."""
+    out = [torch.from_numpy(to_canonical(from_canonical(c.numpy(), *source), *target).copy()) for c in x]
+    return torch.stack(out)
 
 
 def prepare_volume(
     array_zyx: np.ndarray, spacing_xyz: Sequence[float], direction: Sequence[float], pre: dict
 ) -> tuple[torch.Tensor, dict]:
-    """Input array -> network input (1, X', Y', Z') float32 on the working grid, and what `restore` needs."""
-    perm, flips = canonical_axes(direction)
+    """Input array -> network input (1, X', Y', Z') float32 on the working grid, and what `restore` needs.
+    `pre`: spacing (None: not resampled), intensity ({"mode": ..., ...}: `normalise_intensity`), axcodes (default
+    RAS canonical; None: the file's own index order)."""
+    perm, flips = orientation(direction, pre.get("axcodes", "RAS"))
     canon = to_canonical(np.asarray(array_zyx), perm, flips)
     spacing = canonical_spacing(spacing_xyz, perm)
-    intensity = pre["intensity"]
-    unit = normalise_intensity(canon, intensity["mode"], intensity["low"], intensity["high"])
-    shape = working_shape(canon.shape, spacing, pre["spacing"])
+    unit = normalise_intensity(canon, **pre["intensity"])
+    shape = canon.shape if pre.get("spacing") is None else working_shape(canon.shape, spacing, pre["spacing"])
     image = resample(unit, shape, "trilinear")[None]
     return image, {"perm": perm, "flips": flips, "canonical_shape": tuple(canon.shape)}
 

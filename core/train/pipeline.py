@@ -284,7 +284,7 @@ class Pipeline:
                 write_text_atomic(folder.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
         self.log = MetricsLog(folder.metrics) if self.main else NullLog()
         resume = safe_load(folder.last) if folder.last.is_file() else None
-        phases = ([] if cfg.teacher.checkpoint else ["foundation"]) + ["decompose"]
+        phases = ([] if cfg.teacher.source else ["foundation"]) + ["decompose"]
         phases += (["single_task"] if cfg.evaluate.single_task else []) + ["evaluate"]
         phases += ["export"] if export else []
         self.observer.on_start(self.run_info(phases))
@@ -338,9 +338,9 @@ class Pipeline:
     def build_teacher(self, resume: dict | None) -> None:
         cfg, kind = self.config, self.kind
         seed_everything(cfg.seed)
-        if cfg.teacher.checkpoint:
-            self.teacher, self.teacher_heads = kind.load_teacher(cfg.teacher.checkpoint, cfg, self.data)
-            self.observer.on_log(f"foundation model loaded from {cfg.teacher.checkpoint}")
+        if cfg.teacher.source:
+            self.teacher, self.teacher_heads = kind.load_teacher(cfg.teacher.source, cfg, self.data)
+            self.observer.on_log(f"foundation model loaded from {cfg.teacher.source}")
         elif self.folder.teacher.is_file():
             self.teacher, self.teacher_heads = kind.load_teacher(self.folder.teacher, cfg, self.data)
             self.observer.on_log("foundation model loaded from this run's checkpoint")
@@ -488,7 +488,10 @@ class Pipeline:
         def compute_loss(batch):
             x, y, tid = batch["image"], batch["label"], batch["task"]
             t_feats = t_logits = None
-            if distilling:
+            if distilling and "teacher" in batch:  # the teacher's outputs came with the data (computed once)
+                soft = batch["teacher"]
+                t_logits = [soft[tid == t][:, :info.num_classes] for t, info in enumerate(data.tasks)]
+            elif distilling:
                 with torch.no_grad():
                     t_feats, t_logits = teacher(x, tid)
             if routed:

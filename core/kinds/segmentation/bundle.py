@@ -167,14 +167,18 @@ def write_seg_bundle(
     version: str = "0.1.0",
     res_units: int = 1,
     intensity: IntensityConfig | None = None,
+    net: dict | None = None,
 ) -> Path:
     """Export one segmentation expert (a `SegExpertNet` state_dict) as a MONAI bundle at `out_dir`, atomically;
-    `intensity`: the task's own normalisation (default: the run's)."""
+    `intensity`: the task's own normalisation (default: the run's); `net`: the body's MONAI arguments when `arch`
+    is "monai.<class>" (a student of the foundation model's own architecture)."""
     labels = [str(c) for c in class_names]
     task = {"name": str(task_name), "kind": KIND, "num_classes": len(labels), "label_names": labels,
             "spatial_dims": 3, "source": str(training.get("source", "not recorded"))}
     network = {"arch": str(arch), "in_channels": 1, "num_classes": len(labels),
                "channels": [int(c) for c in channels], "features": int(features), "res_units": int(res_units)}
+    if net is not None:
+        network["net"] = jsonable(dict(net))
     pre = preprocessing(data, intensity)
     parts = BundleParts(
         task=task, network=network, net_class=SegExpertNet, state=dict(state_dict), modules=MODULES,
@@ -194,4 +198,6 @@ def load_seg_bundle(bundle_dir: str | os.PathLike) -> tuple[SegExpertNet, dict]:
     kind = metadata["lorkd"]["kind"]
     if kind != KIND:
         raise BundleError(f"expert bundle {root}: invalid {METADATA_FILE} (not a segmentation bundle (kind {kind!r}))")
+    if metadata["lorkd"]["network"].get("net") is not None:
+        network["net"] = metadata["lorkd"]["network"]["net"]
     return load_network(SegExpertNet, root, network, state), metadata

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from core.config import (
     BackboneBase,
@@ -35,18 +36,33 @@ class SegTaskConfig(TaskBase):
     """One segmentation task: image volumes with label maps (task-local label values 1..K, 0 background)."""
 
     images: str | list[str] | None = None  # a folder of volumes (sorted by name) or a list of files/DICOM folders
-    labels: str | list[str] | None = None  # a folder or list of label maps, paired with `images` in order
+    labels: str | list[str] | None = None  # a folder or list of label maps, paired with `images` in order;
+    # none: a label-free task, learnt from the foundation model alone (needs teacher_labels)
     label_names: dict[int, str] | None = None  # {1: grey matter, 2: ...}; 0 is always the background
     intensity: IntensityConfig | None = None  # this task's intensity normalisation (CT and MR tasks in one run)
+    # the foundation model's output channels this task segments (names from its metadata, or indices), in the
+    # order of the expert's labels 1..K (bundle / TorchScript foundation models)
+    teacher_labels: list[str | int] | None = None
+
+    @property
+    def label_free(self) -> bool:
+        return not self.labels
 
     def validate(self, where: str) -> None:
         super().validate(where)
-        for key in ("images", "labels"):
-            if not getattr(self, key):
-                raise ConfigError(f"task {self.name!r} needs {key} (a folder or a list of files)", f"{where}.{key}")
+        if not self.images:
+            raise ConfigError(f"task {self.name!r} needs images (a folder or a list of files)", f"{where}.images")
+        if self.label_free and not self.teacher_labels:
+            raise ConfigError(f"task {self.name!r} needs labels (a folder or a list of label maps), or "
+                              f"teacher_labels to learn from a bundle or TorchScript foundation model alone",
+                              f"{where}.labels")
         if isinstance(self.images, list) and isinstance(self.labels, list) and len(self.images) != len(self.labels):
             raise ConfigError(f"{len(self.labels)} label maps for {len(self.images)} images", f"{where}.labels")
+        if self.teacher_labels is not None and not self.teacher_labels:
+            raise ConfigError("must name at least one channel of the foundation model", f"{where}.teacher_labels")
         if not self.label_names:
+            if self.teacher_labels:  # named after the foundation model's channels once it is loaded
+                return
             raise ConfigError(f"task {self.name!r} needs its labels, e.g. {{1: tumour}}", f"{where}.label_names")
         values = sorted(self.label_names)
         if values != list(range(1, len(values) + 1)):
@@ -64,7 +80,7 @@ class SegTaskConfig(TaskBase):
     @property
     def num_labels(self) -> int:
         """Structures of the task (the background not counted)."""
-        return len(self.label_names or {})
+        return len(self.label_names or {}) or len(self.teacher_labels or [])
 
     @property
     def class_names(self) -> list[str]:
@@ -125,6 +141,11 @@ class SegDataConfig(DataBase):
 
 @dataclass
 class SegTeacherConfig(TeacherBase):
+    """The foundation model: ours (pre-trained in the run, or `checkpoint`), or the user's own: a MONAI bundle
+    (`bundle`: folder or zip) or a TorchScript file (`torchscript`). For those, the fields below the line override
+    what a bundle says about how the model sees a volume (a TorchScript file says nothing: the run's data.spacing,
+    data.intensity and data.patch_size are the defaults)."""
+
     ARCHS = ARCHS
 
     arch: str = "unet"
@@ -132,18 +153,84 @@ class SegTeacherConfig(TeacherBase):
     channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128])  # UNet channels per level
     # (SegResNet: init_filters = channels[0], len(channels) levels)
     res_units: int = 0  # residual units per UNet block (0: plain conv blocks, 3x faster on CPU, as accurate here)
+    bundle: str | None = None  # a MONAI bundle folder or zip (configs/inference.json + models/model.pt or .ts)
+    torchscript: str | None = None  # a TorchScript file of a 3D segmentation network
+    trust_bundle: bool = False  # build a bundle whose config names code outside torch/monai/numpy (--trust-bundle)
+    # ---- how the user's foundation model sees a volume (None: the bundle's own, else the defaults above)
+    labels: list[str] | None = None  # names of its output channels 0..C-1
+    spacing: list[float] | None = None  # mm (x, y, z)
+    intensity: dict[str, Any] | None = None  # {mode: range, a_min, a_max, b_min, b_max, clip} | {mode: zscore,
+    # nonzero} | {mode: percentile, low, high} | {mode: ct_window, low, high} | {mode: minmax} | {mode: none}
+    orientation: str | None = None  # axcodes such as RAS or LPS; "none": the file's own index order
+    roi_size: list[int] | None = None  # sliding window
+    overlap: float | None = None
+    activation: str | None = None  # softmax | sigmoid
+
+    @property
+    def source(self) -> str | None:
+        return self.checkpoint or self.bundle or self.torchscript
+
+    @property
+    def foreign(self) -> bool:
+        """Whether the foundation model is the user's own bundle or TorchScript file."""
+        return bool(self.bundle or self.torchscript)
+
+    def resolve_paths(self, base: Path) -> None:
+        super().resolve_paths(base)
+        self.bundle = resolve_path(base, self.bundle)
+        self.torchscript = resolve_path(base, self.torchscript)
 
     def validate(self) -> None:
         super().validate()
         check_channels("teacher.channels", self.channels)
         at_least("teacher.res_units", self.res_units, 0)
+        given = [k for k in ("checkpoint", "bundle", "torchscript") if getattr(self, k)]
+        if len(given) > 1:
+            raise ConfigError(f"give one foundation model, not {' and '.join(given)}", f"teacher.{given[1]}")
+        if self.spacing is not None and (len(self.spacing) != 3 or not all(v > 0 for v in self.spacing)):
+            raise ConfigError(f"must be three positive numbers (mm), got {self.spacing}", "teacher.spacing")
+        if self.roi_size is not None and (len(self.roi_size) != 3 or not all(v >= 1 for v in self.roi_size)):
+            raise ConfigError(f"must be three positive sizes, got {self.roi_size}", "teacher.roi_size")
+        if self.overlap is not None and not 0 <= self.overlap < 1:
+            raise ConfigError(f"must be in [0, 1), got {self.overlap}", "teacher.overlap")
+        if self.activation is not None:
+            choice("teacher.activation", self.activation, ("softmax", "sigmoid"))
+        if self.intensity is not None:
+            check_foreign_intensity(self.intensity)
+        if self.labels is not None and (len(set(self.labels)) != len(self.labels) or not all(self.labels)):
+            raise ConfigError(f"names must be unique and non-empty, got {self.labels}", "teacher.labels")
+
+
+FOREIGN_INTENSITY = {"range": ("a_min", "a_max"), "percentile": ("low", "high"), "ct_window": ("low", "high"),
+                     "zscore": (), "minmax": (), "none": ()}
+INTENSITY_KEYS = {"mode", "a_min", "a_max", "b_min", "b_max", "clip", "low", "high", "nonzero"}
+
+
+def check_foreign_intensity(spec: dict[str, Any]) -> None:
+    """teacher.intensity: a mode of `core.preprocess.volume.normalise_intensity` and the numbers it needs."""
+    mode = spec.get("mode")
+    choice("teacher.intensity.mode", mode, tuple(FOREIGN_INTENSITY))
+    unknown = sorted(set(spec) - INTENSITY_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown key (known keys: {', '.join(sorted(INTENSITY_KEYS))})",
+                          f"teacher.intensity.{unknown[0]}")
+    for key in FOREIGN_INTENSITY[mode]:
+        if not isinstance(spec.get(key), int | float) or isinstance(spec.get(key), bool):
+            raise ConfigError(f"mode {mode} needs a number here", f"teacher.intensity.{key}")
+    for key in ("b_min", "b_max"):
+        if key in spec and (not isinstance(spec[key], int | float) or isinstance(spec[key], bool)):
+            raise ConfigError("must be a number", f"teacher.intensity.{key}")
 
 
 @dataclass
 class SegBackboneConfig(BackboneBase):
-    ARCHS = ARCHS
+    """The backbone: our UNet / SegResNet (`channels`), or `same`: the architecture of a bundle's foundation model
+    (UNet, BasicUNet, SegResNet, DynUNet) at `width` times its channels."""
+
+    ARCHS = (*ARCHS, "same")
 
     arch: str = "unet"
+    width: float = 0.25  # arch: same: the student's channels are this share of the foundation model's
     rank: int = 2
     channels: list[int] = field(default_factory=lambda: [8, 16, 32, 64])  # UNet channels per level
     decoder_rank_factor: int = 2  # decoder convs get this times the (encoder) rank
@@ -154,6 +241,8 @@ class SegBackboneConfig(BackboneBase):
         check_channels("backbone.channels", self.channels)
         at_least("backbone.res_units", self.res_units, 0)
         at_least("backbone.decoder_rank_factor", self.decoder_rank_factor, 1)
+        if not 0 < self.width <= 1:
+            raise ConfigError(f"must be in (0, 1], got {self.width}", "backbone.width")
 
 
 @dataclass

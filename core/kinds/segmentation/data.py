@@ -16,7 +16,8 @@ the image stays whole, so training patches keep their context. Test metrics are 
 of the native grid, through the deployed path (`kind.test`).
 
 `SegPatchDataset` yields patches `image (1, *patch)`, `label (1, *patch)` int64 with task-local values
-(0 background, 1..K, IGNORE), `task`; patch centres fall on a structure with probability pos / (pos + neg),
+(0 background, 1..K, IGNORE), `task` (and `teacher`, a user's foundation model's log-probabilities, when the run
+has one: `core.kinds.segmentation.teacher`); patch centres fall on a structure with probability pos / (pos + neg),
 anywhere in the training region otherwise; light intensity augmentation. Patch positions and augmentation are a
 function of (seed, epoch, index) only (`counter_uniform`), so a resumed run replays exactly.
 """
@@ -51,12 +52,12 @@ class Prepared:
     """One image/label pair on the working grid (canonical RAS, target spacing), with what maps it back."""
 
     image: torch.Tensor  # (1, X, Y, Z) float32 in [0, 1]
-    label: torch.Tensor  # (X, Y, Z) uint8, task-local values
+    label: torch.Tensor  # (X, Y, Z) uint8, task-local values (label-free: the foundation model's argmax)
     info: dict  # prepare_volume's perm, flips, canonical_shape
     spacing: tuple[float, float, float]  # the working grid's voxel size (mm)
     native_spacing: tuple[float, float, float]  # canonical native voxel size (mm)
     image_path: Path
-    label_path: Path
+    label_path: Path | None  # None: a label-free task's volume
 
 
 @dataclass
@@ -67,6 +68,7 @@ class SegCase:
     label: torch.Tensor  # (X, Y, Z) uint8, task-local values or IGNORE
     source: str
     spacing: tuple[float, float, float]
+    soft: torch.Tensor | None = None  # (K+1, X, Y, Z) float16 log-probabilities of a user's foundation model
 
 
 @dataclass
@@ -151,8 +153,10 @@ def label_values(labels: str | list[str]) -> list[int]:
     return [int(v) for v in values if v > 0]
 
 
-def task_pairs(task: SegTaskConfig) -> list[tuple[Path, Path]]:
+def task_pairs(task: SegTaskConfig) -> list[tuple[Path, Path | None]]:
     images = list_files(task.images, "image", task.name)
+    if task.label_free:
+        return [(image, None) for image in images]
     labels = list_files(task.labels, "label", task.name)
     if len(images) != len(labels):
         raise DataError(f"task {task.name!r}: {len(images)} images but {len(labels)} label maps")
@@ -164,24 +168,33 @@ def intensity_of(task: SegTaskConfig, data: SegDataConfig) -> IntensityConfig:
     return task.intensity or data.intensity
 
 
-def load_pair(image_path: Path, label_path: Path, data: SegDataConfig, intensity: IntensityConfig,
-              num_labels: int, warn: Callable[[str], None] | None = None) -> Prepared:
-    """Read, check, reorient, normalise and resample one image/label pair (the readers' warnings go to `warn`)."""
+def load_pair(image_path: Path, label_path: Path | None, data: SegDataConfig, intensity: IntensityConfig,
+              num_labels: int, warn: Callable[[str], None] | None = None,
+              soft: torch.Tensor | None = None) -> Prepared:
+    """Read, check, reorient, normalise and resample one image/label pair (the readers' warnings go to `warn`);
+    without a label map (`label_path` None) the label is the argmax of `soft` (a foundation model's
+    log-probabilities on the working grid)."""
     image, spacing, direction = read_any_volume(image_path, warn)
-    label, l_spacing, l_direction = read_any_volume(label_path, warn)
-    if image.shape != label.shape:
-        raise DataError(f"label map {label_path} has shape {label.shape}, its image {image_path} {image.shape}")
-    if not np.allclose(spacing, l_spacing, rtol=1e-3) or not np.allclose(direction, l_direction, atol=1e-3):
-        raise DataError(f"label map {label_path} does not share the geometry (spacing/direction) of {image_path}")
-    values = np.unique(label)
-    if values.min() < 0 or values.max() > num_labels or not np.all(values == np.round(values)):
-        raise DataError(f"label map {label_path} holds values {values[:10].tolist()}; expected 0..{num_labels}")
+    if label_path is not None:
+        label, l_spacing, l_direction = read_any_volume(label_path, warn)
+        if image.shape != label.shape:
+            raise DataError(f"label map {label_path} has shape {label.shape}, its image {image_path} {image.shape}")
+        if not np.allclose(spacing, l_spacing, rtol=1e-3) or not np.allclose(direction, l_direction, atol=1e-3):
+            raise DataError(f"label map {label_path} does not share the geometry (spacing/direction) of "
+                            f"{image_path}")
+        values = np.unique(label)
+        if values.min() < 0 or values.max() > num_labels or not np.all(values == np.round(values)):
+            raise DataError(f"label map {label_path} holds values {values[:10].tolist()}; expected 0..{num_labels}")
     pre = {"spacing": list(data.spacing), "intensity": vars(intensity)}
     tensor, info = prep.prepare_volume(image, spacing, direction, pre)
-    canon = prep.to_canonical(label.astype(np.uint8), info["perm"], info["flips"])
-    lab = prep.resample(canon, tensor.shape[1:], "nearest").to(torch.uint8)
+    if label_path is not None:
+        canon = prep.to_canonical(label.astype(np.uint8), info["perm"], info["flips"])
+        lab = prep.resample(canon, tensor.shape[1:], "nearest").to(torch.uint8)
+    else:
+        lab = prep.channel_argmax(soft.float())
+    canon_shape = info["canonical_shape"]
     c_spacing = prep.canonical_spacing(spacing, info["perm"])
-    work = tuple(float(n * s / m) for n, s, m in zip(canon.shape, c_spacing, tensor.shape[1:], strict=True))
+    work = tuple(float(n * s / m) for n, s, m in zip(canon_shape, c_spacing, tensor.shape[1:], strict=True))
     info = {**info, "foreground": _foreground(prep.to_canonical(image, info["perm"], info["flips"]))}
     return Prepared(tensor.contiguous(), lab.contiguous(), info, work, tuple(c_spacing), image_path, label_path)
 
@@ -239,31 +252,59 @@ def _held_out(pair: Prepared, regions: list[tuple[slice, slice, slice]], what: s
     return cases
 
 
-def _training_case(pair: Prepared, held: list[tuple[slice, slice, slice]]) -> SegCase:
+def _training_case(pair: Prepared, held: list[tuple[slice, slice, slice]], soft: torch.Tensor | None) -> SegCase:
     """The pair's working-grid volume with the labels of `held` (canonical native regions) set to IGNORE."""
     label = pair.label.clone()
     for region in held:
         label[_work_region(pair, region)] = IGNORE
-    return SegCase(pair.image, label, str(pair.image_path), pair.spacing)
+    return SegCase(pair.image, label, str(pair.image_path), pair.spacing, soft)
 
 
-def load_task_cases(config: Config, cache: dict | None = None, warn: Callable[[str], None] | None = None
+def foundation_targets(config: Config, teacher, warn: Callable[[str], None] | None = None
+                       ) -> dict[tuple[int, str], torch.Tensor]:
+    """{(task, image path): the task's class log-probabilities on the image's working grid} from a user's
+    foundation model (`teacher.ForeignSegTeacher`), each volume segmented once for all tasks that read it."""
+    by_image: dict[str, list[int]] = {}
+    for t, task in enumerate(config.tasks):
+        for image_path, _ in task_pairs(task):
+            by_image.setdefault(str(image_path), []).append(t)
+    out = {}
+    for path, tasks in by_image.items():
+        array, spacing, direction = read_any_volume(path)
+        perm, _ = prep.canonical_axes(direction)
+        canon_shape = [array.shape[::-1][p] for p in perm]
+        work = prep.working_shape(canon_shape, prep.canonical_spacing(spacing, perm), config.data.spacing)
+        for t in tasks:
+            out[(t, path)] = teacher.targets_on(t, path, array, spacing, direction, work)
+    return out
+
+
+def load_task_cases(config: Config, cache: dict | None = None, warn: Callable[[str], None] | None = None,
+                    targets: dict[tuple[int, str], torch.Tensor] | None = None
                     ) -> tuple[list[list[SegCase]], list[list[HeldOutCase]], list[list[HeldOutCase]]]:
     """(training cases, validation cases, test cases) per task (see the module docstring). `cache` (keyed by the
     files and the intensity settings) shares volumes read for several tasks (the demo's tasks on one image).
     Recoverable oddities of the files (several DICOM series in a folder, non-uniform slice spacing, ...) are
-    passed to `warn` as one-line messages."""
+    passed to `warn` as one-line messages. `targets`: a user's foundation model's targets (`foundation_targets`):
+    the labels of label-free tasks and every training case's `soft` distillation targets."""
     cache = {} if cache is None else cache
+    targets = targets or {}
     data = config.data
     train, val, test = [], [], []
-    for task in config.tasks:
+    for t, task in enumerate(config.tasks):
         intensity = intensity_of(task, data)
         pairs = []
         for image_path, label_path in task_pairs(task):
-            key = (str(image_path), str(label_path), intensity.mode, intensity.low, intensity.high)
+            key = (str(image_path), str(label_path) if label_path else ("teacher", t), intensity.mode,
+                   intensity.low, intensity.high)
             if key not in cache:
-                cache[key] = load_pair(image_path, label_path, data, intensity, task.num_labels, warn)
+                cache[key] = load_pair(image_path, label_path, data, intensity, task.num_labels, warn,
+                                       targets.get((t, str(image_path))))
             pairs.append(cache[key])
+
+        def soft(pair: Prepared, t=t) -> torch.Tensor | None:
+            return targets.get((t, str(pair.image_path)))
+
         if len(pairs) >= 3:
             rng = np.random.default_rng([seed_word(config.seed), zlib.crc32(task.name.encode())])
             order = [int(i) for i in rng.permutation(len(pairs))]
@@ -272,14 +313,14 @@ def load_task_cases(config: Config, cache: dict | None = None, warn: Callable[[s
             test.append([HeldOutCase(pairs[i].image_path.name, pairs[i]) for i in sorted(order[:n_test])])
             val.append([HeldOutCase(pairs[i].image_path.name, pairs[i])
                         for i in sorted(order[n_test:n_test + n_val])])
-            train.append([_training_case(pairs[i], []) for i in sorted(order[n_test + n_val:])])
+            train.append([_training_case(pairs[i], [], soft(pairs[i])) for i in sorted(order[n_test + n_val:])])
             continue
         task_val, task_test, task_train = [], [], []
         for pair in pairs:
             val_regions, test_regions = split_regions(pair, data, config.seed)
             task_val += _held_out(pair, val_regions, "validation")
             task_test += _held_out(pair, test_regions, "test")
-            task_train.append(_training_case(pair, val_regions + test_regions))
+            task_train.append(_training_case(pair, val_regions + test_regions, soft(pair)))
         train.append(task_train)
         val.append(task_val)
         test.append(task_test)
@@ -318,11 +359,13 @@ class SegPatchDataset(TaskLayout):
         self.pos_fraction = pos_neg_ratio / (pos_neg_ratio + 1.0)
         self.seed, self.epoch, self.augment = int(seed), 0, bool(augment)
         self._lay_out([len(c) * self.spv for c in self.cases])
+        # a user's foundation model's targets, padded to one channel count so that batches stack
+        self.soft_channels = max((c.soft.shape[0] for cs in self.cases for c in cs if c.soft is not None), default=0)
         labels = [[c.label.flatten() for c in cs] for cs in self.cases]
         self._foreground = [[torch.nonzero((y > 0) & (y != IGNORE)).flatten().numpy() for y in ys] for ys in labels]
         self._trainable = [[torch.nonzero(y != IGNORE).flatten().numpy() for y in ys] for ys in labels]
 
-    def _item(self, index: int, u: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def _item(self, index: int, u: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor | None]:
         task = self.task_of(index)
         local = (index - self.task_offsets[task]) // self.spv
         case, fg = self.cases[task][local], self._foreground[task][local]
@@ -338,11 +381,17 @@ class SegPatchDataset(TaskLayout):
             start.append(s)
         image = crop(case.image, start, self.patch)
         label = crop(case.label[None], start, self.patch).long()
+        soft = None
+        if self.soft_channels:
+            soft = crop(case.soft.float(), start, self.patch)
+            if soft.shape[0] < self.soft_channels:
+                pad = torch.zeros((self.soft_channels - soft.shape[0], *soft.shape[1:]))
+                soft = torch.cat([soft, pad])
         if self.augment:
             gain = 1 + (u[5] * 2 - 1) * GAIN_RANGE
             offset = (u[6] * 2 - 1) * OFFSET_RANGE
             image = image * float(gain) + float(offset)
-        return image, label, task
+        return image, label, task, soft
 
     def __getitem__(self, index: int):
         index = int(index)
@@ -353,8 +402,11 @@ class SegPatchDataset(TaskLayout):
 
     def __getitems__(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
         items = [self[i] for i in indices]
-        return {
+        batch = {
             "image": torch.stack([i[0] for i in items]),
             "label": torch.stack([i[1] for i in items]),
             "task": torch.as_tensor([i[2] for i in items], dtype=torch.int64),
         }
+        if self.soft_channels:  # the foundation model's log-probabilities, task t's classes in channels 0..K_t
+            batch["teacher"] = torch.stack([i[3] for i in items])
+        return batch

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +23,7 @@ from monai.metrics import compute_hausdorff_distance
 from torch import nn
 
 from core.experts import route
-from core.io import read_volume
+from core.io import Volume, read_volume
 from core.kinds.base import RunContext, TaskScores
 from core.kinds.segmentation.data import IGNORE, HeldOutCase, crop
 from core.kinds.segmentation.runtime import segment_volume
@@ -107,9 +107,9 @@ def validate(run: RunContext, model: str, tasks: Sequence[int] | None = None) ->
                     logits = run.student(x, tid)[1][t]
             y = labels[lo:lo + VAL_BATCH, 0]
             counts += overlap_counts(logits.argmax(dim=1).cpu(), y, info.num_classes, y != IGNORE)
-        dice = pooled_dice(counts)
-        out[info.name] = {"dice": float(dice.mean()),
-                          **{f"dice/{name}": float(d) for name, d in zip(info.labels[1:], dice, strict=True)}}
+        dice, metric = pooled_dice(counts), info.metric  # "agreement": a label-free task's Dice with the teacher
+        out[info.name] = {metric: float(dice.mean()),
+                          **{f"{metric}/{name}": float(d) for name, d in zip(info.labels[1:], dice, strict=True)}}
     return out
 
 
@@ -134,38 +134,60 @@ def _case_arrays(case: HeldOutCase, prediction: np.ndarray, reference: np.ndarra
     return (prediction, reference) if box is None else (prediction[box], reference[box])
 
 
+LabelSource = Callable[[Volume], np.ndarray]  # a volume -> a label map (Z, Y, X) on its grid (a teacher's)
+
+
 def test_scores(cases: Sequence[HeldOutCase], labels: list[str], net: nn.Module, pre: dict, description: str,
-                check=None) -> TaskScores:
-    """A task's test scores of one standalone network through the deployed path (see the module docstring)."""
+                check=None, metric: str = "dice", reference: LabelSource | None = None,
+                agreement: LabelSource | None = None) -> TaskScores:
+    """A task's test scores of one standalone network through the deployed path (see the module docstring).
+
+    The network segments each input with `pre` (a user's foundation model, which has its own way, through its
+    `label_map`). Reference: the case's label map, or `reference(volume)` (a label-free task: the foundation
+    model's); `metric` names the headline ("dice", or "agreement" against a foundation model). `agreement`: a
+    foundation model's label maps, also compared with (metrics "agreement", "agreement/<label>")."""
     num_classes = len(labels)
-    per_case, counts = [], []
+    per_case, counts, agree = [], [], []
     volumes: dict = {}
     for case in cases:
         key = str(case.image_path)
         if key not in volumes:  # each input volume is segmented once, whatever the number of its regions
             volume = read_volume(case.image_path)
-            prediction = segment_volume(net, volume, pre, check=check)
-            reference = np.asarray(read_volume(case.pair.label_path).array).astype(np.int64)
-            volumes = {key: (prediction, reference, volume.spacing)}
-        prediction, reference, spacing = volumes[key]
-        pred, ref = _case_arrays(case, prediction, reference)
+            if hasattr(net, "label_map"):
+                prediction = net.label_map(volume, check)
+            else:
+                prediction = segment_volume(net, volume, pre, check=check)
+            if case.pair.label_path is not None:
+                ref_map = np.asarray(read_volume(case.pair.label_path).array).astype(np.int64)
+            else:
+                ref_map = reference(volume)
+            volumes = {key: (prediction, ref_map, volume.spacing, agreement(volume) if agreement else None)}
+        prediction, ref_map, spacing, teacher_map = volumes[key]
+        pred, ref = _case_arrays(case, prediction, ref_map)
         c = overlap_counts(pred, ref, num_classes)
         counts.append(c)
         dice = pooled_dice(c)
         hd = _hd95(pred, ref, num_classes, spacing[::-1])  # arrays are (Z, Y, X): spacing in that order
-        record = {"case": case.name, "dice": float(dice.mean())}
+        record = {"case": case.name, metric: float(dice.mean())}
         for name, d, h in zip(labels[1:], dice, hd, strict=True):
-            record[f"dice/{name}"] = float(d)
+            record[f"{metric}/{name}"] = float(d)
             record[f"hd95/{name}"] = h
+        if teacher_map is not None:
+            agree.append(overlap_counts(pred, _case_arrays(case, prediction, teacher_map)[1], num_classes))
+            record["agreement"] = float(pooled_dice(agree[-1]).mean())
         per_case.append(record)
     counts_array = np.stack(counts)
     dice = pooled_dice(counts_array.sum(axis=0))
     hds = [r[f"hd95/{name}"] for r in per_case for name in labels[1:] if not math.isnan(r[f"hd95/{name}"])]
-    metrics = {"dice": float(dice.mean()), "hd95": float(np.mean(hds)) if hds else math.nan}
+    metrics = {metric: float(dice.mean()), "hd95": float(np.mean(hds)) if hds else math.nan}
     for k, name in enumerate(labels[1:]):
-        metrics[f"dice/{name}"] = float(dice[k])
+        metrics[f"{metric}/{name}"] = float(dice[k])
         values = [r[f"hd95/{name}"] for r in per_case if not math.isnan(r[f"hd95/{name}"])]
         metrics[f"hd95/{name}"] = float(np.mean(values)) if values else math.nan
+    if agree:
+        together = pooled_dice(np.stack(agree).sum(axis=0))
+        metrics["agreement"] = float(together.mean())
+        metrics.update({f"agreement/{name}": float(d) for name, d in zip(labels[1:], together, strict=True)})
 
     def headline(indices) -> float:
         return float(pooled_dice(counts_array[np.asarray(indices)].sum(axis=0)).mean())

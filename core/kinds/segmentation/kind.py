@@ -35,13 +35,38 @@ from core.kinds.base import (
 from core.kinds.segmentation import bundle, demo
 from core.kinds.segmentation.apply import apply_segmentation, segment_loaded
 from core.kinds.segmentation.config import SECTIONS
-from core.kinds.segmentation.data import SegPatchDataset, intensity_of, label_values, load_task_cases
+from core.kinds.segmentation.data import (
+    SegPatchDataset,
+    foundation_targets,
+    intensity_of,
+    label_values,
+    load_task_cases,
+)
 from core.kinds.segmentation.evaluate import TaskView, test_scores, val_patches, validate
 from core.kinds.segmentation.losses import seg_kd_loss, seg_task_loss
-from core.kinds.segmentation.models import build_seg_backbone, build_seg_teacher, seg_expert_network
+from core.kinds.segmentation.models import (
+    build_seg_backbone,
+    build_seg_teacher,
+    same_architecture,
+    seg_expert_network,
+)
+from core.kinds.segmentation.teacher import ForeignSegTeacher, ForeignTaskView, load_foreign_teacher
 from core.models.checkpoint import load_strict
 
 TEACHER_FORMAT = "lorkd-seg-teacher"
+
+
+def run_device(config: Config) -> torch.device:
+    """Where a user's foundation model segments the run's volumes: the run's device (auto: a GPU when there is
+    one)."""
+    if config.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(config.device)
+
+
+def foreign_arch(config: Config) -> str:
+    t = config.teacher
+    return f"MONAI bundle {Path(t.bundle).name}" if t.bundle else f"TorchScript {Path(t.torchscript).name}"
 NEAR_CHANCE = 0.1  # Dice at or below which an expert is flagged: it finds next to nothing of its structures
 
 
@@ -56,17 +81,51 @@ class SegmentationKind(TaskKind):
     distributed = False
     units = {"hd95": "mm"}
 
+    # ------------------------------------------------------------------------------------------------ config
+    def validate(self, config: Config) -> None:
+        t = config.teacher
+        for i, task in enumerate(config.tasks):
+            if task.teacher_labels and not t.foreign:
+                raise ConfigError("teacher_labels pick output channels of a user's foundation model: set "
+                                  "teacher.bundle (a MONAI bundle) or teacher.torchscript", f"tasks.{i}.teacher_labels")
+        if config.backbone.arch == "same" and not t.bundle:
+            raise ConfigError("same needs a foundation model given as a MONAI bundle with a network_def "
+                              "(teacher.bundle); use unet or segresnet", "backbone.arch")
+
     # -------------------------------------------------------------------------------------------------- data
     def open_data(self, config: Config, dist: Dist, warn: Warn) -> RunData:
-        train_cases, val_cases, test_cases = load_task_cases(config, warn=warn)
+        """Reads every task's volumes; with a user's foundation model (bundle / TorchScript) it is loaded first and
+        segments every training volume once (`teacher.foundation_targets`): the labels of label-free tasks and
+        the distillation targets of all."""
+        foreign, targets = None, None
+        if config.teacher.foreign:
+            foreign = load_foreign_teacher(config, run_device(config))
+            targets = foundation_targets(config, foreign, warn)
+        train_cases, val_cases, test_cases = load_task_cases(config, warn=warn, targets=targets)
         data = config.data
         train_set = SegPatchDataset(train_cases, data.patch_size, data.samples_per_volume, data.pos_neg_ratio,
                                     config.seed, data.augment)
-        tasks = [TaskInfo(t.name, "segmentation", t.class_names, "dice", str(t.images), near_chance=NEAR_CHANCE)
-                 for t in config.tasks]
-        return RunData(tasks, train_set, (1, 1, *data.patch_size), 3, has_validation=True,
-                       extra={"train_cases": train_cases, "val_cases": val_cases, "test_cases": test_cases,
-                              "val_patches": [val_patches(cases, data.patch_size) for cases in val_cases]})
+        tasks = []
+        for t, task in enumerate(config.tasks):
+            names = task.class_names if task.label_names else \
+                ["background", *(foreign.foundation.label_of(c) for c in foreign.task_channels[t])]
+            kind = "segmentation, label-free" if task.label_free else "segmentation"
+            tasks.append(TaskInfo(task.name, kind, names, "agreement" if task.label_free else "dice",
+                                  str(task.images), near_chance=NEAR_CHANCE))
+        extra = {"train_cases": train_cases, "val_cases": val_cases, "test_cases": test_cases,
+                 "val_patches": [val_patches(cases, data.patch_size) for cases in val_cases], "foreign": foreign}
+        b = config.backbone
+        if b.arch == "same":
+            found = foreign.foundation if foreign is not None else None
+            try:
+                extra["student_arch"] = same_architecture(found.net_class if found else None,
+                                                          found.net_kwargs if found else None, b.width,
+                                                          "backbone.arch")
+            except ValueError as error:
+                raise ConfigError(str(error).split(": ", 1)[1], "backbone.arch") from None
+        else:
+            extra["student_arch"] = (b.arch, list(b.channels), None)
+        return RunData(tasks, train_set, (1, 1, *data.patch_size), 3, has_validation=True, extra=extra)
 
     # ------------------------------------------------------------------------------------------------ models
     def new_teacher(self, config: Config, data: RunData) -> nn.Module:
@@ -75,7 +134,10 @@ class SegmentationKind(TaskKind):
 
     def load_teacher(self, path: str | Path, config: Config, data: RunData) -> tuple[nn.Module, bool]:
         """Our own checkpoint, or a user's plain state_dict of the MONAI network (UNet/SegResNet keys, optionally
-        under "state_dict" and/or prefixed "module."), whose output channels must be the tasks' classes."""
+        under "state_dict" and/or prefixed "module."), whose output channels must be the tasks' classes; a user's
+        bundle or TorchScript file was loaded with the data (`open_data`)."""
+        if data.extra.get("foreign") is not None:
+            return data.extra["foreign"], True
         teacher = self.new_teacher(config, data)
         num_classes = [t.num_classes for t in data.tasks]
         obj = safe_load(path)
@@ -102,16 +164,20 @@ class SegmentationKind(TaskKind):
 
     def new_student(self, config: Config, data: RunData) -> nn.Module:
         b = config.backbone
-        return build_seg_backbone(b.arch, 1, [t.num_classes for t in data.tasks], b.channels,
+        arch, channels, spec = data.extra["student_arch"]
+        return build_seg_backbone(arch, 1, [t.num_classes for t in data.tasks], channels,
                                   ranks=[config.rank_of(name) for name in data.names], alpha=b.alpha,
-                                  decoder_rank_factor=b.decoder_rank_factor, form=b.form, res_units=b.res_units)
+                                  decoder_rank_factor=b.decoder_rank_factor, form=b.form, res_units=b.res_units,
+                                  spec=spec)
 
     def expert_model(self, student: nn.Module, task: int, config: Config, data: RunData) -> nn.Module:
         body = merge_expert(student.body, task)
-        b = config.backbone
-        return seg_expert_network(body, student.heads[task], b.arch, 1, b.channels, b.res_units)
+        arch, channels, spec = data.extra["student_arch"]
+        return seg_expert_network(body, student.heads[task], arch, 1, channels, config.backbone.res_units, spec)
 
     def teacher_view(self, teacher: nn.Module, task: int, config: Config, data: RunData) -> nn.Module:
+        if isinstance(teacher, ForeignSegTeacher):
+            return ForeignTaskView(teacher, task).eval()
         return TaskView(teacher, teacher.slices[task]).eval()
 
     # ------------------------------------------------------------------------------------------------ losses
@@ -128,16 +194,33 @@ class SegmentationKind(TaskKind):
         return validate(run, model, tasks)
 
     def test(self, run: RunContext, nets: dict[int, nn.Module]) -> dict[str, TaskScores]:
+        """Dice against the label maps; a label-free task's against the user's foundation model's label maps
+        (agreement; the foundation model itself is not scored against itself). With a user's foundation model,
+        a labelled task's networks also get their agreement with it."""
         config, data = run.config, run.data
+        foreign: ForeignSegTeacher | None = data.extra.get("foreign")
         out = {}
         for t, net in nets.items():
-            info, cases = data.tasks[t], data.extra["test_cases"][t]
-            pre = bundle.preprocessing(config.data, intensity_of(config.tasks[t], config.data))
+            info, cases, task = data.tasks[t], data.extra["test_cases"][t], config.tasks[t]
+            is_teacher = isinstance(net, ForeignTaskView)
+            if is_teacher and task.label_free:
+                continue
+            pre = bundle.preprocessing(config.data, intensity_of(task, config.data))
             regions = any(c.region is not None for c in cases)
             what = (f"{len(cases)} held-out regions (cubes of about {config.data.region_mm:g} mm)" if regions
                     else f"{len(cases)} held-out volumes")
-            out[info.name] = test_scores(cases, info.labels, net.to(run.device).eval(), pre,
-                                         f"Dice pooled over {what}, on each input's native grid", run.check)
+            teacher_labels = None
+            if foreign is not None:
+                def teacher_labels(volume, t=t):
+                    return foreign.label_map(t, volume, run.check)
+            if task.label_free:
+                text = f"agreement (Dice) with the foundation model's label maps, no labels: pooled over {what}"
+            else:
+                text = f"Dice pooled over {what}, on each input's native grid"
+            out[info.name] = test_scores(
+                cases, info.labels, net.to(run.device).eval(), pre, text, run.check, metric=info.metric,
+                reference=teacher_labels if task.label_free else None,
+                agreement=None if task.label_free or is_teacher else teacher_labels)
         return out
 
     def task_record(self, data: RunData, task: int) -> dict[str, Any]:
@@ -147,22 +230,37 @@ class SegmentationKind(TaskKind):
 
     def model_records(self, config: Config) -> tuple[dict[str, Any], dict[str, Any]]:
         b = config.backbone
-        return {"channels": list(config.teacher.channels)}, {"channels": list(b.channels),
-                                                             "decoder_rank_factor": b.decoder_rank_factor}
+        teacher = {"channels": list(config.teacher.channels)}
+        if config.teacher.foreign:
+            teacher = {"arch": foreign_arch(config), "source": config.teacher.source}
+        backbone = {"channels": list(b.channels), "decoder_rank_factor": b.decoder_rank_factor}
+        if b.arch == "same":
+            backbone.update(arch=f"same ({b.width:g} x the foundation model's width)")
+        return teacher, backbone
 
     def training_record(self, data: RunData, task: int) -> dict[str, Any]:
-        return {"train_volumes": len(data.extra["train_cases"][task])}
+        record = {"train_volumes": len(data.extra["train_cases"][task])}
+        foreign = data.extra.get("foreign")
+        if foreign is not None:
+            found = foreign.foundation
+            record.update(teacher_arch=f"{found.form}: {found.net_class or 'TorchScript'}",
+                          teacher_source=found.source,
+                          teacher_labels=[found.label_of(c) for c in foreign.task_channels[task]],
+                          labels_from="the foundation model (label-free)" if data.tasks[task].metric == "agreement"
+                          else "label maps")
+        return record
 
     # --------------------------------------------------------------------------------------- export / apply
     def export(self, out_dir: Path, net: nn.Module, task: int, config: Config, data: RunData,
                metrics: dict[str, Any], training: dict[str, Any]) -> Path:
         info = data.tasks[task]
+        arch, channels, spec = data.extra["student_arch"]
         return bundle.write_seg_bundle(
-            out_dir, task_name=info.name, class_names=info.labels, arch=config.backbone.arch,
-            channels=config.backbone.channels, features=net.head.in_channels, state_dict=net.state_dict(),
+            out_dir, task_name=info.name, class_names=info.labels, arch=arch,
+            channels=channels, features=net.head.in_channels, state_dict=net.state_dict(),
             data=config.data, metrics=metrics,
             training={**training, "decoder_rank_factor": config.backbone.decoder_rank_factor},
-            res_units=config.backbone.res_units, intensity=intensity_of(config.tasks[task], config.data),
+            res_units=config.backbone.res_units, intensity=intensity_of(config.tasks[task], config.data), net=spec,
         )
 
     def load_bundle(self, bundle_dir: str | Path) -> tuple[nn.Module, dict]:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from core.experts import attach_experts
-from core.kinds.segmentation.nets import SegExpertNet, SegNet, build_body, is_decoder
+from core.kinds.segmentation.nets import MONAI_BODIES, SegExpertNet, SegNet, build_body, is_decoder
 
 
 def task_slices(num_classes: Sequence[int]) -> list[slice]:
@@ -64,7 +64,7 @@ class SegMultiTaskNet(nn.Module):
 
     def __init__(
         self, arch: str, in_channels: int, num_classes: Sequence[int], channels: Sequence[int],
-        features: int | None = None, res_units: int = 1,
+        features: int | None = None, res_units: int = 1, net: dict | None = None,
     ) -> None:
         super().__init__()
         self.arch = arch
@@ -72,7 +72,8 @@ class SegMultiTaskNet(nn.Module):
         self.features = int(features or channels[0])
         self.num_classes = [int(n) for n in num_classes]
         self.res_units = int(res_units)
-        self.body = build_body(arch, in_channels, self.features, self.channels, res_units=self.res_units)
+        self.net = net
+        self.body = build_body(arch, in_channels, self.features, self.channels, res_units=self.res_units, net=net)
         self.act = nn.LeakyReLU(0.1)
         self.heads = nn.ModuleList(nn.Conv3d(self.features, n, 1) for n in self.num_classes)
 
@@ -101,10 +102,12 @@ def build_seg_backbone(
     decoder_rank_factor: int = 2,
     form: str = "factorized",
     res_units: int = 1,
+    spec: dict | None = None,
 ) -> SegMultiTaskNet:
     """The backbone with experts on every convolution of its body: task t gets rank ranks[t] on encoder
-    convs and decoder_rank_factor * ranks[t] on decoder convs (heads are per task already)."""
-    net = SegMultiTaskNet(arch, in_channels, num_classes, channels, res_units=res_units)
+    convs and decoder_rank_factor * ranks[t] on decoder convs (heads are per task already). `spec`: the
+    body's MONAI arguments for arch "monai.<class>" (`same_architecture`)."""
+    net = SegMultiTaskNet(arch, in_channels, num_classes, channels, res_units=res_units, net=spec)
     attach_experts(
         net.body,
         len(num_classes),
@@ -117,9 +120,54 @@ def build_seg_backbone(
 
 
 def seg_expert_network(body_plain: nn.Module, head: nn.Module, arch: str, in_channels: int,
-                       channels: Sequence[int], res_units: int = 1) -> SegExpertNet:
+                       channels: Sequence[int], res_units: int = 1, spec: dict | None = None) -> SegExpertNet:
     """The standalone expert model from a merged (plain) body and one head, strict-loaded, CPU, eval."""
-    net = SegExpertNet(arch, in_channels, head.out_channels, channels, head.in_channels, res_units=res_units)
+    net = SegExpertNet(arch, in_channels, head.out_channels, channels, head.in_channels, res_units=res_units,
+                       net=spec)
     net.body.load_state_dict(body_plain.state_dict(), strict=True)
     net.head.load_state_dict(head.state_dict(), strict=True)
     return net.cpu().eval()
+
+
+def _scaled(values: Sequence[int], width: float, least: int = 2, multiple: int = 1) -> list[int]:
+    return [max(least, int(round(v * width / multiple)) * multiple) for v in values]
+
+
+def same_architecture(net_class: str | None, kwargs: dict | None, width: float, where: str
+                      ) -> tuple[str, list[int], dict]:
+    """(arch, channels per level, MONAI arguments) of a student with the foundation model's own architecture at
+    `width` times its channels (`backbone.arch: same`): UNet channels, BasicUNet features, SegResNet init_filters
+    (a multiple of 8, its group norm's groups), DynUNet filters (deep supervision off). The body's output is the
+    first level's width (the features the task heads read). Raises ValueError saying why a model cannot be
+    shrunk this way."""
+    from monai.networks.nets import DynUNet  # noqa: F401 - the class must exist in this MONAI
+
+    if net_class not in MONAI_BODIES or kwargs is None:
+        what = f"a {net_class}" if net_class else "a model without a network_def (TorchScript)"
+        raise ValueError(f"{where}: arch same works for UNet, BasicUNet, SegResNet and DynUNet foundation models "
+                         f"from a bundle's network_def; this is {what} (use arch unet or segresnet)")
+    computed = [k for k, v in kwargs.items() if isinstance(v, str) and v.startswith(("$", "@", "%"))]
+    if computed:
+        raise ValueError(f"{where}: the foundation model's network_def computes {computed[0]} with an expression; "
+                         f"arch same needs plain values (use arch unet or segresnet)")
+    spec = {k: v for k, v in kwargs.items() if k not in ("spatial_dims", "in_channels", "out_channels")}
+    if int(kwargs.get("spatial_dims", 3)) != 3:
+        raise ValueError(f"{where}: the foundation model is not 3D")
+    if net_class == "UNet":
+        spec["channels"] = _scaled(kwargs["channels"], width)
+        levels = spec["channels"]
+    elif net_class == "BasicUNet":
+        spec["features"] = _scaled(kwargs.get("features", (32, 32, 64, 128, 256, 32)), width)
+        levels = spec["features"][:5]
+    elif net_class == "SegResNet":
+        init = _scaled([kwargs.get("init_filters", 8)], width, least=8, multiple=8)[0]
+        spec["init_filters"] = init
+        levels = [init * 2 ** i for i in range(len(kwargs.get("blocks_down", (1, 2, 2, 4))))]
+    else:  # DynUNet
+        depth = len(kwargs["strides"])
+        filters = kwargs.get("filters") or [min(2 ** (5 + i), 320) for i in range(depth)]
+        spec["filters"] = _scaled(filters, width)
+        spec["deep_supervision"] = False
+        spec.pop("deep_supr_num", None)
+        levels = spec["filters"]
+    return f"monai.{net_class}", [int(v) for v in levels], spec

@@ -20,14 +20,25 @@ from monai.networks.nets import SegResNet, UNet
 from torch import nn
 
 SEG_ARCHS = ("unet", "segresnet")
+# "monai.<class>": a student of a user's foundation model's own architecture, built from `net` (its arguments)
+MONAI_BODIES = ("UNet", "BasicUNet", "SegResNet", "DynUNet")
 
 
 def build_body(
     arch: str, in_channels: int, out_channels: int, channels: Sequence[int], spatial_dims: int = 3,
-    res_units: int = 1,
+    res_units: int = 1, net: dict | None = None,
 ) -> nn.Module:
     """A MONAI UNet (channels per level, stride 2 between levels, `res_units` residual units per block (0: plain
-    conv blocks), instance norm) or SegResNet (init_filters = channels[0], len(channels) levels)."""
+    conv blocks), instance norm) or SegResNet (init_filters = channels[0], len(channels) levels); or, for arch
+    "monai.<class>" (one of MONAI_BODIES), that MONAI network built from the arguments `net`."""
+    if arch.startswith("monai."):
+        name = arch[len("monai."):]
+        if name not in MONAI_BODIES or not isinstance(net, dict):
+            raise ValueError(f"unknown segmentation architecture {arch!r} (or no arguments for it)")
+        import monai.networks.nets as nets
+
+        kwargs = {**net, "spatial_dims": spatial_dims, "in_channels": in_channels, "out_channels": out_channels}
+        return getattr(nets, name)(**kwargs)
     channels = [int(c) for c in channels]
     if arch == "unet":
         return UNet(
@@ -63,7 +74,11 @@ def is_decoder(arch: str, name: str) -> bool:
     `model` or of a `submodule` is an up block. SegResNet: `up_layers`, `up_samples` and `conv_final`.
     """
     parts = name.split(".")
-    if arch == "unet":
+    if arch == "monai.BasicUNet":
+        return parts[0].startswith("upcat") or parts[0] == "final_conv"
+    if arch == "monai.DynUNet":
+        return parts[0] in ("upsamples", "output_block", "deep_supervision_heads")
+    if arch in ("unet", "monai.UNet"):
         return any(p == "2" and i > 0 and parts[i - 1] in ("model", "submodule") for i, p in enumerate(parts))
     return parts[0] in ("up_layers", "up_samples", "conv_final")
 
@@ -95,10 +110,11 @@ class SegExpertNet(nn.Module):
         features: int | None = None,
         spatial_dims: int = 3,
         res_units: int = 1,
+        net: dict | None = None,
     ) -> None:
         super().__init__()
         features = int(features or channels[0])
-        self.body = build_body(arch, in_channels, features, channels, spatial_dims, res_units)
+        self.body = build_body(arch, in_channels, features, channels, spatial_dims, res_units, net)
         self.act = nn.LeakyReLU(0.1)
         conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)[spatial_dims - 1]
         self.head = conv(features, num_classes, 1)
