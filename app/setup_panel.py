@@ -6,6 +6,13 @@ folder of label maps: `new_tasks`), what the Contents column says (`describe_tas
 offers (its config sections). `prepare_demo_with_volume` builds a kind's embedded demo (`core.kinds.prepare_demo`,
 the same demo as `lorkd demo`) and reads the volume it applies experts to, if any.
 
+The foundation model is pre-trained in the run or loaded from one path: our checkpoint (`teacher.checkpoint`), or,
+where the kind's teacher section has `bundle` (segmentation), a user's MONAI bundle folder or .zip (`teacher.bundle`,
+its labels listed under the field through `core.models.foundation.describe`) or a TorchScript file
+(`teacher.torchscript`); the path decides which (`model_key`) unless "Read as" says. Tasks whose section has
+`teacher_labels` pick the foundation model's labels they segment ("Foundation labels…"), and "Add label-free
+task…" adds a task of images without label maps.
+
 The panel edits a config mapping. Everything it does not show (data caps, schedule, seed, ...) is kept from the
 loaded config untouched. Validity is decided by `core.kinds.load_config` and the kind's `describe_tasks`: the first
 `ConfigError` is shown in red next to the field its `loc` names, and `validity_changed(False)` lets the window
@@ -15,6 +22,7 @@ disable Start.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -26,15 +34,22 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QApplication,
     QButtonGroup,
+    QCheckBox,
     QComboBox,
+    QDialog,
+    QDialogButtonBox,
     QFileDialog,
     QFormLayout,
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
+    QInputDialog,
     QLabel,
     QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMenu,
     QPushButton,
     QRadioButton,
     QScrollArea,
@@ -56,6 +71,11 @@ COL_NAME, COL_FILE, COL_KIND, COL_LABELS, COL_RANK, COL_INFO = range(6)
 TASK_COLUMNS = ("Name", "File", "Kind", "Labels", "Rank", "Contents")
 COLUMN_OF = {"name": COL_NAME, "source": COL_FILE, "subkind": COL_KIND, "labels": COL_LABELS}
 INT_RANGE = (-1_000_000, 1_000_000)  # wide on purpose: core.config decides what is valid
+MODEL_KEYS = ("checkpoint", "bundle", "torchscript")  # teacher fields naming a foundation model to load
+MODEL_FORMATS = (("auto", "Detect: a folder or .zip is a MONAI bundle, .ts is TorchScript, else a checkpoint"),
+                 ("checkpoint", "Checkpoint: ours (teacher.pt) or a MONAI state_dict"),
+                 ("bundle", "MONAI bundle (folder or .zip)"),
+                 ("torchscript", "TorchScript file"))
 
 
 def cuda_devices() -> list[tuple[str, str]]:
@@ -96,8 +116,83 @@ def _file_stamps(value: Any) -> tuple:
     return ()
 
 
+def _bundle_stamps(path: str) -> tuple:
+    """(path, size, mtime) of a bundle folder's configs/ and models/ files (a zip's own stamp is enough)."""
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        return ()
+    try:
+        return tuple(s for sub in ("configs", "models") if (folder / sub).is_dir()
+                     for f in sorted((folder / sub).iterdir()) for s in _file_stamps(str(f)))
+    except OSError:
+        return ()
+
+
 def _fmt(value: Any) -> str:
     return "" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def model_key(path: str) -> str:
+    """The teacher field a foundation model path goes to, by the path alone (deterministic): a folder or a .zip is a
+    MONAI bundle ("bundle"), a .ts file TorchScript ("torchscript"), anything else our checkpoint or a state_dict
+    ("checkpoint")."""
+    if not path:
+        return "checkpoint"
+    p = Path(path).expanduser()
+    if p.suffix.lower() == ".zip" or p.is_dir():
+        return "bundle"
+    return "torchscript" if p.suffix.lower() == ".ts" else "checkpoint"
+
+
+def _has_field(section: type, name: str) -> bool:
+    return dataclasses.is_dataclass(section) and name in {f.name for f in dataclasses.fields(section)}
+
+
+def _channel_of(label: str | int, names: list[str]) -> int | None:
+    """The output channel a `teacher_labels` entry picks (an index, or a name, case-insensitively); None if none."""
+    if isinstance(label, int) or (isinstance(label, str) and label.strip().isdigit()):
+        index = int(label)
+        return index if 0 <= index < len(names) else None
+    for i, name in enumerate(names):
+        if name == label or name.lower() == str(label).lower():
+            return i
+    return None
+
+
+class FoundationLabelsDialog(QDialog):
+    """A checkable list of the foundation model's output channels (in channel order): the ones a task segments
+    (its `teacher_labels`)."""
+
+    def __init__(self, task: str, names: list[str], current: list[str | int], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(f"Foundation labels of {task}")
+        layout = QVBoxLayout(self)
+        text = QLabel(f"The foundation model's labels that the expert of <b>{task}</b> segments (its labels 1, 2, "
+                      f"… in this order):")
+        text.setWordWrap(True)
+        layout.addWidget(text)
+        self.names = list(names)
+        picked = {c for c in (_channel_of(x, self.names) for x in current) if c is not None}
+        self.list = QListWidget()
+        for i, name in enumerate(self.names):
+            item = QListWidgetItem(f"{i}: {name}")
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Checked if i in picked else Qt.CheckState.Unchecked)
+            self.list.addItem(item)
+        layout.addWidget(self.list)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+
+    def set_checked(self, names: list[str]) -> None:
+        for i, name in enumerate(self.names):
+            self.list.item(i).setCheckState(Qt.CheckState.Checked if name in names else Qt.CheckState.Unchecked)
+
+    def chosen(self) -> list[str]:
+        """The checked channel names, in channel order."""
+        return [name for i, name in enumerate(self.names)
+                if self.list.item(i).checkState() == Qt.CheckState.Checked]
 
 
 # ------------------------------------------------------------------------------------------------ demos
@@ -173,6 +268,11 @@ class SetupPanel(QWidget):
         self.error: str | None = None
         self.error_loc: tuple = ()  # the field the error is about (ConfigError.loc), () when none or general
         self._describe_cache: tuple[Any, Any] | None = None
+        self._model_cache: tuple[Any, Any] | None = None  # (key, channel names | LorkdError) of a bundle
+        self._model_result: list[str] | LorkdError | None = None
+        self.foundation_names: list[str] | None = None  # the chosen foundation model's output channels, if known
+        self._foreign = False  # whether the kind's teacher may be a user's bundle / TorchScript file
+        self._picks = False  # whether the kind's tasks may pick the foundation model's labels (teacher_labels)
         self._fields: dict[str, tuple[QWidget, QLabel]] = {}
         self._gpus = cuda_devices()
         self._timer = QTimer(self)
@@ -273,10 +373,23 @@ class SetupPanel(QWidget):
         add = QPushButton("Add MedMNIST files…")
         add.clicked.connect(self._add_files_dialog)
         self.add_button = add
+        self.add_label_free_button = QPushButton("Add label-free task…")
+        self.add_label_free_button.setToolTip(
+            "a folder of image volumes without label maps: its expert learns the labels you pick among the "
+            "foundation model's (needs a MONAI bundle or TorchScript foundation model)")
+        self.add_label_free_button.clicked.connect(self._add_label_free_dialog)
+        self.foundation_labels_button = QPushButton("Foundation labels…")
+        self.foundation_labels_button.setToolTip(
+            "pick the foundation model's labels the selected task's expert segments (teacher_labels); also: "
+            "double-click the task's images cell")
+        self.foundation_labels_button.clicked.connect(self._pick_foundation_labels)
+        self.tasks.cellDoubleClicked.connect(self._task_double_clicked)
         remove = QPushButton("Remove")
         remove.clicked.connect(self.remove_selected_tasks)
         buttons = QHBoxLayout()
         buttons.addWidget(add)
+        buttons.addWidget(self.add_label_free_button)
+        buttons.addWidget(self.foundation_labels_button)
         buttons.addWidget(remove)
         buttons.addStretch(1)
         task_layout.addWidget(self.tasks)
@@ -287,7 +400,8 @@ class SetupPanel(QWidget):
         teacher_box = QGroupBox("Foundation model")
         teacher_form = QFormLayout(teacher_box)
         self.pretrain_radio = QRadioButton("Pre-train on the tasks")
-        self.checkpoint_radio = QRadioButton("Load a checkpoint")
+        self.checkpoint_radio = QRadioButton("Load a foundation model")
+        self.foundation_radio = self.checkpoint_radio
         group = QButtonGroup(self)
         group.addButton(self.pretrain_radio)
         group.addButton(self.checkpoint_radio)
@@ -302,9 +416,35 @@ class SetupPanel(QWidget):
         self.checkpoint_edit.setPlaceholderText("teacher.pt or a MONAI state_dict")
         self.checkpoint_edit.textChanged.connect(self._edited)
         browse = QPushButton("Browse…")
-        browse.clicked.connect(self._browse_checkpoint)
-        self._row(teacher_form, "Checkpoint", _field_with_button(self.checkpoint_edit, browse), "teacher.checkpoint")
-        self._checkpoint_row = (self.checkpoint_edit, browse)
+        browse.clicked.connect(self._browse_clicked)
+        self.browse_button = browse
+        self._browse_menu = QMenu(browse)
+        self._browse_menu.addAction("File (checkpoint, TorchScript, bundle .zip)…", self._browse_checkpoint)
+        self._browse_menu.addAction("Bundle folder…", self._browse_bundle_folder)
+        model_row = _field_with_button(self.checkpoint_edit, browse)
+        self._row(teacher_form, "Model", model_row, "teacher.checkpoint")
+        for key in ("teacher.bundle", "teacher.torchscript", "teacher.trust_bundle"):
+            self._fields[key] = self._fields["teacher.checkpoint"]  # one field, whichever key the path goes to
+        self.model_format = QComboBox()
+        for value, text in MODEL_FORMATS:
+            self.model_format.addItem(text, value)
+        self.model_format.setToolTip("what the file or folder is: the config key it is written to (teacher."
+                                     "checkpoint, teacher.bundle or teacher.torchscript)")
+        self.model_format.currentIndexChanged.connect(self._edited)
+        teacher_form.addRow("Read as", self.model_format)
+        self.trust_check = QCheckBox("Trust this bundle's code")
+        self.trust_check.setToolTip("teacher.trust_bundle: build a bundle whose config names code outside torch, "
+                                    "monai and numpy (a bundle's config can run any Python code: only for a "
+                                    "bundle from a source you trust)")
+        self.trust_check.toggled.connect(self._edited)
+        teacher_form.addRow("", self.trust_check)
+        self.foundation_labels = QLabel()
+        self.foundation_labels.setWordWrap(True)
+        self.foundation_labels.setStyleSheet("color: #555555;")
+        self.foundation_labels.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        teacher_form.addRow("", self.foundation_labels)
+        self._teacher_form = teacher_form
+        self._checkpoint_row = (self.checkpoint_edit, browse, self.model_format, self.trust_check)
 
         # backbone and experts ---------------------------------------------------------
         backbone_box = QGroupBox("Backbone and task experts")
@@ -420,8 +560,12 @@ class SetupPanel(QWidget):
             t = c["teacher"]
             self._set_combo(self.teacher_arch, t["arch"])
             self.teacher_epochs.setValue(t["epochs"])
-            self.checkpoint_edit.setText(t["checkpoint"] or "")
-            (self.checkpoint_radio if t["checkpoint"] else self.pretrain_radio).setChecked(True)
+            key = next((k for k in MODEL_KEYS if t.get(k)), None)  # the form shows one model (validation: one)
+            path = t[key] if key else ""
+            self.checkpoint_edit.setText(path)
+            self._set_combo(self.model_format, "auto" if key is None or model_key(path) == key else key)
+            self.trust_check.setChecked(bool(t.get("trust_bundle")))
+            (self.checkpoint_radio if key else self.pretrain_radio).setChecked(True)
             self._teacher_mode()
             b = c["backbone"]
             self._set_combo(self.backbone_arch, b["arch"])
@@ -461,6 +605,17 @@ class SetupPanel(QWidget):
         self.tasks.horizontalHeaderItem(COL_LABELS).setToolTip(form.labels_tip)
         self.add_button.setText(form.add_text)
         self.add_button.setToolTip(form.add_tip)
+        # a user's own foundation model (MONAI bundle / TorchScript) and tasks that pick its labels
+        self._foreign = _has_field(sections["teacher"], "bundle")
+        self._picks = _has_field(sections["task"], "teacher_labels")
+        self.foundation_labels_button.setVisible(self._picks)
+        self.add_label_free_button.setVisible(self._picks and form.add_dialog == "folder_pair")
+        for widget in (self.model_format, self.trust_check, self.foundation_labels):
+            self._teacher_form.setRowVisible(widget, self._foreign)
+        self.browse_button.setMenu(self._browse_menu if self._foreign else None)
+        self.checkpoint_edit.setPlaceholderText(
+            "teacher.pt, a MONAI state_dict, a MONAI bundle (folder or .zip) or a TorchScript file (.ts)"
+            if self._foreign else "teacher.pt or a MONAI state_dict")
 
     @staticmethod
     def _set_combo(combo: QComboBox, value: Any) -> None:
@@ -488,7 +643,13 @@ class SetupPanel(QWidget):
         t = c["teacher"]
         t["arch"] = self.teacher_arch.currentData()
         t["epochs"] = self.teacher_epochs.value()
-        t["checkpoint"] = self.checkpoint_edit.text().strip() if self.checkpoint_radio.isChecked() else None
+        path = self.checkpoint_edit.text().strip() if self.checkpoint_radio.isChecked() else None
+        key = self._model_key(path) if path is not None else None
+        for k in MODEL_KEYS:
+            if k in t:
+                t[k] = path if k == key else None
+        if "trust_bundle" in t:
+            t["trust_bundle"] = self.trust_check.isChecked()
         b = c["backbone"]
         b["arch"] = self.backbone_arch.currentData()
         b["form"] = self.form_combo.currentData()
@@ -535,8 +696,11 @@ class SetupPanel(QWidget):
                 combo.addItem(k, k)
             self._set_combo(combo, task.subkind)
             combo.setEnabled(len(self.kind.form.subkinds) > 1)
+            combo.setToolTip(combo.currentText())
             combo.currentIndexChanged.connect(self._edited)
             self.tasks.setCellWidget(row, COL_KIND, combo)
+            if combo.sizeHint().width() > self.tasks.columnWidth(COL_KIND):  # "segmentation, label-free"
+                self.tasks.setColumnWidth(COL_KIND, combo.sizeHint().width())
             self.tasks.setItem(row, COL_LABELS, QTableWidgetItem(", ".join(task.labels)))
             self.tasks.setItem(row, COL_RANK, QTableWidgetItem("" if rank is None else str(rank)))
             info = QTableWidgetItem("")
@@ -587,12 +751,116 @@ class SetupPanel(QWidget):
         if paths:
             self.add_task_sources(paths)
 
+    def _ask_images_folder(self) -> str | None:
+        """The folder dialog of a label-free task (tests monkeypatch this)."""
+        return QFileDialog.getExistingDirectory(self, "New label-free task: folder of image volumes") or None
+
+    def _add_label_free_dialog(self) -> None:
+        """A task of image volumes without label maps; then (when the foundation model's labels are known) the
+        labels its expert learns from the foundation model."""
+        images = self._ask_images_folder()
+        if not images:
+            return
+        self.add_task_sources([images])
+        self.pick_foundation_labels(self.tasks.rowCount() - 1)
+
+    def _task_double_clicked(self, row: int, col: int) -> None:
+        item = self.tasks.item(row, col)
+        if col == COL_FILE and item is not None and not item.flags() & Qt.ItemFlag.ItemIsEditable \
+                and self._picks:
+            self.pick_foundation_labels(row)
+
+    def _pick_foundation_labels(self) -> None:
+        rows = sorted({index.row() for index in self.tasks.selectionModel().selectedRows()})
+        if not rows and self.tasks.rowCount() == 1:
+            rows = [0]
+        if not rows:
+            self.status.setText("✗ select a task first, then pick its foundation labels")
+            self.status.setStyleSheet(ERROR_STYLE)
+            return
+        self.pick_foundation_labels(rows[0])
+
+    def _ask_foundation_labels(self, task: str, names: list[str], current: list) -> list | None:
+        """The foundation labels a task picks (tests monkeypatch this): a checkable list of the model's channel
+        names; channel indices when the model names none (a TorchScript file without teacher.labels)."""
+        if names:
+            dialog = FoundationLabelsDialog(task, names, current, self)
+            return dialog.chosen() if dialog.exec() == QDialog.DialogCode.Accepted else None
+        text, ok = QInputDialog.getText(
+            self, f"Foundation labels of {task}", "The foundation model names no output channels: the channel "
+            "indices this task's expert segments, comma-separated (e.g. 1, 2)", text=", ".join(map(str, current)))
+        if not ok:
+            return None
+        return [int(x) if x.strip().isdigit() else x.strip() for x in text.split(",") if x.strip()]
+
+    def pick_foundation_labels(self, row: int) -> None:
+        """Ask which of the foundation model's labels task `row` segments and set its `teacher_labels`."""
+        if not 0 <= row < self.tasks.rowCount():
+            return
+        self.validate_now()  # the foundation model's labels for the current path
+        path = self.checkpoint_edit.text().strip() if self.checkpoint_radio.isChecked() else ""
+        if not path or self._model_key(path) not in ("bundle", "torchscript") \
+                or isinstance(self._model_result, LorkdError):
+            self.status.setText("✗ choose a MONAI bundle or TorchScript foundation model first (Foundation model: "
+                                "Load a foundation model): tasks pick among its labels")
+            self.status.setStyleSheet(ERROR_STYLE)
+            return
+        current = self.kind.task_from_row(self._row_of(row)).get("teacher_labels") or []
+        chosen = self._ask_foundation_labels(self._cell(row, COL_NAME), list(self.foundation_names or []),
+                                             list(current))
+        if chosen is not None:
+            self.set_task_teacher_labels(row, chosen)
+
+    def set_task_teacher_labels(self, row: int, labels: list[str | int] | None) -> None:
+        """Task `row`'s foundation labels (`teacher_labels`: channel names or indices; empty: none)."""
+        task = self.kind.task_from_row(self._row_of(row))
+        task["teacher_labels"] = list(labels) if labels else None
+        shown = self.kind.task_row(task)
+        was = self._loading
+        self._loading = True
+        try:
+            source = self.tasks.item(row, COL_FILE)
+            source.setText(shown.source)
+            source.setToolTip(shown.source)
+            source.setData(Qt.ItemDataRole.UserRole, shown.data)
+            combo = self.tasks.cellWidget(row, COL_KIND)
+            self._set_combo(combo, shown.subkind)
+            combo.setToolTip(combo.currentText())
+        finally:
+            self._loading = was
+        self._edited()
+
+    def _model_key(self, path: str) -> str:
+        """The teacher field the model path goes to: the "Read as" choice, else by the path (`model_key`)."""
+        if not self._foreign:
+            return "checkpoint"
+        chosen = self.model_format.currentData()
+        return model_key(path) if chosen in (None, "auto") else chosen
+
+    def _browse_clicked(self) -> None:
+        if self.browse_button.menu() is None:  # with a menu (bundle folders too) the menu opens instead
+            self._browse_checkpoint()
+
     def _browse_checkpoint(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Foundation model checkpoint", "",
-                                              "PyTorch checkpoints (*.pt *.pth *.ckpt);;All files (*)")
+        if self._foreign:
+            title, filters = ("Foundation model: a checkpoint, a TorchScript file or a MONAI bundle (.zip)",
+                              "Foundation models (*.pt *.pth *.ckpt *.ts *.zip);;All files (*)")
+        else:
+            title, filters = "Foundation model checkpoint", "PyTorch checkpoints (*.pt *.pth *.ckpt);;All files (*)"
+        path, _ = QFileDialog.getOpenFileName(self, title, "", filters)
         if path:
-            self.checkpoint_radio.setChecked(True)
-            self.checkpoint_edit.setText(path)
+            self.choose_model(path)
+
+    def _browse_bundle_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Foundation model: a MONAI bundle folder")
+        if path:
+            self.choose_model(path)
+
+    def choose_model(self, path: str | Path) -> None:
+        """Load the foundation model at `path` (what Browse does): read as the path says (`model_key`)."""
+        self._set_combo(self.model_format, "auto")
+        self.checkpoint_radio.setChecked(True)
+        self.checkpoint_edit.setText(str(path))
 
     def _teacher_mode(self) -> None:
         pretrain = self.pretrain_radio.isChecked()
@@ -632,6 +900,7 @@ class SetupPanel(QWidget):
         error next to its field (`ConfigError.loc`)."""
         self._timer.stop()
         self.error_loc = ()
+        self._look_at_model()
         try:
             config = load_config(self.mapping())
             self._check_inputs(config)
@@ -650,12 +919,19 @@ class SetupPanel(QWidget):
     def _check_inputs(self, config: Config) -> None:
         """What core.config cannot know: the task files exist and fit the task settings (the kind's
         `describe_tasks`, whose texts fill the Contents column); the checkpoint and the GPU exist."""
-        checkpoint = config.teacher.checkpoint
+        t = config.teacher
+        checkpoint = t.checkpoint
         if checkpoint is not None:
             if not checkpoint.strip():
-                raise ConfigError("choose a checkpoint file (or pre-train the foundation model)", "teacher.checkpoint")
+                what = ("a foundation model: our checkpoint, a MONAI bundle or a TorchScript file" if self._foreign
+                        else "a checkpoint file")
+                raise ConfigError(f"choose {what} (or pre-train the foundation model)", "teacher.checkpoint")
             if not Path(checkpoint).expanduser().is_file():
                 raise ConfigError(f"file not found: {checkpoint}", "teacher.checkpoint")
+        if getattr(t, "torchscript", None) and not Path(t.torchscript).expanduser().is_file():
+            raise ConfigError(f"file not found: {t.torchscript}", "teacher.torchscript")
+        if isinstance(self._model_result, LorkdError):
+            raise self._model_result
         if config.device.startswith("cuda"):
             values = [value for value, _ in self._gpus]
             if not values:
@@ -663,6 +939,71 @@ class SetupPanel(QWidget):
             if config.device != "cuda" and config.device not in values:
                 raise ConfigError(f"no {config.device} (GPUs: {', '.join(values)})", "device")
         self._show_contents(self._describe(config))
+        self._check_teacher_labels(config)
+
+    # ----------------------------------------------------------------- foundation model
+    def _look_at_model(self) -> None:
+        """The chosen bundle's output channels (`core.models.foundation.describe`, cached on the path, its files and
+        the trust setting: the bundle is only read again when one of them changes), or a TorchScript file's names
+        from teacher.labels; shown under the field. `_model_result`: the names, or the error that validation
+        shows at the field."""
+        self._model_result = None
+        self.foundation_names = None
+        t = self._base["teacher"]
+        path = self.checkpoint_edit.text().strip() if self.checkpoint_radio.isChecked() else ""
+        key = self._model_key(path) if path else None
+        named = list(t.get("labels") or []) if self._foreign else []
+        if key == "bundle":
+            trust = self.trust_check.isChecked()
+            stamp = (path, trust, _file_stamps(path), _bundle_stamps(path))
+            if self._model_cache is None or self._model_cache[0] != stamp:
+                from core.models.foundation import describe  # heavy (MONAI): only for a bundle
+
+                QApplication.setOverrideCursor(Qt.CursorShape.WaitCursor)
+                try:
+                    result: Any = describe(path, trust=trust)[1]
+                except LorkdError as exc:
+                    # shown at the model field (an error about another teacher field names it in its text)
+                    result = exc if isinstance(exc, ConfigError) and exc.loc == ("teacher", "bundle") else \
+                        ConfigError(" ".join(str(exc).split()), "teacher.bundle")
+                finally:
+                    QApplication.restoreOverrideCursor()
+                self._model_cache = (stamp, result)
+            self._model_result = self._model_cache[1]
+            if not isinstance(self._model_result, LorkdError):
+                self.foundation_names = named or list(self._model_result)
+        elif key == "torchscript":
+            self.foundation_names = named or None
+        if key in ("bundle", "torchscript") and not isinstance(self._model_result, LorkdError):
+            if self.foundation_names:
+                source = " (teacher.labels)" if named else ""
+                self.foundation_labels.setText(f"Labels: {', '.join(self.foundation_names)}{source}")
+            else:
+                self.foundation_labels.setText("Labels: a TorchScript file names none: tasks pick its output "
+                                               "channels by index (or name them in the config's teacher.labels)")
+        else:
+            self.foundation_labels.setText("")
+        self.foundation_labels.setHidden(not self.foundation_labels.text() or not self._foreign)
+        self.foundation_labels_button.setEnabled(key in ("bundle", "torchscript"))
+        self.add_label_free_button.setEnabled(key in ("bundle", "torchscript"))
+
+    def _check_teacher_labels(self, config: Config) -> None:
+        """With a user's foundation model every task names the channels it segments (`teacher_labels`), and those
+        must be the model's (checked here when its labels are known; the run checks them again)."""
+        if not getattr(config.teacher, "foreign", False):
+            return
+        names = self.foundation_names
+        for i, task in enumerate(config.tasks):
+            chosen = getattr(task, "teacher_labels", None)
+            if not chosen:
+                raise ConfigError("pick the foundation model's labels this task segments (Foundation labels…)",
+                                  ("tasks", i, "teacher_labels"))
+            if names is None:
+                continue
+            for j, label in enumerate(chosen):
+                if _channel_of(label, names) is None:
+                    raise ConfigError(f"the foundation model has no label {label!r} (its labels: "
+                                      f"{', '.join(names)})", ("tasks", i, "teacher_labels", j))
 
     def _describe(self, config: Config) -> list[tuple[str, str]]:
         """`kind.describe_tasks`, cached on the tasks and the size and time of every file they name (the form

@@ -443,7 +443,7 @@ def probe_out_channels(foundation: Foundation, shape: list[int]) -> int:
 def describe(path: str | Path, trust: bool = False) -> tuple[str, list[str]]:
     """(form, channel names or "channel i") of a foundation model file or bundle, for the app's setup form."""
     path = Path(path).expanduser()
-    if path.is_dir() or zipfile.is_zipfile(path):
+    if path.is_dir() or path.suffix.lower() == ".zip":  # (a TorchScript file is a zip archive too)
         found = load_bundle_foundation(path, trust)
         count = found.out_channels or (len(found.channels) if found.channels else None)
         if count is None:

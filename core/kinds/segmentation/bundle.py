@@ -72,7 +72,8 @@ def _metadata(task: dict, network: dict, pre: dict, metrics: dict, training: dic
         "task": f"{task['name']}: 3D segmentation of {len(labels) - 1} structure(s): {', '.join(labels[1:])}",
         "description": (
             f"Task expert for '{task['name']}' decomposed from a medical segmentation foundation model with "
-            f"Low-Rank Knowledge Decomposition (LoRKD): the shared MONAI {network['arch'].removeprefix('monai.')} backbone with this task's "
+            f"Low-Rank Knowledge Decomposition (LoRKD): the shared MONAI {network['arch'].removeprefix('monai.')} "
+            f"backbone with this task's "
             f"low-rank expert merged in, plus the task's 1x1x1 head; sliding-window inference gives a label map "
             f"in the input's geometry."
         ),
@@ -120,7 +121,8 @@ def render_model_card(metadata: dict) -> str:
     lorkd = metadata["lorkd"]
     pre, net = lorkd["preprocessing"], lorkd["network"]
     facts = [
-        f"- Network: MONAI `{net['arch'].removeprefix('monai.')}` channels {net['channels']} -> {net['features']} features -> 1x1x1 head "
+        f"- Network: MONAI `{net['arch'].removeprefix('monai.')}` channels {net['channels']} -> {net['features']} "
+        f"features -> 1x1x1 head "
         f"to {net['num_classes']} classes (`scripts/kinds/segmentation/nets.py`).",
     ]
     lines = [

@@ -282,37 +282,54 @@ class SegmentationKind(TaskKind):
     # ------------------------------------------------------------------------------------------- setup form
     form = TaskForm(
         source_header="Images → label maps",
-        source_tip="a folder (or list) of image volumes and the label maps paired with them in name order",
-        labels_tip="label names 1, 2, ... comma-separated (0 is the background)", subkinds=("segmentation",),
+        source_tip="a folder (or list) of image volumes and the label maps paired with them in name order; "
+                   "(label-free): no label maps, the expert learns the foundation model's labels alone",
+        labels_tip="label names 1, 2, ... comma-separated (0 is the background); a task with foundation labels may "
+                   "leave it empty (named after the foundation model's labels)", subkinds=("segmentation",),
         add_text="Add segmentation task…",
         add_tip="a folder of image volumes and a folder of label maps paired with them by name order",
-        add_dialog="folder_pair", columns={"images": "source", "labels": "source", "label_names": "labels"},
+        add_dialog="folder_pair",
+        columns={"images": "source", "labels": "source", "label_names": "labels", "teacher_labels": "source"},
     )
 
     def task_row(self, task: dict[str, Any]) -> TaskRow:
+        """Label-free tasks (no label maps) show "images → (label-free)" and the kind "segmentation, label-free";
+        the foundation model's labels a task picked (`teacher_labels`) follow the source. The task's other fields
+        (images, labels, teacher_labels, intensity) ride along as the row's data."""
         def show(value) -> str:
             if isinstance(value, list):
                 return value[0] if len(value) == 1 else f"{len(value)} files ({value[0]}, …)"
             return str(value or "")
 
         names = task.get("label_names") or {}
-        return TaskRow(task["name"], f"{show(task.get('images'))} → {show(task.get('labels'))}", "segmentation",
-                       [str(names[k]) for k in sorted(names, key=int)],
-                       data={"images": task.get("images"), "labels": task.get("labels")}, source_editable=False)
+        label_free = not task.get("labels")
+        source = f"{show(task.get('images'))} → {'(label-free)' if label_free else show(task.get('labels'))}"
+        if task.get("teacher_labels"):
+            source += " · foundation labels: " + ", ".join(str(x) for x in task["teacher_labels"])
+        data = {k: v for k, v in task.items() if k not in ("name", "label_names")}
+        return TaskRow(task["name"], source, "segmentation, label-free" if label_free else "segmentation",
+                       [str(names[k]) for k in sorted(names, key=int)], data=data, source_editable=False)
 
     def task_from_row(self, row: TaskRow) -> dict[str, Any]:
-        files = row.data or {}
-        return {"name": row.name, "images": files.get("images"), "labels": files.get("labels"),
-                "label_names": {i: n for i, n in enumerate(row.labels, start=1)} or None}
+        data = dict(row.data or {})
+        kept = {k: v for k, v in data.items() if v is not None}  # fields the table does not show (intensity)
+        return {**kept, "name": row.name, "images": data.get("images"), "labels": data.get("labels"),
+                "label_names": {i: n for i, n in enumerate(row.labels, start=1)} or None,
+                "teacher_labels": data.get("teacher_labels") or None}
 
     def new_tasks(self, sources: list[str], taken: set[str]) -> list[dict[str, Any]]:
         """One task from (images folder, label maps folder), named after the images folder (its parent when the
         folder is called images*, as in Task01_X/imagesTr); label names proposed as "label 1".."label K" from the
-        values in the first label map (empty when it cannot be read: validation then says why)."""
-        images, labels = (Path(s).expanduser().resolve() for s in sources)
+        values in the first label map (empty when it cannot be read: validation then says why). One folder alone
+        (images): a label-free task, which learns the foundation model's labels it picks (`teacher_labels`)."""
+        images, *rest = (Path(s).expanduser().resolve() for s in sources)
         named = images.parent if images.name.lower().startswith("image") and images.parent.name else images
         name = unique_task_name(named.name, taken)
         taken.add(name)
+        if not rest:
+            return [{"name": name, "images": str(images), "labels": None, "label_names": None,
+                     "teacher_labels": None}]
+        labels = rest[0]
         try:
             values = label_values(str(labels))
         except LorkdError:
@@ -326,12 +343,24 @@ class SegmentationKind(TaskKind):
         for i, task in enumerate(config.tasks):
             for key in ("images", "labels"):
                 value = getattr(task, key)
+                if not value:  # no label maps: a label-free task
+                    continue
                 for path in value if isinstance(value, list) else [value]:
                     if not Path(str(path)).expanduser().exists():
                         raise ConfigError(f"not found: {path}", ("tasks", i, key))
+            chosen = task.teacher_labels or []
+            if chosen and task.label_names and len(chosen) != len(task.label_names):
+                raise ConfigError(f"the task has {len(task.label_names)} label(s) but {len(chosen)} foundation "
+                                  f"label(s); they must match one for one", ("tasks", i, "teacher_labels"))
             n = f"{len(task.images)} volume(s)" if isinstance(task.images, list) else "a folder of volumes"
-            out.append((f"segmentation · {task.num_labels} label(s) · 3D · {n}",
-                        f"resampled to {d.spacing} mm, patches {d.patch_size}, intensity {d.intensity.mode}"))
+            if task.label_free:
+                text = f"segmentation · label-free · {task.num_labels} label(s) from the foundation model · 3D · {n}"
+            else:
+                text = f"segmentation · {task.num_labels} label(s) · 3D · {n}"
+            tip = f"resampled to {d.spacing} mm, patches {d.patch_size}, intensity {d.intensity.mode}"
+            if chosen:
+                tip += "; foundation labels: " + ", ".join(str(x) for x in chosen)
+            out.append((text, tip))
         return out
 
     # --------------------------------------------------------------------------------------------------- demo
