@@ -30,7 +30,9 @@ def test_every_torch_load_is_weights_only_and_nothing_unpickles():
             assert "weights_only=True" in match.group(1), f"{path}: {match.group(0)}"
         assert "allow_pickle=True" not in text, path
         assert not re.search(r"\bpickle\.loads?\(", text), path
-        assert "torch.jit.load" not in text, path
+        # TorchScript is loaded in one place only: a foundation model the user names as TorchScript (issue 14)
+        if path.name != "foundation.py":
+            assert "torch.jit.load" not in text, path
     assert calls >= 3  # core/files.py, the bundle loaders
 
 

@@ -28,6 +28,7 @@ from tests.foundation_bundle import (
     CHANNELS,
     NETWORK_DEF,
     inference_config,
+    metadata,
     train_unet,
     write_bundle,
     write_torchscript,
@@ -285,3 +286,84 @@ def test_a_target_outside_the_allowed_modules_is_refused_and_nothing_runs(tmp_pa
     zoo = _tiny_bundle(tmp_path / "zoo")
     assert load_bundle_foundation(zoo).net_class == "UNet"
     shutil.rmtree(tmp_path / "zoo")
+
+
+# ------------------------------------------------------------------------------------------ task classes
+def _teacher(activation: str, channels: list[list[int]]):
+    from core.kinds.segmentation.teacher import ForeignSegTeacher
+    from core.models.foundation import ForeignPre, Foundation
+
+    found = Foundation(torch.nn.Conv3d(1, 4, 1), None, ForeignPre(activation=activation), "m", "torchscript",
+                       out_channels=4)
+    return ForeignSegTeacher(found, channels)
+
+
+def test_a_task_takes_a_subset_of_the_channels_with_the_rest_as_background():
+    probs = torch.tensor([[0.1, 0.6], [0.2, 0.1], [0.3, 0.2]])  # used channels 1, 2, 3 at two voxels
+    softmax = _teacher("softmax", [[2, 1], [3]])
+    classes = softmax.task_probabilities(0, probs)
+    torch.testing.assert_close(classes, torch.tensor([[0.7, 0.3], [0.2, 0.1], [0.1, 0.6]]))  # bg, ch 2, ch 1
+    torch.testing.assert_close(softmax.task_probabilities(1, probs).sum(0), torch.ones(2))
+    sigmoid = _teacher("sigmoid", [[1, 2]])  # independent channels: bg = prod(1 - p), the rest shared
+    classes = sigmoid.task_probabilities(0, probs)
+    torch.testing.assert_close(classes[0], torch.tensor([0.9 * 0.8, 0.4 * 0.9]))
+    torch.testing.assert_close(classes.sum(0), torch.ones(2))
+    assert classes[1, 1] > classes[2, 1]  # the more likely channel keeps the larger share
+
+
+def test_a_bundle_without_channel_names_is_used_by_index(tmp_path):
+    meta = metadata(None)
+    bundle = _tiny_bundle(tmp_path / "nameless", meta=meta)
+    found = load_bundle_foundation(bundle)
+    assert found.channels is None and found.channel_index(3, "x") == 3 and found.label_of(3) == "channel 3"
+    with pytest.raises(ConfigError, match="names no channels: use indices"):
+        found.channel_index("liver", "tasks.0.teacher_labels.0")
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("UNet", {"spatial_dims": 3, "in_channels": 1, "out_channels": 5, "channels": [16, 32, 64], "strides": [2, 2],
+              "num_res_units": 1}),
+    ("BasicUNet", {"spatial_dims": 3, "in_channels": 1, "out_channels": 5, "features": [16, 16, 32, 64, 128, 16]}),
+    ("SegResNet", {"spatial_dims": 3, "in_channels": 1, "out_channels": 5, "init_filters": 32,
+                   "blocks_down": [1, 2, 2], "blocks_up": [1, 1]}),
+    ("DynUNet", {"spatial_dims": 3, "in_channels": 1, "out_channels": 5, "kernel_size": [3, 3, 3],
+                 "strides": [1, 2, 2], "upsample_kernel_size": [2, 2], "filters": [16, 32, 64],
+                 "deep_supervision": True, "deep_supr_num": 1}),
+])
+def test_a_student_of_the_same_architecture_is_narrower_and_its_experts_merge_exactly(name, kwargs):
+    """arch same: the foundation model's class at a quarter of its width, experts on every conv (decoder convs at
+    twice the rank), each merged expert equal to the routed backbone."""
+    from core.experts import expert_layers, merge_expert, route
+    from core.kinds.segmentation.models import build_seg_backbone, same_architecture, seg_expert_network
+
+    arch, channels, spec = same_architecture(name, kwargs, 0.25, "backbone.arch")
+    assert arch == f"monai.{name}"
+    net = build_seg_backbone(arch, 1, [2, 3], channels, ranks=[2, 2], spec=spec)
+    import monai.networks.nets as nets
+
+    teacher_params = sum(p.numel() for p in getattr(nets, name)(**kwargs).parameters())
+    assert sum(p.numel() for p in merge_expert(net.body, None).parameters()) < teacher_params / 4
+    ranks = {layer.ranks[0] for layer in expert_layers(net.body)}
+    assert ranks == {2, 4}  # encoder and decoder convs
+    torch.manual_seed(0)
+    for layer in expert_layers(net.body):  # non-zero experts, so that merging has something to merge
+        for p in layer.parameters():
+            if p.requires_grad and p.dim() > 1:
+                torch.nn.init.normal_(p, std=0.05)
+    net.eval()
+    x = torch.randn(1, 1, 32, 32, 32)  # BasicUNet halves four times
+    tid = torch.tensor([1])
+    with torch.no_grad(), route(net, tid):
+        routed = net(x, tid)[1][1]
+    expert = seg_expert_network(merge_expert(net.body, 1), net.heads[1], arch, 1, channels, spec=spec)
+    with torch.no_grad():
+        torch.testing.assert_close(expert(x), routed, rtol=1e-4, atol=1e-4)
+
+
+def test_a_foundation_model_that_cannot_be_shrunk_says_why():
+    from core.kinds.segmentation.models import same_architecture
+
+    with pytest.raises(ValueError, match="UNet, BasicUNet, SegResNet and DynUNet.*SwinUNETR"):
+        same_architecture("SwinUNETR", {"img_size": 96}, 0.25, "backbone.arch")
+    with pytest.raises(ValueError, match="without a network_def"):
+        same_architecture(None, None, 0.25, "backbone.arch")
