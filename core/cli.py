@@ -115,6 +115,8 @@ def _print_summary(summary: dict) -> None:
         print(f"{task['name']:<20}{task['metric']:<8}{_num(task['teacher']):>9}{_num(task['expert']):>9}"
               f"{_num(task.get('single_task')):>9}  {diff:<28}{task.get('macs_ratio') or 0:>10.1f}x")
     for task in summary["tasks"]:
+        if task["metric"] == "agreement":  # a label-free task: what its number means
+            print(f"note: {task['name']}: {task['test']}")
         for flag in task.get("flags") or []:
             print(f"warning: {task['name']}: {flag}")
     for task in summary["tasks"]:  # per-label metrics ("dice/grey matter", ...) where the kind reports them
