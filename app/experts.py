@@ -621,16 +621,21 @@ class ExpertsPanel(QWidget):
         return Path(written)
 
     def _write_dicom_seg(self, labels: np.ndarray, path: Path) -> Path:
+        from core.export.weights import read_bundle_metadata
         from core.io.dicom_seg import dicom_source_files, write_dicom_seg
 
         volume = self.viewer.volume
         files = dicom_source_files(volume)
         names = self.viewer.overlay_names
         label_names = [names.get(k, f"label {k}") for k in range(1, int(labels.max(initial=0)) + 1)]
+        label_codes = None
         if self.map_result is not None:
             given = [str(v) for k, v in sorted(self.map_result["record"]["labels"].items(), key=lambda kv: int(kv[0]))]
             label_names = given[1:] if len(given) > 1 else label_names
-        return write_dicom_seg(labels, volume, files, path, label_names)
+            bundle = self.map_result["expert"].get("bundle")
+            if bundle is not None:  # the codes the task's config gave its labels (else the table by name)
+                label_codes = read_bundle_metadata(bundle)["lorkd"].get("label_codes")
+        return write_dicom_seg(labels, volume, files, path, label_names, label_codes=label_codes)
 
     # ----------------------------------------------------------------------------------------- export
     def export_bundle(self) -> None:

@@ -78,10 +78,13 @@ def apply_segmentation(
     record = segment_loaded(bundle_dir, volume, str(image_path), progress, check)
     labels = record["labels_array"]
     if dicom_seg:
+        from core.export.weights import read_bundle_metadata
         from core.io.dicom_seg import write_dicom_seg
 
         names = list(record["labels"].values())
-        write_dicom_seg(labels, volume, sources, out_path, names[1:],
+        # the codes the user chose for labels (absent in older bundles: coded by name)
+        label_codes = read_bundle_metadata(bundle_dir)["lorkd"].get("label_codes")
+        write_dicom_seg(labels, volume, sources, out_path, names[1:], label_codes=label_codes,
                         algorithm=f"LoRKD expert {record['task']}"[:64])
     elif out_path:
         write_label_map(labels, volume, out_path)

@@ -60,7 +60,7 @@ def preprocessing(data: SegDataConfig, intensity: IntensityConfig | None = None)
 
 
 def _metadata(task: dict, network: dict, pre: dict, metrics: dict, training: dict, version: str,
-              sha: str) -> dict:
+              sha: str, label_codes: dict | None = None) -> dict:
     labels = task["label_names"]
     label_def = {str(i): name for i, name in enumerate(labels)}
     patch = pre["patch_size"]
@@ -112,6 +112,8 @@ def _metadata(task: dict, network: dict, pre: dict, metrics: dict, training: dic
             "metrics": jsonable(metrics),
             "training": jsonable(training),
             "exported_at": now,
+            # DICOM SEG codes the user chose for labels (`lorkd apply ... --out seg.dcm`); absent: by name
+            **({"label_codes": label_codes} if label_codes else {}),
         },
     }
 
@@ -170,10 +172,13 @@ def write_seg_bundle(
     res_units: int = 1,
     intensity: IntensityConfig | None = None,
     net: dict | None = None,
+    label_codes: Mapping[int, Mapping[str, Sequence]] | None = None,
 ) -> Path:
     """Export one segmentation expert (a `SegExpertNet` state_dict) as a MONAI bundle at `out_dir`, atomically;
     `intensity`: the task's own normalisation (default: the run's); `net`: the body's MONAI arguments when `arch`
-    is "monai.<class>" (a student of the foundation model's own architecture)."""
+    is "monai.<class>" (a student of the foundation model's own architecture); `label_codes`: the task's DICOM SEG
+    codes of chosen labels ({label value: {"category": [scheme, value, meaning], "type": [...]}}), recorded as
+    `lorkd.label_codes` (keys and codes as strings)."""
     labels = [str(c) for c in class_names]
     task = {"name": str(task_name), "kind": KIND, "num_classes": len(labels), "label_names": labels,
             "spatial_dims": 3, "source": str(training.get("source", "not recorded"))}
@@ -182,11 +187,13 @@ def write_seg_bundle(
     if net is not None:
         network["net"] = jsonable(dict(net))
     pre = preprocessing(data, intensity)
+    codes = {str(int(k)): {part: [str(v).strip() for v in entry[part]] for part in ("category", "type")}
+             for k, entry in sorted((label_codes or {}).items(), key=lambda item: int(item[0]))}
     parts = BundleParts(
         task=task, network=network, net_class=SegExpertNet, state=dict(state_dict), modules=MODULES,
         action="segment", action_target="scripts.kinds.segmentation.runtime.segment",
         metadata=lambda sha: _metadata(task, network, pre, jsonable(dict(metrics)), jsonable(dict(training)),
-                                       str(version), sha),
+                                       str(version), sha, codes),
         card=render_model_card,
     )
     return write_container(out_dir, parts)

@@ -43,6 +43,9 @@ class SegTaskConfig(TaskBase):
     # the foundation model's output channels this task segments (names from its metadata, or indices), in the
     # order of the expert's labels 1..K (bundle / TorchScript foundation models)
     teacher_labels: list[str | int] | None = None
+    # DICOM SEG codes of chosen labels, e.g. {1: {category: [SCT, 123037004, Anatomical Structure], type: [SCT,
+    # 10200004, Liver]}}; the others are coded by name (core/io/dicom_seg.py: STRUCTURES) or as generic "Tissue"
+    label_codes: dict[int, Any] | None = None
 
     @property
     def label_free(self) -> bool:
@@ -60,6 +63,8 @@ class SegTaskConfig(TaskBase):
             raise ConfigError(f"{len(self.labels)} label maps for {len(self.images)} images", f"{where}.labels")
         if self.teacher_labels is not None and not self.teacher_labels:
             raise ConfigError("must name at least one channel of the foundation model", f"{where}.teacher_labels")
+        if self.num_labels:  # else the missing labels are the problem (below)
+            check_label_codes(f"{where}.label_codes", self.label_codes, self.num_labels)
         if not self.label_names:
             if self.teacher_labels:  # named after the foundation model's channels once it is loaded
                 return
@@ -86,6 +91,26 @@ class SegTaskConfig(TaskBase):
     def class_names(self) -> list[str]:
         """["background", structure 1, ...]: the task-local classes (index = label value)."""
         return ["background"] + [str(self.label_names[k]) for k in sorted(self.label_names or {})]
+
+
+LABEL_CODES_EXAMPLE = "{category: [SCT, 123037004, Anatomical Structure], type: [SCT, 10200004, Liver]}"
+
+
+def check_label_codes(where: str, codes: dict[int, Any] | None, num_labels: int) -> None:
+    """task.label_codes: {label value 1..K: {category: [scheme, value, meaning], type: [scheme, value, meaning]}}
+    (scheme at most 16 characters, meaning at most 64, as DICOM allows)."""
+    for value, entry in (codes or {}).items():
+        if not 1 <= value <= num_labels:
+            raise ConfigError(f"{value} is not a label value of the task (1..{num_labels})", f"{where}.{value}")
+        if not isinstance(entry, dict) or set(entry) != {"category", "type"}:
+            raise ConfigError(f"expected {LABEL_CODES_EXAMPLE}, got {entry!r}", f"{where}.{value}")
+        for part in ("category", "type"):
+            code = entry[part]
+            parts = code if isinstance(code, list) else []
+            texts = [str(v).strip() for v in parts if isinstance(v, str | int) and not isinstance(v, bool)]
+            if len(parts) != 3 or len(texts) != 3 or not all(texts) or len(texts[0]) > 16 or len(texts[2]) > 64:
+                raise ConfigError(f"expected [coding scheme, code value, code meaning] such as [SCT, 10200004, "
+                                  f"Liver], got {code!r}", f"{where}.{value}.{part}")
 
 
 @dataclass

@@ -261,6 +261,7 @@ class SegmentationKind(TaskKind):
             data=config.data, metrics=metrics,
             training={**training, "decoder_rank_factor": config.backbone.decoder_rank_factor},
             res_units=config.backbone.res_units, intensity=intensity_of(config.tasks[task], config.data), net=spec,
+            label_codes=config.tasks[task].label_codes,
         )
 
     def load_bundle(self, bundle_dir: str | Path) -> tuple[nn.Module, dict]:
