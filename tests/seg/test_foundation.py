@@ -83,7 +83,7 @@ def _bundles_run(run: Path, names: list[str], tmp_path: Path) -> None:
         assert set(np.unique(b.array)) == {0, 1}
 
 
-def test_bundle_decomposed_label_free_into_region_experts(foundation, tmp_path):
+def test_bundle_decomposed_label_free_into_region_experts(foundation, tmp_path, capsys):
     """The acceptance of the issue: a Model Zoo bundle, two label-free region experts from images only, a student
     of the foundation model's own architecture at half its width; agreement > 0.8 on held-out regions; both
     exported bundles run with `python -m monai.bundle run`."""
@@ -100,6 +100,13 @@ def test_bundle_decomposed_label_free_into_region_experts(foundation, tmp_path):
     assert network["arch"] == "monai.UNet" and network["net"]["channels"] == [8, 16, 32]
     assert network["net"]["num_res_units"] == NETWORK_DEF["num_res_units"]
     assert meta["lorkd"]["training"]["labels_from"] == "the foundation model (label-free)"
+    card = (tmp_path / "run/experts/grey/docs/README.md").read_text()
+    assert "agreement (Dice) with the foundation model" in card and "| agreement/grey matter |" in card
+    from core.cli import _print_summary
+
+    _print_summary(summary)
+    printed = capsys.readouterr().out
+    assert "note: grey: agreement (Dice) with the foundation model" in printed
     _bundles_run(tmp_path / "run", ["grey", "white"], tmp_path)
 
 
