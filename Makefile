@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test demo bench lint clean
+.PHONY: setup run test demo bench gpu-check lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ bench: setup
 	$(BIN)/lorkd bench
 	$(BIN)/python -m benchmarks.ddp
 	$(BIN)/python -m benchmarks.compiled
+
+# everything that needs a CUDA GPU, within 8 minutes on one (a one-line note and exit 0 without one);
+# results in $(OUT) (default runs/gpu-check): gpu_check.json and gpu_check.md
+gpu-check: setup
+	$(BIN)/python -m benchmarks.gpu_check $(if $(OUT),--out $(OUT),)
 
 lint: setup
 	$(BIN)/ruff check .
