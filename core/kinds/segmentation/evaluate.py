@@ -22,6 +22,7 @@ import torch
 from monai.metrics import compute_hausdorff_distance
 from torch import nn
 
+from core import distributed
 from core.experts import route
 from core.io import Volume, read_volume
 from core.kinds.base import RunContext, TaskScores
@@ -91,13 +92,15 @@ def overlap_counts(pred: np.ndarray | torch.Tensor, ref: np.ndarray | torch.Tens
 @torch.no_grad()
 def validate(run: RunContext, model: str, tasks: Sequence[int] | None = None) -> dict[str, dict[str, float]]:
     """Validation Dice per task (pooled over the validation patches' held-out voxels) of the teacher or the routed
-    student; `tasks`: only these (default all)."""
+    student; `tasks`: only these (default all). In a distributed run each rank scores every world_size-th batch
+    of patches and the voxel counts are summed over the ranks (the same numbers as one process)."""
     out = {}
+    rank, world = run.dist.rank, run.dist.world_size
     for t in range(len(run.data.tasks)) if tasks is None else tasks:
         info = run.data.tasks[t]
         images, labels = run.data.extra["val_patches"][t]
         counts = np.zeros((info.num_classes - 1, 3))
-        for lo in range(0, len(images), VAL_BATCH):
+        for lo in range(rank * VAL_BATCH, len(images), VAL_BATCH * world):
             x = images[lo:lo + VAL_BATCH].to(run.device)
             tid = torch.full((x.shape[0],), t, dtype=torch.int64, device=run.device)
             if model == "teacher":
@@ -107,6 +110,9 @@ def validate(run: RunContext, model: str, tasks: Sequence[int] | None = None) ->
                     logits = run.student(x, tid)[1][t]
             y = labels[lo:lo + VAL_BATCH, 0]
             counts += overlap_counts(logits.argmax(dim=1).cpu(), y, info.num_classes, y != IGNORE)
+        if run.dist.enabled:
+            counts = np.asarray(distributed.all_reduce_sum(counts.ravel().tolist(), run.dist, run.device)
+                                ).reshape(counts.shape)
         dice, metric = pooled_dice(counts), info.metric  # "agreement": a label-free task's Dice with the teacher
         out[info.name] = {metric: float(dice.mean()),
                           **{f"{metric}/{name}": float(d) for name, d in zip(info.labels[1:], dice, strict=True)}}

@@ -78,7 +78,6 @@ class SegmentationKind(TaskKind):
     demo_title = "3D segmentation: MNI152 brain tissues"
     result = "label_map"
     viewer_input = "volume"
-    distributed = False
     units = {"hd95": "mm"}
 
     # ------------------------------------------------------------------------------------------------ config
