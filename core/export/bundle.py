@@ -13,25 +13,32 @@ Bundle layout (DESIGN.md, "Expert bundle")::
                              with the package layout of `core/`, so their relative imports work unchanged
     docs/README.md           model card
     labels.json, labels.csv
+    SHA256SUMS               SHA-256 and size of every other file (`sha256sum -c SHA256SUMS`; core/export/manifest.py)
 
 What differs per kind (network, metadata, model card, scripts, entry point) comes in a `BundleParts` from the
 kind's own bundle module; `write_bundle` does the rest. A bundle is built in a hidden temporary folder next to
 `out_dir` and renamed into place only when it is complete; an existing bundle is replaced only then.
+
+A bundle is untrusted input when it is read back (`read_verified`, the one door of every kind's loading, and
+`verify_bundle`, `lorkd verify`): every file is checked against SHA256SUMS before anything else is read, and
+every metadata field the loaders use is checked before they use it (`check_metadata`).
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as _dt
+import hashlib
 import importlib
 import importlib.metadata
 import io
 import json
+import math
 import os
 import shutil
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,15 +47,28 @@ import numpy as np
 import torch
 
 from core.errors import BundleError
+from core.export.manifest import MANIFEST_FILE, FileCheck, bundle_file, check_files, manifest_text, read_regular
 from core.export.schema import SCHEMA_URL, validate_metadata
-from core.export.weights import METADATA_FILE, MODEL_FILE, one_line, read_bundle_metadata, sha256_file
+from core.export.weights import (
+    MAX_METADATA_BYTES,
+    MAX_MODEL_BYTES,
+    METADATA_FILE,
+    MODEL_FILE,
+    one_line,
+    read_bundle_metadata,
+    sha256_file,
+)
 from core.files import atomic_save, write_bytes_atomic, write_text_atomic
+from core.preprocess.volume import INTENSITY_MODES
 
 INFERENCE_FILE = "configs/inference.json"
 LOGGING_FILE = "configs/logging.conf"
 CORE_ROOT = Path(__file__).resolve().parents[1]  # the `core` package: scripts keep their paths relative to it
 # what every bundle's scripts need besides the kind's own network and runtime modules
-PORTABLE_MODULES = ("core.errors", "core.files", "core.io", "core.preprocess", "core.export.weights")
+PORTABLE_MODULES = ("core.errors", "core.files", "core.io", "core.preprocess", "core.export.weights",
+                    "core.export.manifest")
+# scripts that bundles exported before SHA256SUMS existed lack (they still load: see `read_verified`)
+ADDED_WITH_MANIFEST = ("scripts/export/manifest.py",)
 INTENDED_USE = (
     "research use only: not a medical device and not for clinical diagnosis, screening or treatment decisions"
 )
@@ -81,9 +101,10 @@ REFERENCES = [
 
 
 def bundle_command(bundle_dir: str | os.PathLike, image: str = "IMAGE", output: str = "OUT.json") -> list[str]:
-    """The command line (argv after `python`) that runs a bundle outside the app."""
+    """The command line (argv after `python`) that runs a bundle outside the app; `-B`: Python writes no
+    `__pycache__` into the bundle's scripts (which `lorkd verify` would refuse as unlisted code)."""
     root = Path(bundle_dir)
-    return ["-m", "monai.bundle", "run", "--config_file", str(root / INFERENCE_FILE), "--bundle_root", str(root),
+    return ["-B", "-m", "monai.bundle", "run", "--config_file", str(root / INFERENCE_FILE), "--bundle_root", str(root),
             "--image", str(image), "--output", str(output)]
 
 
@@ -268,9 +289,13 @@ def write_bundle(out_dir: str | os.PathLike, parts: BundleParts) -> Path:
                                                            parts.action_target))
         write_text_atomic(root / LOGGING_FILE, LOGGING_CONF)
         metadata = parts.metadata(sha256_file(root / MODEL_FILE))
+        metadata["lorkd"]["manifest"] = MANIFEST_FILE  # a bundle without it then is refused, not read unchecked
+        # `python -m monai.bundle run` imports fire (MONAI's command line)
+        metadata.setdefault("required_packages_version", {}).update(package_versions(["fire"]))
         validate_metadata(metadata)
         write_text_atomic(root / "docs" / "README.md", parts.card(metadata))
-        write_json(root / METADATA_FILE, metadata)  # last: a folder with metadata is a complete bundle
+        write_json(root / METADATA_FILE, metadata)  # a folder with metadata is a complete bundle
+        write_text_atomic(root / MANIFEST_FILE, manifest_text(root))  # every file above, with size and SHA-256
 
     return publish_bundle(out_dir, build)
 
@@ -362,38 +387,279 @@ def bundle_kind(bundle_dir: str | os.PathLike) -> str | None:
     return kind if isinstance(kind, str) else None
 
 
+@dataclass(frozen=True)
+class KindFields:
+    """What a kind's loaders read from the `lorkd` block beyond the common fields: `lorkd` entries, keys of
+    `preprocessing` they need and keys they use when present (checked by `_check_preprocessing`; the other keys
+    there only describe), and the values `kind` may take."""
+
+    lorkd: tuple[str, ...]
+    preprocessing: tuple[str, ...]
+    optional: tuple[str, ...]
+    kinds: tuple[str, ...]
+
+
+# By `run_kind`: what `classification.runtime.classify`/`apply` and `segmentation.apply`/`runtime.segment` index
+# without a default. A kind not listed here gets the common checks of `check_metadata` only.
+KIND_FIELDS = {
+    "classification": KindFields(("kind", "label_names", "preprocessing", "network"),
+                                 ("image_size", "in_channels", "spatial_dims"), (), ("multiclass", "multilabel")),
+    "segmentation": KindFields(("kind", "label_names", "preprocessing", "network", "task"),
+                               ("spacing", "patch_size", "intensity"),
+                               ("overlap", "blend", "axcodes", "in_channels", "spatial_dims"), ("segmentation",)),
+}
+BLENDS = ("gaussian", "constant")  # MONAI sliding_window_inference modes
+AXCODES = ("RAS", "LPS")
+
+
+class _Invalid(Exception):
+    """One invalid metadata name (message: "lorkd.FIELD: what is wrong, got VALUE")."""
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _invalid(name: str, need: str, value: Any) -> _Invalid:
+    return _Invalid(f"lorkd.{name} must be {need}, got {_shown(value)}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)) and math.isfinite(value)
+
+
+def _check_int(name: str, value: Any, minimum: int | None = None, choices: Sequence[int] = ()) -> int:
+    if not _is_int(value) or (minimum is not None and value < minimum) or (choices and value not in choices):
+        need = f"one of {', '.join(map(str, choices))}" if choices else (
+            "an integer" if minimum is None else f"an integer >= {minimum}")
+        raise _invalid(name, need, value)
+    return value
+
+
+def _check_list(name: str, value: Any, length: int | None, integer: bool, what: str) -> list:
+    ok = isinstance(value, list) and (len(value) == length if length else len(value) > 0)
+    ok = ok and all((_is_int(v) if integer else _is_number(v)) and v > 0 for v in value)
+    if not ok:
+        count = f"{length} " if length else ""
+        raise _invalid(name, f"a list of {count}positive {what}", value)
+    return value
+
+
+def _check_choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    if value not in choices or not isinstance(value, str):
+        raise _invalid(name, f"one of {', '.join(choices)}", value)
+    return value
+
+
+def _check_intensity(value: Any) -> None:
+    if not isinstance(value, dict):
+        raise _invalid("preprocessing.intensity", 'an object such as {"mode": "percentile", "low": 0.5, '
+                       '"high": 99.5}', value)
+    mode = _check_choice("preprocessing.intensity.mode", value.get("mode"), INTENSITY_MODES)
+    for key in ("low", "high", "a_min", "a_max", "b_min", "b_max"):
+        if key in value and not _is_number(value[key]):
+            raise _invalid(f"preprocessing.intensity.{key}", "a finite number", value[key])
+    for key in ("clip", "nonzero"):
+        if key in value and not isinstance(value[key], bool):
+            raise _invalid(f"preprocessing.intensity.{key}", "true or false", value[key])
+    needs = {"percentile": ("low", "high"), "ct_window": ("low", "high"), "range": ("a_min", "a_max")}
+    for key in needs.get(mode, ()):
+        if key not in value:
+            raise _Invalid(f"lorkd.preprocessing.intensity.{key} is missing (mode {mode!r} needs it)")
+    if mode in ("percentile", "ct_window") and not value["high"] > value["low"]:
+        raise _invalid("preprocessing.intensity", "low < high", [value["low"], value["high"]])
+    if mode == "percentile" and not (0 <= value["low"] and value["high"] <= 100):
+        raise _invalid("preprocessing.intensity", "percentiles within [0, 100]", [value["low"], value["high"]])
+
+
+def _check_network(network: Any, network_keys: Sequence[str]) -> dict:
+    if not isinstance(network, dict):
+        raise _invalid("network", "an object of network arguments", network)
+    missing = [key for key in network_keys if key not in network]
+    if missing:
+        raise _Invalid(f"lorkd.network lacks {', '.join(missing)}")
+    for key, value in network.items():
+        name = f"network.{key}"
+        if key == "arch" and not (isinstance(value, str) and value):
+            raise _invalid(name, "the name of an architecture", value)
+        if key in ("in_channels", "num_classes", "features"):
+            _check_int(name, value, 1)
+        if key == "spatial_dims":
+            _check_int(name, value, choices=(2, 3))
+        if key == "res_units":
+            _check_int(name, value, 0)
+        if key == "channels":
+            _check_list(name, value, None, True, "integers")
+        if key == "net" and value is not None and not isinstance(value, dict):
+            raise _invalid(name, "an object of MONAI network arguments", value)
+    return {key: network[key] for key in network_keys}
+
+
+def _check_preprocessing(pre: Any, fields: KindFields | None, network: dict) -> None:
+    if not isinstance(pre, dict):
+        raise _invalid("preprocessing", "an object", pre)
+    if fields is None:
+        return
+    missing = [key for key in fields.preprocessing if key not in pre]
+    if missing:
+        raise _Invalid(f"lorkd.preprocessing lacks {', '.join(missing)}")
+    for key in (*fields.preprocessing, *fields.optional):
+        if key not in pre:
+            continue
+        value = pre[key]
+        name = f"preprocessing.{key}"
+        if key == "image_size":
+            _check_int(name, value, 1)
+        elif key == "in_channels":
+            _check_int(name, value, choices=(1, 3))
+        elif key == "spatial_dims":
+            _check_int(name, value, choices=(2, 3))
+        elif key == "spacing":
+            _check_list(name, value, 3, False, "numbers (mm)")
+        elif key == "patch_size":
+            _check_list(name, value, 3, True, "integers (voxels)")
+        elif key == "overlap" and not (_is_number(value) and 0 <= value < 1):
+            raise _invalid(name, "a number in [0, 1)", value)
+        elif key == "blend":
+            _check_choice(name, value, BLENDS)
+        elif key == "axcodes" and value is not None:
+            _check_choice(name, value, AXCODES)
+        elif key == "intensity":
+            _check_intensity(value)
+        if key in ("in_channels", "spatial_dims") and key in network and network[key] != value:
+            raise _invalid(name, f"network.{key} ({network[key]})", value)
+
+
+def check_metadata(
+    root: str | os.PathLike, metadata: dict, network_keys: Sequence[str] = (), required_lorkd: Sequence[str] = ()
+) -> dict:
+    """The network arguments (`network_keys`) of a bundle's metadata, after checking every field the loaders use:
+    types, ranges and agreement (label names against num_classes, ints that must be ints, positive spacing and
+    patch size, known intensity mode and blending, ...); what a kind reads beyond the common fields is in
+    KIND_FIELDS. Raises `BundleError` naming the field on one line."""
+    lorkd = metadata["lorkd"]
+    run_kind = lorkd.get("run_kind")
+    fields = KIND_FIELDS.get(run_kind) if isinstance(run_kind, str) else None
+    try:
+        required = [*required_lorkd, *(fields.lorkd if fields else ()), "network", "model_sha256"]
+        missing = sorted({key for key in required if key not in lorkd})
+        if missing:
+            raise _Invalid(f"the lorkd block lacks {', '.join(missing)}")
+        network = _check_network(lorkd["network"], network_keys)
+        sha = lorkd["model_sha256"]
+        if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+            raise _invalid("model_sha256", "64 hexadecimal digits", sha)
+        if "model_file" in lorkd:
+            try:
+                bundle_file(lorkd["model_file"])
+            except ValueError as error:
+                raise _Invalid(f"lorkd.{error}") from None
+        labels = lorkd.get("label_names")
+        if labels is not None:
+            if not (isinstance(labels, list) and labels and all(isinstance(x, str) and x for x in labels)):
+                raise _invalid("label_names", "a list of label names", labels)
+            if len(set(labels)) != len(labels):
+                raise _invalid("label_names", "unique names", labels)
+            declared = lorkd["network"].get("num_classes")
+            if declared is not None and declared != len(labels):
+                raise _Invalid(f"lorkd.label_names has {len(labels)} names but network.num_classes is {declared}")
+        task = lorkd.get("task")
+        if task is not None:
+            if not (isinstance(task, dict) and isinstance(task.get("name"), str) and task["name"]):
+                raise _invalid("task", "an object with a name", task)
+            count = task.get("num_classes")
+            if count is not None and labels is not None and count != len(labels):
+                raise _Invalid(f"lorkd.task.num_classes is {_shown(count)} but label_names has {len(labels)} names")
+        if "kind" in lorkd and fields:
+            _check_choice("kind", lorkd["kind"], fields.kinds)
+        elif "kind" in lorkd and not isinstance(lorkd["kind"], str):
+            raise _invalid("kind", "a string", lorkd["kind"])
+        if "preprocessing" in lorkd:
+            _check_preprocessing(lorkd["preprocessing"], fields, lorkd["network"])
+    except _Invalid as error:
+        raise BundleError(f"expert bundle {root}: invalid {METADATA_FILE}: {error}") from None
+    return network
+
+
+def _first(problems: list[str], root: Path) -> str:
+    more = len(problems) - 1
+    return problems[0] + (f" (and {more} more problem{'s' if more > 1 else ''}: `lorkd verify {root}` lists them)"
+                          if more else "")
+
+
+def _checked_file(root: Path, rel: str, files: FileCheck, max_bytes: int, what: str) -> bytes:
+    """The bytes of `rel` (a regular file inside the bundle, its size checked before it is read), equal to what
+    SHA256SUMS lists when the bundle has one."""
+    entry = files.entries.get(rel) if files.entries is not None else None
+    if files.entries is not None and entry is None:
+        raise BundleError(f"expert bundle {root}: {what} {rel} is not listed in {MANIFEST_FILE}; refused")
+    try:
+        data = read_regular(root, rel, max_bytes, entry.size if entry else None)
+    except FileNotFoundError:
+        raise BundleError(f"expert bundle {root} is incomplete: {what} {rel} is missing") from None
+    except (OSError, ValueError) as error:
+        raise BundleError(f"{what} {one_line(error)}") from None
+    if entry and hashlib.sha256(data).hexdigest() != entry.sha256:
+        raise BundleError(f"{what} {root / rel} does not match the SHA-256 recorded at export in {MANIFEST_FILE} "
+                          f"(tampered or corrupted)")
+    return data
+
+
 def read_verified(
     bundle_dir: str | os.PathLike, modules: Sequence[str], network_keys: Sequence[str],
     required_lorkd: Sequence[str] = (),
 ) -> tuple[Path, dict, dict, dict[str, torch.Tensor]]:
     """(root, metadata, network kwargs, state_dict) of an exported bundle of any kind, after the checks every
-    bundle gets: its files exist (metadata, inference config, weights and the scripts of `modules`), the metadata
-    names the network (`network_keys`) and `required_lorkd` entries, models/model.pt has the SHA-256 recorded at
-    export and is read with `torch.load(weights_only=True)`. Raises `BundleError` with a one-line message."""
+    bundle gets, in this order: every file against SHA256SUMS before anything else is read (`check_files`:
+    listed files present as regular files inside the bundle with their sizes and SHA-256, no links or devices,
+    nothing added under configs/, scripts/ or models/); the files a bundle needs exist (metadata, inference
+    config, weights and the scripts of `modules`); every metadata field the loaders use is valid
+    (`check_metadata`: the network `network_keys`, `required_lorkd`, ...); the model file named by the metadata
+    lies inside the bundle, has the SHA-256 recorded at export and is read with `torch.load(weights_only=True)`
+    from the bytes that were hashed. Raises `BundleError` with a one-line message."""
     root = Path(bundle_dir)
     if not root.is_dir():
         raise BundleError(f"expert bundle {root} does not exist")
-    for rel in (METADATA_FILE, INFERENCE_FILE, MODEL_FILE, *script_files([*PORTABLE_MODULES, *modules])):
-        if not (root / rel).is_file():
+    files = check_files(root)
+    if files.problems:
+        raise BundleError(_first(files.problems, root))
+    # A bundle without SHA256SUMS was exported before LoRKD Studio wrote one. It still loads, with the checks it
+    # always had (weights against the SHA-256 in the metadata) and the metadata checks below: old runs' bundles
+    # exist, and loading reads nothing of a bundle but its metadata and weights (its configs and scripts never run
+    # here). `lorkd verify` reports it ("no SHA256SUMS"), since what `python -m monai.bundle run` executes cannot
+    # be checked. A bundle whose metadata records a manifest that is gone is refused.
+    legacy = files.entries is None
+    required = [METADATA_FILE, INFERENCE_FILE, MODEL_FILE, *script_files([*PORTABLE_MODULES, *modules])]
+    for rel in required:
+        if not (legacy and rel in ADDED_WITH_MANIFEST) and not (root / rel).is_file():
             what = "model file" if rel == MODEL_FILE else "file"
             raise BundleError(f"expert bundle {root} is incomplete: {what} {rel} is missing")
+    data = _checked_file(root, METADATA_FILE, files, MAX_METADATA_BYTES, "metadata file")
     try:
-        metadata = read_bundle_metadata(root)
-        lorkd = metadata["lorkd"]
-        network = {k: lorkd["network"][k] for k in network_keys}
-        expected = str(lorkd["model_sha256"])
-        missing = [key for key in required_lorkd if key not in lorkd]
-        if missing:
-            raise KeyError(f"lorkd block lacks {', '.join(missing)}")
-    except (ValueError, KeyError, TypeError) as error:
+        metadata = json.loads(data.decode("utf-8"))
+        if not isinstance(metadata, dict) or not isinstance(metadata.get("lorkd"), dict):
+            raise ValueError("not a LoRKD expert bundle (no 'lorkd' block)")
+    except ValueError as error:
         raise BundleError(f"expert bundle {root}: invalid {METADATA_FILE} ({one_line(error)})") from error
-    model_path = root / lorkd.get("model_file", MODEL_FILE)
-    if sha256_file(model_path) != expected:
+    network = check_metadata(root, metadata, network_keys, required_lorkd)
+    lorkd = metadata["lorkd"]
+    if legacy and lorkd.get("manifest"):
+        raise BundleError(f"expert bundle {root}: {MANIFEST_FILE} is missing although {METADATA_FILE} records one "
+                          f"(deleted after export?); refused")
+    rel = lorkd.get("model_file", MODEL_FILE)
+    model_path = root / rel
+    data = _checked_file(root, rel, files, MAX_MODEL_BYTES, "model file")
+    if hashlib.sha256(data).hexdigest() != lorkd["model_sha256"]:
         raise BundleError(
             f"model file {model_path} does not match the SHA-256 recorded at export (tampered or corrupted)"
         )
     try:
-        state = torch.load(model_path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # pickle errors, zip errors, refused globals under weights_only
         raise BundleError(f"model file {model_path} cannot be read ({one_line(error)})") from error
     return root, metadata, network, state
@@ -413,3 +679,60 @@ def load_network(net_class: type, root: Path, network: dict, state: dict) -> tor
             f"model file {root / MODEL_FILE} does not fit {network} ({one_line(error)[:300]})"
         ) from error
     return net.eval()
+
+
+# ---------------------------------------------------------------------------------------------------- verifying
+@dataclass
+class Verification:
+    """What `verify_bundle` checked (`checked`), the problems it found (one line each) and unlisted files that
+    cannot run (`notes`)."""
+
+    root: Path
+    checked: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def verify_bundle(bundle_dir: str | os.PathLike, load: Callable[[Path], tuple[Any, dict]]) -> Verification:
+    """Check an expert bundle without running any of it (`lorkd verify`): its files against SHA256SUMS (every
+    problem found, not only the first), then `load(root)` (the kind's loader: `read_verified`'s metadata and
+    weights checks, and a strict load of the weights into the network). A bundle without SHA256SUMS is a problem
+    here, though it still loads (see `read_verified`): what `python -m monai.bundle run` executes cannot be
+    checked."""
+    root = Path(bundle_dir)
+    report = Verification(root)
+    if not root.is_dir():
+        report.problems.append(f"expert bundle {root} does not exist (give a bundle folder or a .zip of one)")
+        return report
+    files = check_files(root)
+    report.problems += files.problems
+    report.notes += files.notes
+    if files.entries is not None and not files.problems:
+        report.checked.append(
+            f"{MANIFEST_FILE}: the {len(files.entries)} files it lists ({files.total_bytes} bytes) are present as "
+            f"regular files with their recorded sizes and SHA-256; nothing added under configs/, scripts/ or "
+            f"models/, no Python code added anywhere, no links or devices")
+    if files.problems:
+        return report  # loading would only repeat the first of them
+    try:
+        _, metadata = load(root)
+    except BundleError as error:
+        report.problems.append(str(error))
+    else:
+        lorkd = metadata["lorkd"]
+        task = lorkd.get("task", {}).get("name", "?") if isinstance(lorkd.get("task"), dict) else "?"
+        report.checked.append(f"{METADATA_FILE}: every field the loaders use is valid ({lorkd.get('run_kind')} "
+                              f"expert, task {task}, {len(lorkd.get('label_names') or [])} labels)")
+        report.checked.append(f"{lorkd.get('model_file', MODEL_FILE)}: the SHA-256 recorded in the metadata "
+                              f"({lorkd['model_sha256'][:16]}...); read with weights_only and loaded strictly into "
+                              f"its network")
+    if files.entries is None and (root / METADATA_FILE).is_file():
+        report.problems.append(
+            f"expert bundle {root} has no {MANIFEST_FILE} (exported before LoRKD Studio wrote one): its configs and "
+            f"scripts, which `python -m monai.bundle run` executes, cannot be checked; re-export it from its run "
+            f"(`lorkd export RUN`). LoRKD Studio still applies it (it uses only its weights, SHA-256 checked)")
+    else:
+        report.checked.append(
+            f"fingerprint (SHA-256 of {MANIFEST_FILE}): {files.fingerprint}; compare it with the one the sender "
+            f"gives you (whoever changes a bundle can rewrite its {MANIFEST_FILE} too)")
+    return report

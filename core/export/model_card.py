@@ -57,7 +57,10 @@ def intro(title: str, metadata: dict, facts: list[str], label_column: str = "ind
 
 
 def how_to_run(metadata: dict, packages: str, image: str, output: str) -> list[str]:
-    """Intended use, what the bundle needs and the `monai.bundle run` command line."""
+    """Intended use, how to check the bundle first, what it needs and the `monai.bundle run` command line.
+
+    `packages`: what the kind's scripts import (e.g. "`monai`, `torch`, `numpy`, `SimpleITK`"); `fire`, which
+    MONAI's command line imports, is added here."""
     return [
         "## Intended use",
         "",
@@ -65,10 +68,27 @@ def how_to_run(metadata: dict, packages: str, image: str, output: str) -> list[s
         "",
         "## How to run (without LoRKD Studio)",
         "",
-        f"Needs Python with the packages and versions listed in `configs/metadata.json` ({packages}):",
+        "**Check the bundle first.** `python -m monai.bundle run` executes this bundle's configs "
+        "(`configs/inference.json`) and Python code (`scripts/`): a changed bundle can run any program on your "
+        "computer. In this folder run",
         "",
         "```",
-        "python -m monai.bundle run --config_file BUNDLE/configs/inference.json --bundle_root BUNDLE \\",
+        "sha256sum -c SHA256SUMS",
+        "```",
+        "",
+        "(macOS: `shasum -a 256 -c SHA256SUMS`): every line must end in `OK`. It does not notice added files: "
+        "`configs/`, `scripts/` and `models/` must hold no file that `SHA256SUMS` does not list, and the bundle no "
+        "other `.py` file. With LoRKD Studio, `lorkd verify BUNDLE` checks all of this, and the metadata. "
+        "Whoever changes a bundle can rewrite its "
+        "`SHA256SUMS` too: if the sender gave you its SHA-256 (`sha256sum SHA256SUMS`; `lorkd verify` prints it "
+        "as the fingerprint), compare them.",
+        "",
+        f"Then run it with Python and {packages}, and `fire` (which `python -m monai.bundle` imports); the "
+        "versions it was exported with are in `configs/metadata.json`. `-B` keeps Python from writing "
+        "`__pycache__` folders into `scripts/`:",
+        "",
+        "```",
+        "python -B -m monai.bundle run --config_file BUNDLE/configs/inference.json --bundle_root BUNDLE \\",
         f"    --image {image} --output {output}",
         "```",
         "",
