@@ -27,7 +27,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QPalette
 from PySide6.QtWidgets import (
@@ -1119,13 +1118,15 @@ class SetupPanel(QWidget):
     def load_yaml(self, path: str | Path) -> None:
         """Load a YAML config (relative paths against its folder). An invalid value is loaded and
         shown next to its field; unreadable YAML, unknown keys or wrong types raise ConfigError."""
+        from core.config import read_yaml_file
+
         path = Path(path)
         try:
-            raw = yaml.safe_load(path.read_text())
+            raw = read_yaml_file(path)  # bounded: size, aliases, UTF-8; one-line errors with the line number
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+        if not isinstance(raw, dict | None):
+            raise ConfigError(f"{path}: expected a mapping of config sections, got {type(raw).__name__}")
         config = config_from_raw(raw or {})
         config.resolve_paths(path.resolve().parent)
         self.set_mapping(config.to_dict(), note=f"Loaded from {path}")

@@ -6,6 +6,7 @@
     lorkd export RUN [--out DIR]
     lorkd apply EXPERT IMAGE --out OUT   (segmentation experts: VOLUME --out LABELS.nii.gz, or a DICOM series
                                           --out SEG.dcm for a DICOM SEG referencing it)
+    lorkd verify BUNDLE                  (folder or .zip: files against SHA256SUMS, metadata, weights; runs nothing)
     lorkd bench [--quick] [--json FILE] [--only steps,unet3d,inference,loader,sliding] [--device cuda --amp]
 
 Bad input prints one line `error: ...` and exits with code 2 (`--debug` shows the traceback).
@@ -145,6 +146,7 @@ def _open_run(run_dir: str):
 
 
 def cmd_decompose(args) -> int:
+    from core.files import check_writable_folder
     from core.kinds import load_config
 
     overrides = list(args.set or [])
@@ -153,6 +155,7 @@ def cmd_decompose(args) -> int:
     if args.trust_bundle:
         overrides.append("teacher.trust_bundle=true")
     config = load_config(args.config, overrides)
+    check_writable_folder(args.out or Path("runs") / config.name)  # before reading data or training
     summary = _run(config, args.out, export=not args.no_export)
     return 0 if summary.get("status") == "completed" else 130
 
@@ -191,6 +194,10 @@ def cmd_export(args) -> int:
 def cmd_apply(args) -> int:
     from core.errors import BundleError
     from core.export.archive import is_bundle_archive, unpacked_bundle
+    from core.files import WriteError
+
+    if Path(args.out).is_dir():  # before the bundle is read and the (long) inference runs
+        raise WriteError(f"{args.out}: cannot write: it is a folder; --out names the file to write")
 
     if not is_bundle_archive(args.expert):
         return _apply(args.expert, args)
@@ -209,6 +216,36 @@ def _apply(expert: str, args) -> int:
     for message in record.get("warnings", []):
         print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
     print(json.dumps(kind.cli_record(record), indent=2))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    """Check an expert bundle (folder or .zip) without running it: what was checked on stdout, then exit 0; or one
+    `error:` line per problem on stderr, exit 2."""
+    from core.export.archive import is_bundle_archive, unpacked_bundle
+
+    if not is_bundle_archive(args.bundle):
+        return _verify(args.bundle, lambda text: text)
+    with unpacked_bundle(args.bundle) as bundle:  # checked member by member, then unpacked
+        return _verify(str(bundle), lambda text: text.replace(str(bundle), f"{args.bundle}!"))
+
+
+def _verify(bundle: str, shown) -> int:
+    from core.export.bundle import verify_bundle
+    from core.kinds import kind_of_bundle
+
+    report = verify_bundle(bundle, lambda root: kind_of_bundle(root).load_bundle(root))
+    print(f"expert bundle {shown(bundle)}")
+    for line in report.checked:
+        print(f"  checked: {shown(line)}")
+    for line in report.notes:
+        print(f"  note: {shown(line)}")
+    for line in report.problems:
+        print(f"error: {' '.join(shown(line).split())}", file=sys.stderr)
+    if report.problems:
+        print(f"  {len(report.problems)} problem(s): do not run this bundle with `python -m monai.bundle run`")
+        return 2
+    print("  ok: unchanged since export")
     return 0
 
 
@@ -264,6 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(.nii.gz, .nrrd, .mha) or, for a DICOM input, a DICOM SEG (.dcm)")
     p.set_defaults(func=cmd_apply)
 
+    p = sub.add_parser("verify", help="check an expert bundle without running it: every file against its "
+                       "SHA256SUMS, nothing added, the metadata, the weights (exit 2 on any problem)")
+    p.add_argument("bundle", help="expert bundle folder (or a .zip of one)")
+    p.set_defaults(func=cmd_verify)
+
     p = sub.add_parser("bench", help="measure speed ratios (knowledge separation vs plain backbone, ...)")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--json", help="also write the results as JSON")
@@ -283,6 +325,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the system refused a write (read-only, disk full, no permission...): one line
+        from core.files import describe_refusal
+
+        message = None if args.debug else describe_refusal(exc)
+        if message is None:  # any other OSError is a bug: its traceback is kept
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("aborted", file=sys.stderr)

@@ -24,12 +24,20 @@ from core.files import write_text_atomic
 
 FORMS = ("factorized", "paper")
 NAME_FORBIDDEN = "/\\:*?\"<>| "
+# names become folder and file names (runs/<name>/, experts/<task>/, bundle files): a name the file systems take
+# everywhere, with room for the rest of the path, and never one that climbs out of a folder ("..")
+NAME_MAX_CHARS = 100
+# a config is a small text file: these bounds turn a hostile or wrong file (a "billion laughs" YAML whose
+# aliases expand to 9^9 values, a file nested thousands of levels deep, a multi-GB log) into one-line errors
+MAX_CONFIG_BYTES = 1_000_000
+MAX_CONFIG_VALUES = 200_000  # scalars, lists and mappings once the YAML aliases (*name) are expanded
+MAX_CONFIG_DEPTH = 50
 
 
 # ------------------------------------------------------------------------------------------------- validators
 def choice(loc: str, value: Any, options: tuple) -> None:
     if value not in options:
-        raise ConfigError(f"must be one of {', '.join(map(str, options))}; got {value!r}", loc)
+        raise ConfigError(f"must be one of {', '.join(map(str, options))}; got {_short(value)}", loc)
 
 
 def at_least(loc: str, value: Any, low: float) -> None:
@@ -40,6 +48,34 @@ def at_least(loc: str, value: Any, low: float) -> None:
 def positive(loc: str, value: Any) -> None:
     if not value > 0:
         raise ConfigError(f"must be > 0, got {value}", loc)
+
+
+def check_name(loc: str | tuple, value: Any, forbidden: str = NAME_FORBIDDEN) -> None:
+    """A run or task name: it becomes a folder and file name (runs/<name>/, experts/<task>/), so it must be
+    non-empty, at most NAME_MAX_CHARS characters, without path characters (`forbidden`) or control characters,
+    and not start with "." (".." would climb out of its folder, "." be the folder itself, ".x" be hidden)."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError("must be a non-empty name", loc)
+    shown = _short(value)
+    if len(value) > NAME_MAX_CHARS:
+        raise ConfigError(f"{shown} is {len(value)} characters long; at most {NAME_MAX_CHARS} (it becomes a folder "
+                          f"and file name)", loc)
+    bad = sorted({c for c in value if c in forbidden})
+    if bad:
+        what = "spaces or path characters" if " " in forbidden else "path characters"
+        raise ConfigError(f"{shown} must not contain {what} ({' '.join(repr(c) for c in bad)}): it becomes a "
+                          f"folder name", loc)
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ConfigError(f"{shown} must not contain control characters (line breaks, tabs...)", loc)
+    if value.startswith("."):
+        raise ConfigError(f"{shown} must not start with '.': it becomes a folder name ('..' is the folder above, "
+                          f"'.' the folder itself, '.name' a hidden folder)", loc)
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """repr(value) cut to `limit` characters, for one-line messages."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 5]}...{text[-2:]}"
 
 
 def resolve_path(base: Path, value: str | list[str] | None) -> str | list[str] | None:
@@ -62,8 +98,7 @@ class TaskBase:
     def validate(self, where: str) -> None:
         if not self.name or not isinstance(self.name, str):
             raise ConfigError("a task needs a non-empty name", f"{where}.name")
-        if any(c in self.name for c in NAME_FORBIDDEN):
-            raise ConfigError(f"{self.name!r} must not contain spaces or path characters", f"{where}.name")
+        check_name(f"{where}.name", self.name)
 
     def resolve_paths(self, base: Path) -> None:
         """Make the task's data paths absolute against `base`."""
@@ -200,8 +235,7 @@ class Config:
 
     def validate(self) -> Config:
         """Check every shared field and section (the kind checks what is its own afterwards)."""
-        if not self.name or any(c in self.name for c in "/\\"):
-            raise ConfigError(f"{self.name!r} must be a non-empty name without slashes", "name")
+        check_name("name", self.name, forbidden="/\\")  # runs/<name>/ without --out
         if not self.tasks:
             raise ConfigError("at least one task is needed", "tasks")
         seen: set[str] = set()
@@ -253,34 +287,34 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError as exc:
                 errors.append(exc)
-        raise errors[0] if errors else ConfigError(f"invalid value {value!r}", where)
+        raise errors[0] if errors else ConfigError(f"invalid value {_short(value)}", where)
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, where)
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"expected a list, got {type(value).__name__} {value!r}", where)
+            raise ConfigError(f"expected a list, got {type(value).__name__} {_short(value)}", where)
         (item,) = typing.get_args(hint)
         return [_coerce(v, item, f"{where}.{i}") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"expected a mapping, got {type(value).__name__} {value!r}", where)
+            raise ConfigError(f"expected a mapping, got {type(value).__name__} {_short(value)}", where)
         key_t, val_t = typing.get_args(hint)
         return {_coerce(k, key_t, where): _coerce(v, val_t, f"{where}.{k}") for k, v in value.items()}
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"expected a number, got {type(value).__name__} {value!r}", where)
+            raise ConfigError(f"expected a number, got {type(value).__name__} {_short(value)}", where)
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"expected an integer, got {type(value).__name__} {value!r}", where)
+            raise ConfigError(f"expected an integer, got {type(value).__name__} {_short(value)}", where)
         return value
     if hint is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"expected true or false, got {value!r}", where)
+            raise ConfigError(f"expected true or false, got {_short(value)}", where)
         return value
     if hint is str:
         if not isinstance(value, str):
-            raise ConfigError(f"expected a string, got {type(value).__name__} {value!r}", where)
+            raise ConfigError(f"expected a string, got {type(value).__name__} {_short(value)}", where)
         return value
     return value
 
@@ -292,7 +326,7 @@ def from_dict(cls: type, data: Any, where: str = "", hints: dict[str, Any] | Non
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"expected a mapping, got {type(data).__name__} {data!r}", where)
+        raise ConfigError(f"expected a mapping, got {type(data).__name__} {_short(data)}", where)
     hints = {**typing.get_type_hints(cls), **(hints or {})}
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = [k for k in data if k not in names]
@@ -303,24 +337,124 @@ def from_dict(cls: type, data: Any, where: str = "", hints: dict[str, Any] | Non
 
 
 # ------------------------------------------------------------------------------------------- YAML and overrides
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses, before building any value, a document whose aliases expand to more than
+    MAX_CONFIG_VALUES values (a "billion laughs" file: nine aliases of nine aliases of ... each cheap to parse,
+    exponential for whatever walks the result), refers to itself, or nests deeper than MAX_CONFIG_DEPTH."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        _check_expansion(node)
+        return node
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    sizes: dict[int, int | None] = {}  # node id -> values below it, aliases expanded (None: being counted)
+
+    def count(node: yaml.Node, depth: int) -> int:
+        if depth > MAX_CONFIG_DEPTH:
+            raise ConfigError(f"line {node.start_mark.line + 1}: nested more than {MAX_CONFIG_DEPTH} levels deep; "
+                              f"a LoRKD config is a few levels deep")
+        if id(node) in sizes:
+            if sizes[id(node)] is None:
+                raise ConfigError(f"line {node.start_mark.line + 1}: a YAML alias (*name) refers to a list or "
+                                  f"mapping that contains it (a structure without end)")
+            return sizes[id(node)]
+        sizes[id(node)] = None
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        else:
+            children = []
+        total = 1
+        for child in children:
+            total += count(child, depth + 1)
+            if total > MAX_CONFIG_VALUES:
+                raise ConfigError(f"the config holds more than {MAX_CONFIG_VALUES:,} values once its YAML aliases "
+                                  f"(*name) are expanded (a 'billion laughs' file?); a LoRKD config is far smaller")
+        sizes[id(node)] = total
+        return total
+
+    count(root, 0)
+
+
+def parse_yaml(text: str, source: str | None = None) -> Any:
+    """YAML `text` parsed safely and within bounds (see `_BoundedLoader`); every problem is one ConfigError line,
+    "SOURCE: line L, column C: not valid YAML: PROBLEM"."""
+    try:
+        return yaml.load(text, Loader=_BoundedLoader)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, source=source) from None
+    except yaml.MarkedYAMLError as exc:
+        raise ConfigError(_yaml_problem(exc), source=source) from None
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow (a NUL byte, say)
+        line = text.count("\n", 0, exc.position) + 1
+        code = ord(exc.character) if isinstance(exc.character, str) else int(exc.character)
+        raise ConfigError(f"line {line}: not valid YAML: the control character #x{code:04x} is not allowed "
+                          f"in YAML text", source=source) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {' '.join(str(exc).split())}", source=source) from None
+    except RecursionError:
+        raise ConfigError(f"not valid YAML: nested more than {MAX_CONFIG_DEPTH} levels deep", source=source) from None
+
+
+def _yaml_problem(exc: yaml.MarkedYAMLError) -> str:
+    mark = exc.problem_mark or exc.context_mark
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    problem = " ".join(str(exc.problem or exc.context or "").split())
+    if exc.context and exc.problem and exc.context_mark is not None:
+        cm = exc.context_mark
+        problem += f" ({' '.join(exc.context.split())} at line {cm.line + 1}, column {cm.column + 1})"
+    if "'\\t'" in problem:
+        problem += "; indent with spaces, YAML does not allow tabs"
+    return f"{where}not valid YAML: {problem}"
+
+
+def read_yaml_file(path: str | Path) -> Any:
+    """The YAML in `path` (a config), read within bounds: at most MAX_CONFIG_BYTES, UTF-8, `parse_yaml`; every
+    problem is one ConfigError line naming the file (and the line)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES:,} bytes; a LoRKD config is a small YAML file "
+                          f"(is this the right file?)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(f"{path}: line {line}, column {column}: not UTF-8 text (byte 0x{data[exc.start]:02x} at "
+                          f"offset {exc.start}); save the config as UTF-8") from None
+    return parse_yaml(text, str(path))
+
+
 def apply_override(data: dict, assignment: str) -> None:
     """Apply one `key.path=value` override to a raw config mapping (value parsed as YAML)."""
     if "=" not in assignment:
-        raise ConfigError(f"--set {assignment!r}: expected key=value")
+        raise ConfigError(f"--set {_short(assignment)}: expected key=value")
     key, raw = assignment.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {key}: cannot parse value {raw!r}: {exc}") from None
+        value = parse_yaml(raw) if raw != "" else ""
+    except ConfigError as exc:
+        raise ConfigError(f"--set {key}: cannot parse value {_short(raw)}: {exc}") from None
     parts = key.strip().split(".")
     node: Any = data
     for i, part in enumerate(parts[:-1]):
-        node = _child(node, part, ".".join(parts[: i + 1]))
+        node = _child(node, part, key, ".".join(parts[:i]))
     last = parts[-1]
     if isinstance(node, list):
         node[_index(last, key, len(node))] = value
-    else:
+    elif isinstance(node, dict):
         node[last] = value
+    else:
+        raise _not_a_section(node, key, ".".join(parts[:-1]))
 
 
 def _index(part: str, key: str, length: int) -> int:
@@ -329,14 +463,20 @@ def _index(part: str, key: str, length: int) -> int:
     return int(part)
 
 
-def _child(node: Any, part: str, key: str) -> Any:
+def _child(node: Any, part: str, key: str, where: str) -> Any:
+    """The value at `part` of `node` (reached by `where`), an empty section made where it is missing."""
     if isinstance(node, list):
         return node[_index(part, key, len(node))]
     if not isinstance(node, dict):
-        raise ConfigError(f"--set {key}: cannot set a field inside a {type(node).__name__}")
+        raise _not_a_section(node, key, where)
     if part not in node or node[part] is None:
         node[part] = {}
     return node[part]
+
+
+def _not_a_section(node: Any, key: str, where: str) -> ConfigError:
+    return ConfigError(f"--set {key}: {where} is {type(node).__name__} {_short(node)}, not a section or a list: "
+                       f"there is no field inside it to set")
 
 
 def read_raw(source: str | Path | dict, overrides: list[str] | tuple[str, ...] = ()) -> tuple[dict, Path]:
@@ -346,18 +486,16 @@ def read_raw(source: str | Path | dict, overrides: list[str] | tuple[str, ...] =
         raw = source
     else:
         path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            raw = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raw = read_yaml_file(path)
         base = path.resolve().parent
     if not isinstance(raw, dict | None):
         raise ConfigError(f"{source}: expected a mapping of config sections, got {type(raw).__name__}")
     raw = copy.deepcopy(dict(raw or {}))
     for assignment in overrides:
-        apply_override(raw, assignment)
+        try:
+            apply_override(raw, assignment)
+        except ConfigError as exc:  # name the config the override was applied to
+            raise (exc if isinstance(source, dict) else exc.with_source(str(source))) from None
     return raw, base
 
 

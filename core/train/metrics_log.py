@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from core.events import EvalEvent, StepEvent
+from core.files import writing
 
 
 class NullLog:
@@ -27,7 +28,7 @@ class MetricsLog:
         _drop_torn_tail(self.path)
 
     def write(self, records: list[dict[str, Any]]) -> None:
-        with self.path.open("a") as fh:
+        with writing(self.path), self.path.open("a") as fh:
             for record in records:
                 fh.write(json.dumps(record, allow_nan=True) + "\n")
             fh.flush()

