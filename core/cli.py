@@ -197,7 +197,7 @@ def cmd_apply(args) -> int:
     from core.files import WriteError
 
     if Path(args.out).is_dir():  # before the bundle is read and the (long) inference runs
-        raise WriteError(f"{args.out}: cannot write: it is a folder; --out names the file to write")
+        raise WriteError(f"{args.out}: cannot write: it is a folder, not a file (--out names the file to write)")
 
     if not is_bundle_archive(args.expert):
         return _apply(args.expert, args)

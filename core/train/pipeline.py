@@ -13,6 +13,7 @@ import copy
 import json
 import math
 import os
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -150,7 +151,7 @@ class RunFolder:
                                  "or use another --out") from None
             handle.seek(0)
             handle.truncate()
-            handle.write(f"pid {os.getpid()}")
+            handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
             handle.flush()
             for folder in (self.path, self.path / "checkpoints"):  # what a killed writer left (no one else writes)
                 remove_stale_temps(folder)

@@ -47,7 +47,7 @@ def foundation(tmp_path_factory):
 
 def _raw(teacher: dict, tasks: list[dict], backbone: dict, epochs: int = 20) -> dict:
     return {"name": "byo", "kind": "segmentation", "tasks": tasks,
-            "data": {"spacing": [3.0, 3.0, 3.0], "patch_size": [24, 24, 24], "samples_per_volume": 48},
+            "data": {"spacing": [3.0, 3.0, 3.0], "patch_size": [16, 16, 16], "samples_per_volume": 48},
             "teacher": teacher, "backbone": {"rank": 2, **backbone},
             "train": {"epochs": epochs, "batch_size": 4, "kd_weight": 0.5},
             "evaluate": {"single_task": False}}
@@ -72,12 +72,15 @@ def _bundles_run(run: Path, names: list[str], tmp_path: Path) -> None:
     """Each exported expert runs with `python -m monai.bundle run` (the project not importable) and writes the
     label map `lorkd apply` writes."""
     t1 = mni_files()["t1"]
+    procs = {name: subprocess.Popen(bundle_argv(run / "experts" / name, t1, tmp_path / f"{name}.nii.gz"),
+                                    cwd=tmp_path, env=isolated_env(), stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, text=True) for name in names}  # side by side
     for name in names:
         bundle = run / "experts" / name
         assert main(["apply", str(bundle), str(t1), "--out", str(tmp_path / f"{name}_apply.nii.gz")]) == 0
-        proc = subprocess.run(bundle_argv(bundle, t1, tmp_path / f"{name}.nii.gz"), cwd=tmp_path,
-                              env=isolated_env(), capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    for name, proc in procs.items():
+        output, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, output[-3000:]
         a, b = read_volume(tmp_path / f"{name}_apply.nii.gz"), read_volume(tmp_path / f"{name}.nii.gz")
         np.testing.assert_array_equal(a.array, b.array)
         assert set(np.unique(b.array)) == {0, 1}
@@ -133,7 +136,6 @@ def test_torchscript_decomposed_with_label_free_and_labelled_tasks(foundation, t
     assert labelled["metric"] == "dice" and labelled["teacher"] is not None
     assert labelled["expert_metrics"]["agreement"] > AGREEMENT_FLOOR
     assert labelled["labels"] == ["background", "grey matter"]  # named after the channel it takes
-    _bundles_run(tmp_path / "run", ["grey"], tmp_path)
 
 
 # --------------------------------------------------------------------------------------- preprocessing
@@ -219,7 +221,7 @@ def test_a_bundle_scripts_network_is_allowed(tmp_path):
     torch.save({"conv.weight": torch.ones(4, 1, 1, 1, 1), "conv.bias": torch.zeros(4)}, bundle / "models/model.pt")
     found = load_bundle_foundation(bundle)
     assert found.net_class == "Tiny" and type(found.network).__name__ == "Tiny"
-    assert float(found.network.conv.weight.sum()) == 4.0
+    assert float(found.network.conv.weight.detach().sum()) == 4.0
     import sys
 
     assert "scripts" not in sys.modules or not str(getattr(sys.modules["scripts"], "__file__", "")).startswith(

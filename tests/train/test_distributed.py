@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,17 +80,8 @@ def test_two_processes_match_one(setup, tmp_path):
     assert steps == sorted(set(steps))  # one writer: no duplicated steps
 
 
-def test_a_run_stopped_in_one_process_resumes_in_two(setup, tmp_path):
-    root, raw, config, reference = setup
-    out = tmp_path / "run"
-    control = Control()
-    stopped = Pipeline(load_config(raw), out, StopAfterFirstEpoch(control, "decompose"), control)
-    assert stopped.run(export=False)["status"] == "stopped"
-    result = torchrun(config, out)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "resuming after epoch 1" in result.stderr
-    assert_close(reference, json.loads((out / "summary.json").read_text()))
-    shutil.rmtree(out)
+# a run stopped in one process and resumed in two: the segmentation test below (the pipeline and loop are the
+# same for both kinds; the classification run above covers pre-training and decomposition under two processes)
 
 
 SEG_TOLERANCE = 0.05  # Dice; DDP averages the ranks' gradients in another summation order than one process
