@@ -126,17 +126,27 @@ def reorient_grid(x: torch.Tensor, source: tuple[Sequence[int], Sequence[bool]],
     return torch.stack(out)
 
 
+def working_grid(shape_zyx: Sequence[int], spacing_xyz: Sequence[float], direction: Sequence[float], pre: dict
+                 ) -> tuple[list[int], list[bool], tuple[int, ...], tuple[int, ...]]:
+    """(perm, flips, canonical shape, working-grid shape) of a volume of `shape_zyx` under `pre` (axcodes,
+    spacing): the grid `prepare_volume` puts it on, known without reading its voxels."""
+    perm, flips = orientation(direction, pre.get("axcodes", "RAS"))
+    canon = tuple(int(shape_zyx[::-1][p]) for p in perm)
+    if pre.get("spacing") is None:
+        return perm, flips, canon, canon
+    return perm, flips, canon, working_shape(canon, canonical_spacing(spacing_xyz, perm), pre["spacing"])
+
+
 def prepare_volume(
     array_zyx: np.ndarray, spacing_xyz: Sequence[float], direction: Sequence[float], pre: dict
 ) -> tuple[torch.Tensor, dict]:
     """Input array -> network input (1, X', Y', Z') float32 on the working grid, and what `restore` needs.
     `pre`: spacing (None: not resampled), intensity ({"mode": ..., ...}: `normalise_intensity`), axcodes (default
     RAS canonical; None: the file's own index order)."""
-    perm, flips = orientation(direction, pre.get("axcodes", "RAS"))
-    canon = to_canonical(np.asarray(array_zyx), perm, flips)
-    spacing = canonical_spacing(spacing_xyz, perm)
+    array_zyx = np.asarray(array_zyx)
+    perm, flips, _, shape = working_grid(array_zyx.shape, spacing_xyz, direction, pre)
+    canon = to_canonical(array_zyx, perm, flips)
     unit = normalise_intensity(canon, **pre["intensity"])
-    shape = canon.shape if pre.get("spacing") is None else working_shape(canon.shape, spacing, pre["spacing"])
     image = resample(unit, shape, "trilinear")[None]
     return image, {"perm": perm, "flips": flips, "canonical_shape": tuple(canon.shape)}
 

@@ -372,7 +372,8 @@ def test_a_student_of_the_same_architecture_is_narrower_and_its_experts_merge_ex
 def test_a_foundation_model_that_cannot_be_shrunk_says_why():
     from core.kinds.segmentation.models import same_architecture
 
-    with pytest.raises(ValueError, match="UNet, BasicUNet, SegResNet and DynUNet.*SwinUNETR"):
+    with pytest.raises(ConfigError, match="backbone.arch: arch same works for UNet, BasicUNet, SegResNet and "
+                                          "DynUNet.*SwinUNETR"):
         same_architecture("SwinUNETR", {"img_size": 96}, 0.25, "backbone.arch")
-    with pytest.raises(ValueError, match="without a network_def"):
+    with pytest.raises(ConfigError, match="without a network_def"):
         same_architecture(None, None, 0.25, "backbone.arch")

@@ -271,9 +271,7 @@ def foundation_targets(config: Config, teacher, warn: Callable[[str], None] | No
     out = {}
     for path, tasks in by_image.items():
         array, spacing, direction = read_any_volume(path)
-        perm, _ = prep.canonical_axes(direction)
-        canon_shape = [array.shape[::-1][p] for p in perm]
-        work = prep.working_shape(canon_shape, prep.canonical_spacing(spacing, perm), config.data.spacing)
+        work = prep.working_grid(array.shape, spacing, direction, {"spacing": config.data.spacing})[3]  # load_pair's
         for t in tasks:
             out[(t, path)] = teacher.targets_on(t, path, array, spacing, direction, work)
     return out

@@ -116,12 +116,8 @@ class SegmentationKind(TaskKind):
         b = config.backbone
         if b.arch == "same":
             found = foreign.foundation if foreign is not None else None
-            try:
-                extra["student_arch"] = same_architecture(found.net_class if found else None,
-                                                          found.net_kwargs if found else None, b.width,
-                                                          "backbone.arch")
-            except ValueError as error:
-                raise ConfigError(str(error).split(": ", 1)[1], "backbone.arch") from None
+            extra["student_arch"] = same_architecture(found.net_class if found else None,
+                                                      found.net_kwargs if found else None, b.width, "backbone.arch")
         else:
             extra["student_arch"] = (b.arch, list(b.channels), None)
         return RunData(tasks, train_set, (1, 1, *data.patch_size), 3, has_validation=True, extra=extra)

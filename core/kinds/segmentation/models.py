@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from core.errors import ConfigError
 from core.experts import attach_experts
 from core.kinds.segmentation.nets import MONAI_BODIES, SegExpertNet, SegNet, build_body, is_decoder
 
@@ -138,21 +139,21 @@ def same_architecture(net_class: str | None, kwargs: dict | None, width: float, 
     """(arch, channels per level, MONAI arguments) of a student with the foundation model's own architecture at
     `width` times its channels (`backbone.arch: same`): UNet channels, BasicUNet features, SegResNet init_filters
     (a multiple of 8, its group norm's groups), DynUNet filters (deep supervision off). The body's output is the
-    first level's width (the features the task heads read). Raises ValueError saying why a model cannot be
-    shrunk this way."""
+    first level's width (the features the task heads read). Raises ConfigError (at `where`) saying why a model
+    cannot be shrunk this way."""
     from monai.networks.nets import DynUNet  # noqa: F401 - the class must exist in this MONAI
 
     if net_class not in MONAI_BODIES or kwargs is None:
         what = f"a {net_class}" if net_class else "a model without a network_def (TorchScript)"
-        raise ValueError(f"{where}: arch same works for UNet, BasicUNet, SegResNet and DynUNet foundation models "
-                         f"from a bundle's network_def; this is {what} (use arch unet or segresnet)")
+        raise ConfigError(f"arch same works for UNet, BasicUNet, SegResNet and DynUNet foundation models "
+                         f"from a bundle's network_def; this is {what} (use arch unet or segresnet)", where)
     computed = [k for k, v in kwargs.items() if isinstance(v, str) and v.startswith(("$", "@", "%"))]
     if computed:
-        raise ValueError(f"{where}: the foundation model's network_def computes {computed[0]} with an expression; "
-                         f"arch same needs plain values (use arch unet or segresnet)")
+        raise ConfigError(f"the foundation model's network_def computes {computed[0]} with an expression; arch same "
+                          f"needs plain values (use arch unet or segresnet)", where)
     spec = {k: v for k, v in kwargs.items() if k not in ("spatial_dims", "in_channels", "out_channels")}
     if int(kwargs.get("spatial_dims", 3)) != 3:
-        raise ValueError(f"{where}: the foundation model is not 3D")
+        raise ConfigError("the foundation model is not 3D", where)
     if net_class == "UNet":
         spec["channels"] = _scaled(kwargs["channels"], width)
         levels = spec["channels"]
