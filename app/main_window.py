@@ -24,7 +24,7 @@ from app.about import about_html
 from app.experts import ExpertsPanel
 from app.monitor import MonitorPanel
 from app.run_controller import RunController, RunState, choose_run_dir, warm_up_engine
-from app.settings import AppSettings, default_data_dir
+from app.settings import AppSettings, default_data_dir, start_dir
 from app.setup_panel import SetupPanel, demo_note, prepare_demo_with_volume
 from app.viewer import ViewerWidget
 from app.workers import Worker, await_workers
@@ -63,7 +63,7 @@ class MainWindow(QMainWindow):
         super().__init__()
         warm_up_engine()  # once per process; keeps lazy imports out of the run (see warm_up_engine)
         self.setWindowTitle("LoRKD Studio")
-        self.settings = AppSettings(settings)
+        self.settings = AppSettings(settings).activate()  # the file dialogs' folders (app.settings.start_dir)
         self.data_dir = Path(data_dir) if data_dir else default_data_dir()
         self.controller = RunController(self)
         self._close_when_done = False
@@ -290,6 +290,7 @@ class MainWindow(QMainWindow):
             self.monitor.log(f"resuming the unfinished run in {run_dir} from its last epoch checkpoint")
         self.controller.start(config, run_dir)
         self.settings.add_recent("runs", run_dir)
+        self.settings.current_run = run_dir
         self.tabs.setCurrentWidget(self.monitor)
         self.statusBar().showMessage(f"Running in {run_dir}")
 
@@ -332,11 +333,8 @@ class MainWindow(QMainWindow):
         return box
 
     # ---------------------------------------------------------------------- files, runs
-    def _dialog_dir(self) -> str:
-        return self.settings.last_dir() or str(Path.home())
-
     def open_config_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open config", self._dialog_dir(), "YAML (*.yaml *.yml)")
+        path, _ = QFileDialog.getOpenFileName(self, "Open config", start_dir("configs"), "YAML (*.yaml *.yml)")
         if path:
             self.open_config(path)
 
@@ -350,13 +348,14 @@ class MainWindow(QMainWindow):
             self.show_error("Cannot open the config", message)
             return False
         self.settings.add_recent("configs", path)
-        self.settings.set_last_dir(path)
+        self.settings.remember_dir("configs", path)
         self.tabs.setCurrentWidget(self.setup)
         self.statusBar().showMessage(f"Config loaded: {path}", 8000)
         return True
 
     def save_config_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save config", self._dialog_dir(), "YAML (*.yaml *.yml)")
+        name = f"{self.setup.name_edit.text().strip() or 'config'}.yaml"
+        path, _ = QFileDialog.getSaveFileName(self, "Save config", start_dir("configs", name), "YAML (*.yaml *.yml)")
         if path:
             if not path.endswith((".yaml", ".yml")):
                 path += ".yaml"
@@ -369,13 +368,12 @@ class MainWindow(QMainWindow):
             self.show_error("Cannot save the config", " ".join(str(exc).split()))
             return False
         self.settings.add_recent("configs", path)
-        self.settings.set_last_dir(path)
+        self.settings.remember_dir("configs", path)
         self.statusBar().showMessage(f"Config saved: {path}", 8000)
         return True
 
     def open_run_dialog(self) -> None:
-        start = str(self.setup.runs_dir) if self.setup.runs_dir.is_dir() else self._dialog_dir()
-        path = QFileDialog.getExistingDirectory(self, "Open run folder", start)
+        path = QFileDialog.getExistingDirectory(self, "Open run folder", start_dir("runs", default=self.setup.runs_dir))
         if path:
             self.open_run(path)
 
@@ -390,7 +388,8 @@ class MainWindow(QMainWindow):
         self.monitor.load_run(path)
         self.experts.set_run(path)
         self.settings.add_recent("runs", path)
-        self.settings.set_last_dir(path.parent)
+        self.settings.remember_dir("runs", path.parent)  # the next Open run starts among its siblings
+        self.settings.current_run = path
         self.tabs.setCurrentWidget(self.monitor)
         self.statusBar().showMessage(f"Run opened: {path}", 8000)
         return True

@@ -59,6 +59,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.settings import remember_dir, start_dir
 from core.config import Config, save_config
 from core.errors import ConfigError, LorkdError
 from core.kinds import DEFAULT_DEMO, KINDS, config_from_raw, get_kind, load_config, prepare_demo
@@ -732,11 +733,12 @@ class SetupPanel(QWidget):
 
     def _ask_folder_pair(self) -> tuple[str, str] | None:
         """Two folder dialogs: image volumes, then label maps (tests monkeypatch this)."""
-        images = QFileDialog.getExistingDirectory(self, "New task: folder of image volumes")
+        images = QFileDialog.getExistingDirectory(self, "New task: folder of image volumes", start_dir("tasks"))
         if not images:
             return None
+        remember_dir("tasks", Path(images).parent)  # the next task's folders are likely its siblings
         labels = QFileDialog.getExistingDirectory(self, "New task: folder of label maps (same order)",
-                                                  str(Path(images).parent))
+                                                  start_dir("tasks"))
         return (images, labels) if labels else None
 
     def _add_files_dialog(self) -> None:
@@ -746,13 +748,18 @@ class SetupPanel(QWidget):
             if folders:
                 self.add_task_sources(list(folders))
             return
-        paths, _ = QFileDialog.getOpenFileNames(self, form.add_text.rstrip("…"), "", form.file_filter)
+        paths, _ = QFileDialog.getOpenFileNames(self, form.add_text.rstrip("…"), start_dir("tasks"), form.file_filter)
         if paths:
+            remember_dir("tasks", paths[0])
             self.add_task_sources(paths)
 
     def _ask_images_folder(self) -> str | None:
         """The folder dialog of a label-free task (tests monkeypatch this)."""
-        return QFileDialog.getExistingDirectory(self, "New label-free task: folder of image volumes") or None
+        images = QFileDialog.getExistingDirectory(self, "New label-free task: folder of image volumes",
+                                                  start_dir("tasks"))
+        if images:
+            remember_dir("tasks", Path(images).parent)
+        return images or None
 
     def _add_label_free_dialog(self) -> None:
         """A task of image volumes without label maps; then (when the foundation model's labels are known) the
@@ -846,13 +853,15 @@ class SetupPanel(QWidget):
                               "Foundation models (*.pt *.pth *.ckpt *.ts *.zip);;All files (*)")
         else:
             title, filters = "Foundation model checkpoint", "PyTorch checkpoints (*.pt *.pth *.ckpt);;All files (*)"
-        path, _ = QFileDialog.getOpenFileName(self, title, "", filters)
+        path, _ = QFileDialog.getOpenFileName(self, title, start_dir("models"), filters)
         if path:
+            remember_dir("models", path)
             self.choose_model(path)
 
     def _browse_bundle_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Foundation model: a MONAI bundle folder")
+        path = QFileDialog.getExistingDirectory(self, "Foundation model: a MONAI bundle folder", start_dir("models"))
         if path:
+            remember_dir("models", Path(path).parent)
             self.choose_model(path)
 
     def choose_model(self, path: str | Path) -> None:
@@ -878,8 +887,9 @@ class SetupPanel(QWidget):
         return Path(self.runs_dir_edit.text()).expanduser()
 
     def _choose_runs_dir(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Runs folder", self.runs_dir_edit.text())
+        path = QFileDialog.getExistingDirectory(self, "Runs folder", start_dir("runs", default=self.runs_dir))
         if path:
+            remember_dir("runs", path)
             self.set_runs_dir(path)
             self.runs_dir_chosen.emit(path)
 

@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.settings import remember_dir, start_dir
 from app.viewer.model import CUSTOM, META_FIELDS, PLANES, PRESETS, DisplayAxes, ViewerModel
 from app.viewer.series_dialog import SeriesDialog
 from app.viewer.slice_view import SliceView
@@ -209,14 +210,17 @@ class ViewerWidget(QWidget):
         path, _ = QFileDialog.getOpenFileName(
             self,
             "Open image",
-            "",
+            start_dir("images"),
             "Images (*.nii *.nii.gz *.nrrd *.nhdr *.mha *.mhd *.dcm *.png *.jpg *.jpeg *.npy);;All files (*)",
         )
+        remember_dir("images", path)
         return path or None
 
     def _ask_open_folder(self) -> str | None:
         """Folder dialog (tests monkeypatch this)."""
-        path = QFileDialog.getExistingDirectory(self, "Open DICOM folder")
+        path = QFileDialog.getExistingDirectory(self, "Open DICOM folder", start_dir("images"))
+        if path:
+            remember_dir("images", Path(path).parent)  # the next series folder is likely a sibling
         return path or None
 
     def _choose_series(self, series: list[SeriesInfo]) -> SeriesInfo | None:
