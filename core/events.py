@@ -1,6 +1,6 @@
 """How the engine reports progress and is steered, without knowing who listens.
 
-The engine calls an `Observer` (on_start, on_step, on_eval, on_end, on_error, on_log) and checks a
+The engine calls an `Observer` (on_start, on_step, on_eval, on_phase, on_end, on_error, on_log) and checks a
 `Control` token at every step. The GUI adapts the observer to Qt signals; the CLI draws progress
 bars; tests record events. Nothing here imports Qt.
 """
@@ -35,11 +35,21 @@ class EvalEvent:
 
 
 @dataclass
+class PhaseEvent:
+    """A stage of the run that reports no steps has begun (testing, exporting), for a progress display."""
+
+    phase: str  # "evaluate" | "export"
+    text: str  # what the engine is doing now, in words ("Testing the experts on the test cases")
+
+
+@dataclass
 class RunInfo:
     run_dir: str
     phases: list[str]
     tasks: list[str]
     device: str
+    # "kind": the task kind; "steps" / "epochs": {phase as in StepEvent: planned steps / epochs} of the phases
+    # that train; "validation": whether every epoch ends with a validation (an EvalEvent)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -47,6 +57,7 @@ class Observer(Protocol):
     def on_start(self, info: RunInfo) -> None: ...
     def on_step(self, event: StepEvent) -> None: ...
     def on_eval(self, event: EvalEvent) -> None: ...
+    def on_phase(self, event: PhaseEvent) -> None: ...
     def on_log(self, message: str) -> None: ...
     def on_end(self, summary: dict[str, Any]) -> None: ...
     def on_error(self, error: BaseException) -> None: ...
@@ -62,6 +73,9 @@ class NullObserver:
         pass
 
     def on_eval(self, event: EvalEvent) -> None:
+        pass
+
+    def on_phase(self, event: PhaseEvent) -> None:
         pass
 
     def on_log(self, message: str) -> None:
@@ -92,6 +106,9 @@ class Observers(NullObserver):
 
     def on_eval(self, event: EvalEvent) -> None:
         self._each("on_eval", event)
+
+    def on_phase(self, event: PhaseEvent) -> None:
+        self._each("on_phase", event)
 
     def on_log(self, message: str) -> None:
         self._each("on_log", message)

@@ -28,7 +28,7 @@ from core import distributed
 from core.config import Config, read_raw, save_config
 from core.data.sampling import SingleTaskView, make_loader
 from core.errors import CheckpointError, ConfigError, LorkdError, RunStopped
-from core.events import Control, EvalEvent, NullObserver, Observer, RunInfo
+from core.events import Control, EvalEvent, NullObserver, Observer, PhaseEvent, RunInfo
 from core.experts import expert_parameters, merge_expert, route
 from core.files import (
     WriteError,
@@ -288,8 +288,16 @@ class Pipeline:
                           self.control.checkpoint)
 
     def run_info(self, phases: list[str]) -> RunInfo:
+        cfg = self.config
+        plan = {"foundation": (self._train_loader(cfg.teacher.batch_size), cfg.teacher.epochs)} if (
+            "foundation" in phases) else {}
+        plan["decompose"] = (self._train_loader(None), cfg.train.epochs)
+        if "single_task" in phases:
+            plan.update({f"single_task/{info.name}": (self._single_task_loader(t), cfg.train.epochs)
+                         for t, info in enumerate(self.data.tasks)})
         return RunInfo(str(self.folder.path), phases, self.data.names, device_label(self.device),
-                       {"kind": self.kind.name})
+                       {"kind": self.kind.name, "steps": {k: len(lo) * e for k, (lo, e) in plan.items()},
+                        "epochs": {k: e for k, (_, e) in plan.items()}, "validation": self.data.has_validation})
 
     @property
     def single_task_path(self) -> Path:
@@ -510,10 +518,7 @@ class Pipeline:
             student = self._new_student()
             projector = self._new_projector(student)
             selection = Selection(self.data.tasks, lambda task, s=student: self._expert_state(task, s))
-            view = SingleTaskView(self.data.train_set, t)
-            loader = make_loader(view, cfg.train.batch_size, cfg.data.sampling, cfg.seed, train=True,
-                                 num_workers=cfg.data.num_workers, rank=self.dist.rank,
-                                 world_size=self.dist.world_size)
+            loader = self._single_task_loader(t)
             path = self.folder.path / "checkpoints" / f"single_task_{t}.pt"
             resume = read_run_checkpoint(path) if path.is_file() else None
             self._run_phase(self._student_phase(f"single_task/{info.name}", student, projector, loader, selection,
@@ -566,6 +571,12 @@ class Pipeline:
             return total / y.shape[0], per_task
 
         return compute_loss
+
+    def _single_task_loader(self, t: int):
+        cfg = self.config
+        return make_loader(SingleTaskView(self.data.train_set, t), cfg.train.batch_size, cfg.data.sampling, cfg.seed,
+                           train=True, num_workers=cfg.data.num_workers, rank=self.dist.rank,
+                           world_size=self.dist.world_size)
 
     def _train_loader(self, batch_size: int | None):
         cfg = self.config
@@ -632,6 +643,7 @@ class Pipeline:
                 if m is not None:
                     m.eval()
             context = self.context()
+            self.observer.on_phase(PhaseEvent("evaluate", "Testing the experts on the test cases"))
             scores = {"expert": kind.test(context, experts)}
             if self.teacher_heads:
                 scores["teacher"] = kind.test(context, {t: kind.teacher_view(self.teacher, t, cfg, data)
@@ -763,6 +775,7 @@ class Pipeline:
         summary = json.loads(self.folder.summary.read_text()) if self.folder.summary.is_file() else {}
         out = Path(out_dir) if out_dir else self.folder.experts
         paths = []
+        self.observer.on_phase(PhaseEvent("export", "Exporting the expert bundles"))
         self.student.eval()
         for t, info in enumerate(data.tasks):
             net = self.expert_model(t)
