@@ -11,6 +11,12 @@ on the left of the screen; coronal and sagittal views have superior at the top (
 A single slice is shown alone, in its own plane (a coronal slice with superior at the top). The letters on each
 side come from the direction cosines of what is shown (an oblique volume gets two letters, e.g. "LA"). World
 coordinates are LPS millimetres (the DICOM / ITK convention), labelled so in the readout.
+
+Slice counters and the readout agree: both give 0-based voxel indices of the volume as loaded (i, j, k, the
+array's own grid, whichever way the display flips it): the coronal counter "j = 154 (0–232)" is the j of the
+readout's "voxel (i, j, k)". A 2D picture without patient orientation (a PNG/JPEG/BMP/TIFF photograph or a 2D
+.npy array: its geometry is made up, `core.io.images`) gets no plane name, no orientation letters and no LPS
+position.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from core.io import Volume, display_axes, orientation_code, to_display
+from core.io.images import IMAGE_2D
 
 __all__ = [
     "CUSTOM",
@@ -54,6 +61,8 @@ PALETTE = [
     (46, 139, 87), (255, 228, 225), (106, 90, 205), (221, 160, 221), (233, 150, 122), (165, 42, 42),
 ]
 META_FIELDS = ("Modality", "Description", "Source", "Size", "Spacing", "Origin", "Orientation", "Values")
+AXIS_NAMES = ("i", "j", "k")
+_UNORIENTED_FORMATS = (*IMAGE_2D, ".npy")  # pictures without a patient geometry (core.io.images)
 _POSITIVE = "LPS"  # LPS: +x toward the patient's left, +y posterior, +z superior
 _NEGATIVE = "RAI"
 
@@ -291,6 +300,18 @@ class ViewerModel:
         return self.volume is not None and np.asarray(self.volume.array).ndim == 4
 
     @property
+    def oriented(self) -> bool:
+        """Whether the image has a patient orientation: False for a single-slice picture read from a PNG, JPEG,
+        BMP, TIFF or .npy file (or marked `geometry: none`), whose 1 mm identity geometry is made up."""
+        if self.volume is None:
+            return False
+        meta = self.volume.metadata or {}
+        if str(meta.get("geometry", "")).lower() == "none":
+            return False
+        source = str(meta.get("source") or "")
+        return not (self.planar and source.lower().endswith(_UNORIENTED_FORMATS))
+
+    @property
     def planar(self) -> bool:
         """A single slice (a 2D image): only the axial view is shown (a coronal or sagittal slice in its own
         plane, see `core.io.display_axes`)."""
@@ -334,6 +355,8 @@ class ViewerModel:
         }
 
     def _orientation_text(self) -> str:
+        if not self.oriented:
+            return "none (a 2D picture without patient orientation)"
         try:
             return str(orientation_code(tuple(float(v) for v in self.volume.direction)))
         except Exception:  # an odd direction must not stop the image from showing
@@ -399,16 +422,41 @@ class ViewerModel:
         return tuple(cursor)
 
     def slice_index(self, plane: Plane) -> int:
-        """Which slice `plane` shows: 0 .. slice_count - 1 along the display axis (not the voxel index)."""
+        """Which slice `plane` shows, as a position along the display axis (0 at the patient's right, anterior or
+        inferior side): what the wheel steps through. The counter shows `slice_voxel` instead."""
         return int(self.cursor[plane.normal])
 
     def slice_count(self, plane: Plane) -> int:
         """How many slices `plane` can show."""
         return self.axes.shape[plane.normal]
 
+    def slice_axis(self, plane: Plane) -> int:
+        """The voxel index axis (0 i, 1 j, 2 k) that `plane`'s slices run along."""
+        return self.axes.index_axis(plane.normal)
+
+    def slice_flipped(self, plane: Plane) -> bool:
+        """Whether the voxel index of `plane`'s slices falls as `slice_index` rises."""
+        return bool(self.axes.flip[self.slice_axis(plane)])
+
+    def slice_voxel(self, plane: Plane) -> int:
+        """The voxel index (0-based, along `slice_axis`) of the slice `plane` shows: the readout's i, j or k."""
+        return int(self.cursor_voxel()[self.slice_axis(plane)])
+
     def slice_text(self, plane: Plane) -> str:
-        """The slice counter of a view, "k / N" (1-based)."""
-        return f"{self.slice_index(plane) + 1} / {self.slice_count(plane)}"
+        """The slice counter of a view: the readout's voxel index along the slice axis and its range, e.g.
+        "j = 154 (0–232)" (0-based, as the readout's "voxel (i, j, k)")."""
+        n = self.slice_count(plane)
+        return f"{AXIS_NAMES[self.slice_axis(plane)]} = {self.slice_voxel(plane)} (0–{n - 1})"
+
+    def cursor_for_slice_voxel(self, plane: Plane, index: int) -> tuple[int, int, int]:
+        """The crosshair moved to the slice of `plane` at voxel index `index` along `slice_axis` (clipped)."""
+        n = self.slice_count(plane)
+        index = int(np.clip(index, 0, n - 1))
+        return self.cursor_for_slice(plane, n - 1 - index if self.slice_flipped(plane) else index)
+
+    def plane_title(self, plane: Plane) -> str:
+        """The name over a view: "Axial", "Coronal", "Sagittal"; "2D image" for a picture without orientation."""
+        return plane.name.capitalize() if self.oriented or self.volume is None else "2D image"
 
     def cursor_for_slice(self, plane: Plane, index: int) -> tuple[int, int, int]:
         """The crosshair moved to slice `index` of `plane` (clipped to the slices there are)."""
@@ -417,7 +465,10 @@ class ViewerModel:
         return tuple(cursor)
 
     def letters(self, plane: Plane) -> dict[str, str]:
-        """Orientation letters on each side of `plane`'s image: {"top", "bottom", "left", "right"}."""
+        """Orientation letters on each side of `plane`'s image: {"top", "bottom", "left", "right"} (empty for a
+        picture without patient orientation)."""
+        if not self.oriented:
+            return dict.fromkeys(("top", "bottom", "left", "right"), "")
         col_vec = self.axes.vectors[:, plane.cols]
         row_vec = self.axes.vectors[:, plane.rows] * (-1.0 if plane.flip_rows else 1.0)
         return {
@@ -453,10 +504,10 @@ class ViewerModel:
             shown = "(" + ", ".join(f"{v:.6g}" for v in value) + ")"
         else:
             shown = f"{value:.6g}"
-        text = (
-            f"voxel (i, j, k) = ({r['index'][0]}, {r['index'][1]}, {r['index'][2]})    "
-            f"LPS (mm) = ({r['world'][0]:.2f}, {r['world'][1]:.2f}, {r['world'][2]:.2f})    value = {shown}"
-        )
+        text = f"voxel (i, j, k) = ({r['index'][0]}, {r['index'][1]}, {r['index'][2]})    "
+        if self.oriented:  # a photograph's made-up geometry is no patient position
+            text += f"LPS (mm) = ({r['world'][0]:.2f}, {r['world'][1]:.2f}, {r['world'][2]:.2f})    "
+        text += f"value = {shown}"
         if r["label"] is not None:
             text += f"    label = {r['label']} {r['label_name'] or '(background)'}"
         return text

@@ -3,6 +3,9 @@ slider and counter, orientation letters; mouse and wheel input forwarded to the 
 
 Mouse: left click or drag sets the crosshair in all three views; right or middle drag changes window
 (horizontal) and level (vertical); the wheel scrolls slices (Ctrl+wheel zooms, Shift+left drag pans).
+
+The slider's value and the counter are the slice's voxel index (the readout's i, j or k); where the display runs
+against that index the slider is drawn inverted, so its knob still moves the way the view's letters say.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ if TYPE_CHECKING:
 __all__ = ["SliceView"]
 
 _CROSSHAIR = (255, 200, 0, 160)
+# orientation letters: yellow on a dark translucent plate, readable over white bone as over black air
+LETTER_STYLE = ("color: rgb(255, 220, 80); font-weight: bold; background: rgba(0, 0, 0, 170); "
+                "border-radius: 3px; padding: 0px 3px;")
 
 
 class _SliceViewBox(pg.ViewBox):
@@ -67,8 +73,9 @@ class _LetteredView(pg.GraphicsView):
         self.letters: dict[str, QLabel] = {}
         for side in ("top", "bottom", "left", "right"):
             label = QLabel("", self)
-            label.setStyleSheet("color: rgb(255, 220, 80); font-weight: bold; background: transparent;")
+            label.setStyleSheet(LETTER_STYLE)
             label.setAttribute(Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+            label.hide()
             self.letters[side] = label
 
     def resizeEvent(self, ev):  # noqa: N802 - Qt API
@@ -79,6 +86,7 @@ class _LetteredView(pg.GraphicsView):
         """Put each letter at the middle of its side."""
         w, h = self.width(), self.height()
         for side, label in getattr(self, "letters", {}).items():  # resizeEvent runs inside __init__
+            label.setVisible(bool(label.text()))  # no plate without a letter (a photograph has none)
             label.adjustSize()
             lw, lh = label.width(), label.height()
             x = {"left": 4, "right": w - lw - 4}.get(side, (w - lw) // 2)
@@ -113,7 +121,8 @@ class SliceView(QWidget):
         self.slider.setRange(0, 0)
         self.slider.valueChanged.connect(self._slider_moved)
         self.slice_label = QLabel("")
-        self.slice_label.setMinimumWidth(60)
+        self.slice_label.setMinimumWidth(110)
+        self.slice_label.setToolTip("the slice's voxel index (0-based), as in the readout's voxel (i, j, k)")
         self.slice_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         bottom = QHBoxLayout()
         bottom.addWidget(self.slider, 1)
@@ -134,10 +143,13 @@ class SliceView(QWidget):
 
     # ------------------------------------------------------------------------------------------ drawing
     def reset(self) -> None:
-        """A new volume: slider range, letters, zoom to fit at the next refresh."""
-        n = self.model.slice_count(self.plane)
+        """A new volume: title, slider range and direction, letters, zoom to fit at the next refresh."""
+        model = self.model
+        n = model.slice_count(self.plane)
+        self.title.setText(model.plane_title(self.plane))
         self.slider.blockSignals(True)
         self.slider.setRange(0, n - 1)
+        self.slider.setInvertedAppearance(model.slice_flipped(self.plane))
         self.slider.blockSignals(False)
         self.slider.setEnabled(n > 1)
         for side, text in self.model.letters(self.plane).items():
@@ -167,7 +179,7 @@ class SliceView(QWidget):
         self.vline.setPos((col + 0.5) * sx)
         self.hline.setPos((row + 0.5) * sy)
         self.slider.blockSignals(True)
-        self.slider.setValue(model.slice_index(self.plane))
+        self.slider.setValue(model.slice_voxel(self.plane))
         self.slider.blockSignals(False)
         self.slice_label.setText(model.slice_text(self.plane))
 
@@ -225,7 +237,9 @@ class SliceView(QWidget):
         self.viewer.set_cursor(self.model.cursor_for_slice(self.plane, index))
 
     def _slider_moved(self, value: int) -> None:
-        self.set_slice(value)
+        """The slider gives the slice's voxel index."""
+        if self.model.volume is not None:
+            self.viewer.set_cursor(self.model.cursor_for_slice_voxel(self.plane, value))
 
     def window_drag(self, start: bool, finish: bool, dx: float, dy: float) -> None:
         """A right/middle drag of (dx, dy) screen pixels since it began changes window and level."""

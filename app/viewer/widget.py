@@ -43,6 +43,8 @@ from core.io import SeriesInfo, Volume, list_series, read_volume
 
 __all__ = ["ViewerWidget"]
 
+WARNING_STYLE = "color: rgb(200, 120, 0);"
+
 
 def _qt_colour(colour):
     """A colour name ("red", "#00ff00") or QColor as an (r, g, b, a) tuple; anything else unchanged (the model
@@ -195,7 +197,6 @@ class ViewerWidget(QWidget):
             form.addRow(name, label)
         self.warnings_label = QLabel("")
         self.warnings_label.setWordWrap(True)
-        self.warnings_label.setStyleSheet("color: rgb(200, 120, 0);")
         self.warnings_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         form.addRow("Warnings", self.warnings_label)
         return box
@@ -409,6 +410,8 @@ class ViewerWidget(QWidget):
             self.meta_labels[name].setText(texts[name])
             self.meta_labels[name].setToolTip(texts[name])
         self.warnings_label.setText(texts["Warnings"])
+        # orange only when there is something to heed; "none" in the panel's normal colour
+        self.warnings_label.setStyleSheet(WARNING_STYLE if self.model.volume.warnings else "")
 
     def metadata_texts(self) -> dict[str, str]:
         """What the metadata panel shows, by field (plus "Warnings")."""

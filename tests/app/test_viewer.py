@@ -149,7 +149,7 @@ def test_wheel_and_slider_scroll(viewer, nifti, qtbot):
     axial = viewer.views["axial"]
     axial.slider.setValue(2)
     assert viewer.cursor_voxel()[2] == 2
-    assert axial.slice_label.text() == f"3 / {NZ}"
+    assert axial.slice_label.text() == f"k = 2 (0–{NZ - 1})"
     _wheel(axial, 1)
     assert viewer.cursor_voxel()[2] == 3
     assert axial.slider.value() == 3
@@ -157,8 +157,10 @@ def test_wheel_and_slider_scroll(viewer, nifti, qtbot):
     _wheel(axial, -1)
     assert viewer.cursor_voxel()[2] == 1
     sagittal = viewer.views["sagittal"]
-    sagittal.slider.setValue(0)  # display x = 0 is the patient's rightmost column: i = NX - 1 for RAS data
-    assert viewer.cursor_voxel()[0] == NX - 1
+    sagittal.slider.setValue(0)  # the slider gives the voxel index: i = 0, the patient's leftmost column of RAS data
+    assert viewer.cursor_voxel()[0] == 0
+    assert sagittal.slider.invertedAppearance()  # ...drawn at the right end, where the view's L is
+    assert sagittal.slice_label.text() == f"i = 0 (0–{NX - 1})"
     axial.slider.setValue(NZ + 10)
     assert viewer.cursor_voxel()[2] == NZ - 1
 
@@ -236,6 +238,43 @@ def test_2d_image_shows_axial_only(viewer, tmp_path):
     assert viewer.current_slice_image().dtype == np.uint8
     _click(None, viewer.views["axial"], 5, 35)
     assert viewer.readout()["value"] == 200
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_a_photograph_has_no_plane_name_and_no_letters(viewer, nifti, tmp_path, suffix):
+    """Issue 15: a 2D photograph was titled "Axial" with R/L/A/P letters; it has no patient orientation."""
+    photo = np.zeros((30, 44, 3), np.uint8)
+    photo[..., 0] = 180
+    path = tmp_path / f"photo{suffix}"
+    Image.fromarray(photo).save(path)
+    assert viewer.load_path(path)
+    axial = viewer.views["axial"]
+    assert axial.title.text() == "2D image"
+    assert set(axial.letters().values()) == {""}
+    assert not any(label.isVisible() for label in axial.graphics.letters.values())
+    assert "LPS" not in viewer.readout_label.text() and "voxel (i, j, k)" in viewer.readout_label.text()
+    assert viewer.metadata_texts()["Orientation"].startswith("none")
+    assert viewer.load_path(nifti)  # a volume again: plane names and letters back
+    assert axial.title.text() == "Axial" and axial.letters()["left"] == "R"
+    assert axial.graphics.letters["left"].isVisible()
+
+
+def test_orientation_letters_stay_readable_over_a_bright_image(viewer, nifti):
+    """Issue 15: the yellow letters vanished over bright areas; they sit on a dark plate now."""
+    assert viewer.load_path(nifti)
+    viewer.set_window_level(1.0, -10.0)  # every voxel above the window: a white image
+    view = viewer.views["axial"]
+    view.box.setRange(xRange=(9.0, 11.0), yRange=(11.0, 13.0), padding=0.0)  # zoomed in: white to every edge
+    QApplication.processEvents()
+    shot = view.graphics.grab().toImage()
+    for side in ("top", "left"):
+        rect = view.graphics.letters[side].geometry()
+        pixels = [shot.pixelColor(x, y) for x in range(rect.left(), rect.right() + 1)
+                  for y in range(rect.top(), rect.bottom() + 1)]
+        dark = sum(1 for c in pixels if c.lightness() < 90)
+        yellow = sum(1 for c in pixels if c.red() > 200 and c.green() > 170 and c.blue() < 150)
+        assert dark > len(pixels) // 3, (side, dark, len(pixels))  # the plate behind the letter
+        assert yellow > 0  # the letter itself
 
 
 def test_corrupt_file_shows_dialog_and_viewer_keeps_working(viewer, nifti, tmp_path, no_dialogs):
@@ -376,3 +415,20 @@ def test_metadata_panel_shows_the_models_texts_and_warnings(viewer):
     assert meta == viewer.model.metadata_texts()
     assert meta["Modality"] == "MR" and "gantry tilt" in meta["Warnings"]
     assert viewer.window_level()[0] > 0  # a constant image still gets a usable window
+    assert _ink(viewer.warnings_label) == pytest.approx((200, 120, 0), abs=12)  # warnings: orange
+    volume.warnings = []
+    viewer.load_volume(volume)
+    assert viewer.metadata_texts()["Warnings"] == "none"
+    # Issue 15: "Warnings: none" was orange; now it is in the colour of the other fields
+    assert _ink(viewer.warnings_label) == _ink(viewer.meta_labels["Modality"])
+
+
+def _ink(label) -> tuple[int, int, int]:
+    """The colour a label's text is drawn in (rendered, style sheets included): its pixel furthest from the
+    background."""
+    image = label.grab().toImage()
+    back = label.palette().color(label.backgroundRole())
+    colours = [image.pixelColor(x, y) for x in range(image.width()) for y in range(image.height())]
+    ink = max(colours, key=lambda c: abs(c.red() - back.red()) + abs(c.green() - back.green())
+              + abs(c.blue() - back.blue()))
+    return ink.red(), ink.green(), ink.blue()

@@ -136,13 +136,14 @@ def test_slices_and_counters_against_voxel_indices():
     assert axial.shape == (NY, NX)
     # RAS storage: i grows toward the patient's right (shown on the left), j toward anterior (shown on top)
     assert axial[0, 0] == (NX - 1) * NY * NZ + (NY - 1) * NZ + k
-    # axial slices run along k (not flipped here): slice index 2 is voxel k = 2, counter "3 / NZ"
+    # axial slices run along k (not flipped here): slice index 2 is voxel k = 2, counter "k = 2 (0–NZ-1)"
     model.set_cursor(model.cursor_for_slice(AXIAL, 2))
     assert model.cursor_voxel()[2] == 2 and model.slice_index(AXIAL) == 2
-    assert model.slice_text(AXIAL) == f"3 / {NZ}"
-    # sagittal slices run from the patient's right: slice 0 is the last i of RAS data, counter "1 / NX"
+    assert model.slice_text(AXIAL) == f"k = 2 (0–{NZ - 1})"
+    # sagittal slices run from the patient's right: display slice 0 is the last i of RAS data, and the counter says
+    # so (the readout's i, not the position on screen)
     model.set_cursor(model.cursor_for_slice(SAGITTAL, 0))
-    assert model.cursor_voxel()[0] == NX - 1 and model.slice_text(SAGITTAL) == f"1 / {NX}"
+    assert model.cursor_voxel()[0] == NX - 1 and model.slice_text(SAGITTAL) == f"i = {NX - 1} (0–{NX - 1})"
     # coronal slices run from anterior: slice 0 is the last j of RAS data
     model.set_cursor(model.cursor_for_slice(CORONAL, 0))
     assert model.cursor_voxel()[1] == NY - 1
@@ -150,6 +151,26 @@ def test_slices_and_counters_against_voxel_indices():
     assert model.cursor_for_slice(AXIAL, NZ + 10)[2] == NZ - 1
     assert model.cursor_for_slice(AXIAL, -3)[2] == 0
     assert model.set_cursor((-5, 99, 3)) == (0, NY - 1, 3)
+
+
+@pytest.mark.parametrize("direction", [RAS, (1, 0, 0, 0, 1, 0, 0, 0, 1), (0, 0, -1, 1, 0, 0, 0, -1, 0),
+                                       (-1, 0, 0, 0, 0, 1, 0, -1, 0)])
+def test_slice_counters_name_the_readouts_voxel_index(direction):
+    """Issue 15: the coronal counter said "79 / 233" while the readout said j = 154 (a flipped axis). Every view's
+    counter is now the readout's index along the axis its slices run along, whatever the storage order."""
+    model = loaded(Volume(np.zeros((NZ, NY, NX), np.int16), direction=direction))
+    model.set_cursor(model.cursor_for_voxel((3, 5, 7)))
+    readout = model.readout()["index"]
+    for plane in (AXIAL, CORONAL, SAGITTAL):
+        axis = model.slice_axis(plane)
+        n = model.slice_count(plane)
+        assert model.slice_voxel(plane) == readout[axis]
+        assert model.slice_text(plane) == f"{'ijk'[axis]} = {readout[axis]} (0–{n - 1})"
+        # the counter's index takes the crosshair back to the same slice
+        assert model.cursor_for_slice_voxel(plane, readout[axis]) == model.cursor
+        moved = model.cursor_for_slice_voxel(plane, 0)
+        assert model.axes.to_index(moved)[axis] == 0
+    assert {model.slice_axis(p) for p in (AXIAL, CORONAL, SAGITTAL)} == {0, 1, 2}
 
 
 def test_pixels_map_to_the_cursor_and_back():
