@@ -1,5 +1,7 @@
-"""Per-task loss curves: raw (thin) and smoothed (EMA, thick) in one colour per task, a log-scale
-toggle, a smoothing control and a hover readout of task / step / loss."""
+"""Per-task loss curves: raw (thin) and smoothed (EMA, thick) in one colour per task, one panel per training phase
+side by side (foundation pre-training, decomposition, ...: each with its own loss axis, since their losses differ in
+scale, and its own smoothing, which restarts at the phase boundary), a log-scale toggle, a smoothing control and a
+hover readout of phase / task / step / loss."""
 
 from __future__ import annotations
 
@@ -56,29 +58,51 @@ class _Series:
         self.smoothed = np.zeros(0)
 
 
-class LossPlot(QWidget):
-    """Loss curves of every task against the step, across phases (foundation, then decomposition)."""
+class Panel:
+    """One phase's plot: its curves per task against the phase's own step, on its own loss axis."""
 
-    def __init__(self, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.plot_widget = pg.PlotWidget(background="w")
-        self.plot: pg.PlotItem = self.plot_widget.getPlotItem()
-        self.plot.showGrid(x=True, y=True, alpha=0.25)
-        self.plot.setLabel("bottom", "step")
-        self.plot.setLabel("left", "loss")
+    def __init__(self, phase: str, title: str, plot: pg.PlotItem) -> None:
+        self.phase = phase
+        self.plot = plot
+        plot.setTitle(title, color="#333333", size="9pt")
+        plot.showGrid(x=True, y=True, alpha=0.25)
+        plot.setLabel("bottom", "step")
+        plot.setLabel("left", "loss")
         for axis in ("bottom", "left"):
-            item = self.plot.getAxis(axis)
+            item = plot.getAxis(axis)
             item.setTextPen("#333333")
             item.setPen("#888888")
             # the axes (with their grid lines) are the costliest part of a repaint: cache them as pixmaps,
             # redrawn only when the range changes (halves the time the GUI thread spends per redraw)
             item.setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
-        self.legend = self.plot.addLegend(offset=(-10, 10), labelTextColor="#222222", brush=(255, 255, 255, 200))
+        self.legend = plot.addLegend(offset=(-10, 10), labelTextColor="#222222", brush=(255, 255, 255, 200))
         self.series: dict[str, _Series] = {}
-        self._markers: list[pg.InfiniteLine] = []
-        self._hover_dot = pg.ScatterPlotItem(size=9, pen=pg.mkPen("#222222", width=1.5), brush=None)
-        self._hover_dot.setZValue(100)
-        self.plot.addItem(self._hover_dot)
+        self.planned: float | None = None
+        self.hover_dot = pg.ScatterPlotItem(size=9, pen=pg.mkPen("#222222", width=1.5), brush=None)
+        self.hover_dot.setZValue(100)
+        plot.addItem(self.hover_dot)
+
+    def set_planned_steps(self, end: float) -> None:
+        """Fix the x range to the phase's planned steps while a run is live: the curves fill the panel as the
+        phase progresses, and the axes are not re-rendered at every update (they are the costly part)."""
+        vb = self.plot.vb
+        if vb.state["autoRange"][0] is False and self.planned is None:
+            return  # the user zoomed or panned: leave the view alone
+        if end != self.planned:
+            self.planned = end
+            vb.enableAutoRange(x=False)
+            vb.setXRange(0, end, padding=0.02)
+
+
+class LossPlot(QWidget):
+    """Loss curves of every task against the step: one panel per phase (foundation, then decomposition, ...)."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.plot_widget = pg.GraphicsLayoutWidget()
+        self.plot_widget.setBackground("w")
+        self.panels: dict[str, Panel] = {}
+        self.tasks: list[str] = []  # the run's task list: a task's colour is its index here
 
         self.log_box = QCheckBox("log scale")
         self.log_box.toggled.connect(self.set_log)
@@ -86,7 +110,8 @@ class LossPlot(QWidget):
         self.smoothing.setRange(0.0, 0.99)
         self.smoothing.setSingleStep(0.05)
         self.smoothing.setValue(0.6)
-        self.smoothing.setToolTip("exponential moving average weight of the thick curves (0: none)")
+        self.smoothing.setToolTip("exponential moving average weight of the thick curves (0: none); it restarts "
+                                  "at every phase")
         self.smoothing.valueChanged.connect(self._resmooth)
         self.readout = QLabel(" ")
         self.readout.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -105,55 +130,82 @@ class LossPlot(QWidget):
         layout.addLayout(bar)
         layout.addWidget(self.plot_widget, 1)
         self.plot_widget.scene().sigMouseMoved.connect(self._mouse_moved)
+        self.clear()
 
     # ------------------------------------------------------------------------------- data
-    def clear(self) -> None:
-        self._planned = None
-        self.plot.vb.enableAutoRange(x=True, y=True)
-        for s in self.series.values():
-            self.plot.removeItem(s.raw)
-            self.plot.removeItem(s.smooth)
-        for line in self._markers:
-            self.plot.removeItem(line)
-        self.legend.clear()
-        self.series.clear()
-        self._markers.clear()
-        self._hover_dot.clear()
+    @property
+    def series(self) -> dict[str, _Series]:
+        """The series of the latest panel (the phase running now, or the last one of a past run)."""
+        return self.panel.series if self.panel is not None else {}
+
+    @property
+    def panel(self) -> Panel | None:
+        return next(reversed(self.panels.values()), None)
+
+    def clear(self, message: str = "") -> None:
+        """Remove every panel (and the axes of a previous run); `message` is shown until the first phase starts."""
+        self.plot_widget.clear()
+        self.panels.clear()
+        self.tasks = []
         self.readout.setText(" ")
+        self._empty = self.plot_widget.addPlot(row=0, col=0)
+        self._empty.hideAxis("bottom")
+        self._empty.hideAxis("left")
+        self._empty.setMouseEnabled(False, False)
+        self._empty.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
+        self.placeholder = pg.TextItem(message, color="#555555", anchor=(0.5, 0.5))
+        self.placeholder.setPos(0.5, 0.5)
+        self._empty.addItem(self.placeholder)
 
-    def add_task(self, name: str) -> None:
-        if name not in self.series:
-            self.series[name] = _Series(name, task_colour(len(self.series)), self.plot)
+    def set_message(self, message: str) -> None:
+        """What the empty plot says before the first steps (e.g. that the data are being read)."""
+        self.placeholder.setText(message)
 
-    def add_points(self, points: dict[str, tuple[list[float], list[float]]]) -> None:
-        """Append (steps, losses) per task and redraw those tasks once."""
+    def set_tasks(self, tasks: list[str]) -> None:
+        """The run's task list, in its order: task i always gets colour i (live and when a run is reopened)."""
+        for task in tasks:
+            if task not in self.tasks:
+                self.tasks.append(task)
+
+    def colour(self, task: str) -> QColor:
+        if task not in self.tasks:
+            self.tasks.append(task)
+        return task_colour(self.tasks.index(task))
+
+    def add_panel(self, phase: str, title: str) -> Panel:
+        """The panel of `phase` (made on first use, to the right of the others)."""
+        if phase in self.panels:
+            return self.panels[phase]
+        if self._empty is not None:
+            self.plot_widget.removeItem(self._empty)
+            self._empty = None
+        plot = self.plot_widget.addPlot(row=0, col=len(self.panels))
+        panel = Panel(phase, title, plot)
+        if self.log_box.isChecked():
+            plot.setLogMode(x=False, y=True)
+            plot.setLabel("left", "loss (log scale)")
+        self.panels[phase] = panel
+        return panel
+
+    def add_points(self, points: dict[str, tuple[list[float], list[float]]], phase: str = "",
+                   title: str = "") -> None:
+        """Append (steps of the phase, losses) per task to `phase`'s panel and redraw those tasks once."""
+        panel = self.add_panel(phase, title or phase)
         for name, (xs, ys) in points.items():
-            self.add_task(name)
-            series = self.series[name]
+            series = panel.series.get(name)
+            if series is None:
+                series = panel.series[name] = _Series(name, self.colour(name), panel.plot)
             series.x.extend(xs)
             series.y.extend(ys)
             self._redraw(series)
 
-    def set_planned_steps(self, end: float) -> None:
-        """Fix the x range to the steps planned so far while a run is live: the curves fill the plot as
-        the run progresses, and the axes are not re-rendered at every update (they are the costly part)."""
-        vb = self.plot.vb
-        if vb.state["autoRange"][0] is False and getattr(self, "_planned", None) is None:
-            return  # the user zoomed or panned: leave the view alone
-        if end != getattr(self, "_planned", None):
-            self._planned = end
-            vb.enableAutoRange(x=False)
-            vb.setXRange(0, end, padding=0.02)
-
-    def add_marker(self, x: float, text: str) -> None:
-        """A vertical line where a phase starts."""
-        line = pg.InfiniteLine(pos=x, angle=90, pen=pg.mkPen("#999999", style=Qt.PenStyle.DashLine),
-                               label=text, labelOpts={"position": 0.95, "color": "#555555"})
-        self.plot.addItem(line)
-        self._markers.append(line)
+    def set_planned_steps(self, phase: str, end: float) -> None:
+        if phase in self.panels:
+            self.panels[phase].set_planned_steps(end)
 
     def point_count(self, name: str) -> int:
-        return len(self.series[name].x) if name in self.series else 0
+        """Points of task `name` in all panels."""
+        return sum(len(p.series[name].x) for p in self.panels.values() if name in p.series)
 
     def _redraw(self, series: _Series) -> None:
         x = np.asarray(series.x, dtype=np.float64)
@@ -163,31 +215,38 @@ class LossPlot(QWidget):
         series.smooth.setData(x, series.smoothed)
 
     def _resmooth(self) -> None:
-        for series in self.series.values():
-            self._redraw(series)
+        for panel in self.panels.values():
+            for series in panel.series.values():
+                self._redraw(series)
 
     def set_log(self, on: bool) -> None:
         if self.log_box.isChecked() != on:
             self.log_box.setChecked(on)
             return
-        self.plot.setLogMode(x=False, y=on)
-        self.plot.setLabel("left", "loss (log scale)" if on else "loss")
-        self._hover_dot.clear()
+        for panel in self.panels.values():
+            panel.plot.setLogMode(x=False, y=on)
+            panel.plot.setLabel("left", "loss (log scale)" if on else "loss")
+            panel.hover_dot.clear()
 
     # ------------------------------------------------------------------------------ hover
     def _mouse_moved(self, scene_pos) -> None:
-        if not self.plot.sceneBoundingRect().contains(scene_pos):
-            return
-        view = self.plot.vb.mapSceneToView(scene_pos)
-        self.readout.setText(self.readout_at(view.x(), view.y()) or " ")
+        for panel in self.panels.values():
+            if panel.plot.sceneBoundingRect().contains(scene_pos):
+                view = panel.plot.vb.mapSceneToView(scene_pos)
+                self.readout.setText(self.readout_at(view.x(), view.y(), panel.phase) or " ")
+                return
 
-    def nearest(self, x: float, y: float) -> tuple[str, int] | None:
-        """(task, index) of the raw point nearest to view coordinates (x, y), within HOVER_PIXELS."""
-        pixel_w, pixel_h = self.plot.vb.viewPixelSize()
+    def nearest(self, x: float, y: float, phase: str | None = None) -> tuple[str, int] | None:
+        """(task, index) of the raw point of `phase`'s panel (default: the latest) nearest to view coordinates
+        (x, y), within HOVER_PIXELS."""
+        panel = self.panels.get(phase) if phase is not None else self.panel
+        if panel is None:
+            return None
+        pixel_w, pixel_h = panel.plot.vb.viewPixelSize()
         pixel_w, pixel_h = pixel_w or 1.0, pixel_h or 1.0
         log = self.log_box.isChecked()
         best: tuple[float, str, int] | None = None
-        for name, series in self.series.items():
+        for name, series in panel.series.items():
             if not series.x:
                 continue
             xs = np.asarray(series.x)
@@ -207,16 +266,19 @@ class LossPlot(QWidget):
             return None
         return best[1], best[2]
 
-    def readout_at(self, x: float, y: float) -> str:
-        """Text for the cursor at view coordinates (x, y): task, step, raw and smoothed loss."""
-        hit = self.nearest(x, y)
-        if hit is None:
-            self._hover_dot.clear()
+    def readout_at(self, x: float, y: float, phase: str | None = None) -> str:
+        """Text for the cursor at view coordinates (x, y) of `phase`'s panel (default: the latest): task, phase,
+        step, raw and smoothed loss."""
+        panel = self.panels.get(phase) if phase is not None else self.panel
+        for other in self.panels.values():
+            other.hover_dot.clear()
+        hit = self.nearest(x, y, phase)
+        if panel is None or hit is None:
             return ""
         name, j = hit
-        series = self.series[name]
+        series = panel.series[name]
         step, loss = series.x[j], series.y[j]
         shown = math.log10(loss) if self.log_box.isChecked() and loss > 0 else loss
-        self._hover_dot.setData([step], [shown])
+        panel.hover_dot.setData([step], [shown])
         smooth = series.smoothed[j] if j < len(series.smoothed) else loss
-        return f"{name} · step {int(step)} · loss {loss:.4g} (smoothed {smooth:.4g})"
+        return f"{name} · {panel.plot.titleLabel.text}, step {int(step)} · loss {loss:.4g} (smoothed {smooth:.4g})"

@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt
+import yaml
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -24,77 +25,148 @@ from PySide6.QtWidgets import (
 )
 
 from app.loss_plot import LossPlot
-from app.run_controller import Timed
-from core.events import EvalEvent, RunInfo, StepEvent
+from app.run_controller import StepCount, Timed
+from app.run_progress import RunProgress, format_duration, phase_group, phase_title
+from core.events import EvalEvent, PhaseEvent, RunInfo, StepEvent
+from core.kinds import KINDS
 from core.train.metrics_log import read_metrics
 
 MODEL_NAMES = {"teacher": "Foundation model", "student": "Experts"}
-PHASE_TITLES = {"foundation": "foundation pre-training", "decompose": "decomposition", "evaluate": "evaluation",
-                "export": "export"}
+COLUMN_NAMES = {"teacher": "Foundation", "student": "Experts"}
+METRIC_NAMES = {"acc": "accuracy", "auc": "AUC", "dice": "Dice", "hd95": "HD95"}
 MAX_LOG_LINES = 5000
 
 
-def format_duration(seconds: float) -> str:
-    seconds = max(0, int(round(seconds)))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+def where_of(event: EvalEvent) -> str:
+    """What an evaluation's values are: "test" or "validation, <phase> epoch N"."""
+    if event.phase == "test":
+        return "test"
+    return f"validation, {phase_title(event.phase)} epoch {event.epoch + 1}"
+
+
+def short_where(where: str) -> str:
+    """A column header's second line: "test", "validation ep. 2"."""
+    if where.startswith("validation"):
+        return f"validation ep. {where.rsplit(' ', 1)[-1]}"
+    return where
 
 
 class MetricsTable(QTableWidget):
-    """One row per (task, metric); columns: the foundation model and the experts (latest values)."""
+    """One row per (task, metric); columns: the foundation model and the experts, each with the latest values of
+    its latest evaluation (its header says which: validation epoch N or test). A metric's per-structure values
+    ("dice/grey matter") are indented rows under it, shown only when there are several (with one structure they
+    repeat the metric); units come from the run's task kind ("HD95 (mm)")."""
 
     MODELS = ("teacher", "student")
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(0, 4, parent)
-        self.setHorizontalHeaderLabels(["Task", "Metric", "Foundation", "Expert"])
         self.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setSelectionMode(QAbstractItemView.SelectionMode.NoSelection)
+        self.setWordWrap(False)
         self.verticalHeader().setVisible(False)
         self.verticalHeader().setDefaultSectionSize(22)
-        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
-        self.values: dict[tuple[str, str], dict[str, tuple[float, str]]] = {}  # (task, model) -> metric
+        header = self.horizontalHeader()
+        for col in (0, 1):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.ResizeToContents)
+        for col in (2, 3):
+            header.setSectionResizeMode(col, QHeaderView.ResizeMode.Stretch)
+        self.values: dict[tuple[str, str], dict[str, float]] = {}  # (task, model) -> metric -> value
+        self.where: dict[str, str] = {}  # model -> what its values are ("validation, decomposition epoch 2")
+        self.units: dict[str, str] = {}
         self.clear_values([])
 
     def clear_values(self, tasks: list[str]) -> None:
         self.values.clear()
+        self.where.clear()
         self._tasks = list(tasks)
-        self._metrics: dict[str, list[str]] = {}
+        self._refresh()
+
+    def set_units(self, units: dict[str, str]) -> None:
+        """metric -> unit of the run's task kind (`TaskKind.units`)."""
+        self.units = dict(units)
         self._refresh()
 
     def update_eval(self, model: str, metrics: dict[str, dict[str, float]], where: str) -> None:
-        """Latest values of one evaluation (`where`: e.g. "validation, epoch 2" or "test")."""
+        """The values of one evaluation (`where`: e.g. "validation, decomposition epoch 2" or "test"); they
+        replace the model's earlier values of each task they hold."""
+        if self.where.get(model) != where:  # another evaluation: no value of an older one stays beside it
+            self.values = {key: v for key, v in self.values.items() if key[1] != model}
+            self.where[model] = where
         for task, values in metrics.items():
             if task not in self._tasks:
                 self._tasks.append(task)
-            names = self._metrics.setdefault(task, [])
-            for metric, value in values.items():
-                if not isinstance(value, int | float):
-                    continue
-                self.values.setdefault((task, model), {})[metric] = (float(value), where)
-                if metric not in names:
-                    names.append(metric)
+            self.values[(task, model)] = {k: float(v) for k, v in values.items() if isinstance(v, int | float)}
         self._refresh()
 
     def value(self, task: str, model: str, metric: str) -> float | None:
-        entry = self.values.get((task, model), {}).get(metric)
-        return None if entry is None else entry[0]
+        return self.values.get((task, model), {}).get(metric)
+
+    def title(self) -> str:
+        """What the values are: "Validation metrics", "Test metrics", or "Metrics" when the columns differ."""
+        kinds = {"test" if w == "test" else "validation" for w in self.where.values()}
+        if kinds == {"test"}:
+            return "Test metrics"
+        if kinds == {"validation"}:
+            return "Validation metrics"
+        return "Metrics"
+
+    def metric_label(self, metric: str) -> str:
+        base, _, part = metric.partition("/")
+        if part:
+            return f"    {part}"
+        unit = self.units.get(base)
+        return METRIC_NAMES.get(base, base) + (f" ({unit})" if unit else "")
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(task, metric) in display order: each task's metrics, a metric's per-structure values under it."""
+        rows = []
+        for task in self._tasks:
+            names: list[str] = []
+            for model in self.MODELS:
+                names += [m for m in self.values.get((task, model), {}) if m not in names]
+            heads = [m for m in names if "/" not in m]
+            heads += [m.split("/")[0] for m in names if "/" in m and m.split("/")[0] not in heads]
+            for head in heads:
+                rows.append((task, head))
+                parts = [m for m in names if m.startswith(head + "/")]
+                if len(parts) > 1 or head not in names:
+                    rows += [(task, m) for m in parts]
+        return rows
+
+    def _format(self, metric: str, value: float) -> str:
+        if value != value:  # NaN: undefined (an HD95 where a structure is missing)
+            return "n/a"
+        return f"{value:.2f}" if metric.split("/")[0] in self.units else f"{value:.3f}"
 
     def _refresh(self) -> None:
-        rows = [(task, metric) for task in self._tasks for metric in sorted(self._metrics.get(task, []))]
+        for col, model in enumerate(self.MODELS, start=2):
+            where = self.where.get(model)
+            text = COLUMN_NAMES[model] + (f"\n{short_where(where)}" if where else "")
+            item = QTableWidgetItem(text)
+            item.setToolTip(f"{MODEL_NAMES[model]}: {where}" if where else MODEL_NAMES[model])
+            self.setHorizontalHeaderItem(col, item)
+        self.setHorizontalHeaderItem(0, QTableWidgetItem("Task"))
+        self.setHorizontalHeaderItem(1, QTableWidgetItem("Metric"))
+        rows = self.rows()
         self.setRowCount(len(rows))
         previous = None
         for row, (task, metric) in enumerate(rows):
-            self.setItem(row, 0, QTableWidgetItem(task if task != previous else ""))
+            item = QTableWidgetItem(task if task != previous else "")
+            item.setToolTip(task)
+            self.setItem(row, 0, item)
             previous = task
-            self.setItem(row, 1, QTableWidgetItem(metric))
+            base, _, part = metric.partition("/")
+            full = METRIC_NAMES.get(base, base) + (f" of {part}" if part else "")
+            item = QTableWidgetItem(self.metric_label(metric))
+            item.setToolTip(full + (f" ({self.units[base]})" if base in self.units else ""))
+            self.setItem(row, 1, item)
             for col, model in enumerate(self.MODELS, start=2):
-                entry = self.values.get((task, model), {}).get(metric)
-                item = QTableWidgetItem("–" if entry is None else f"{entry[0]:.3f}")
+                value = self.value(task, model, metric)
+                item = QTableWidgetItem("–" if value is None else self._format(metric, value))
                 item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-                if entry is not None:
-                    item.setToolTip(f"{MODEL_NAMES[model]} {metric} on {task}: {entry[0]:.4f} ({entry[1]})")
+                if value is not None:
+                    item.setToolTip(f"{MODEL_NAMES[model]}, {full} on {task}: {value:.4f} ({self.where[model]})")
                 self.setItem(row, col, item)
 
 
@@ -103,7 +175,7 @@ class MonitorPanel(QWidget):
         super().__init__(parent)
         self.plot = LossPlot()
         self.metrics = MetricsTable()
-        self.metrics_title = QLabel("Validation metrics")
+        self.metrics_title = QLabel("Metrics")
         self.log_view = QPlainTextEdit()
         self.log_view.setReadOnly(True)
         self.log_view.setMaximumBlockCount(MAX_LOG_LINES)
@@ -154,34 +226,40 @@ class MonitorPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(stats)
         layout.addWidget(vertical, 1)
-        self._reset_state([])
+        self.run_progress = RunProgress()
+        self._clock = QTimer(self)  # the elapsed time also moves while no event comes (reading the data)
+        self._clock.setInterval(1000)
+        self._clock.timeout.connect(self._tick_clock)
+        self.reset()
 
     # ------------------------------------------------------------------------------ state
-    def _reset_state(self, phases: list[str]) -> None:
-        self.phases = list(phases)
-        self.phase: str | None = None
-        self.offsets: dict[str, float] = {}  # phase -> x offset, so phases follow each other on one axis
-        self._phase_end = 0.0
-        self._eta_ref: tuple[float, int] | None = None  # (worker time, step) the rate is measured from
-        self._sec_per_step: float | None = None
-        self._started = time.monotonic()
-        self._last_step: StepEvent | None = None
-
     def reset(self, tasks: list[str] | None = None, phases: list[str] | None = None, title: str = "") -> None:
-        self.plot.clear()
-        for task in tasks or []:
-            self.plot.add_task(task)
+        """Empty the monitor for a run about to start (`title`: its folder) or for a past run (no title)."""
+        note = "Reading and preprocessing the data…" if title else ""
+        self.plot.clear(note)
+        self.plot.set_tasks(tasks or [])
         self.metrics.clear_values(tasks or [])
-        self.metrics_title.setText("Validation metrics")
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.progress.setFormat("")
+        self.metrics.set_units({})
+        self.metrics_title.setText("Metrics")
         self.lr_label.setText("–")
         self.speed_label.setText("–")
         self.elapsed_label.setText("–")
-        self.phase_label.setText("Starting…" if title else "No run yet")
         self.run_label.setText(title)
-        self._reset_state(phases or [])
+        self.phase: str | None = None
+        self._started = time.monotonic()
+        self._paused_s = 0.0
+        self.run_progress.reset(note)
+        self.run_progress.phases = list(phases or [])
+        if title:
+            self._render()
+            self._clock.start()
+        else:
+            self._clock.stop()
+            self.phase_label.setText("No run yet")
+            self._set_bar(0, 1, "")
+
+    def _tick_clock(self) -> None:
+        self.elapsed_label.setText(format_duration(time.monotonic() - self._started))
 
     def log(self, message: str) -> None:
         stamp = time.strftime("%H:%M:%S")
@@ -191,89 +269,93 @@ class MonitorPanel(QWidget):
     def log_text(self) -> str:
         return self.log_view.toPlainText()
 
-    # ------------------------------------------------------------------------------ live
-    def run_started(self, info: RunInfo) -> None:
-        for task in info.tasks:
-            self.plot.add_task(task)
-        self.phases = list(info.phases)
-        self.log(f"run {info.run_dir}: tasks {', '.join(info.tasks)} on {info.device}; "
-                 f"phases {' → '.join(info.phases)}")
+    def _set_bar(self, value: int, maximum: int, text: str) -> None:
+        if self.progress.maximum() != maximum:
+            self.progress.setRange(0, maximum)
+        self.progress.setValue(value)
+        self.progress.setFormat(text)
 
-    def _offset(self, phase: str) -> float:
-        if phase not in self.offsets:
-            self.offsets[phase] = self._phase_end
-            if self._phase_end > 0:
-                self.plot.add_marker(self._phase_end, PHASE_TITLES.get(phase, phase))
-        return self.offsets[phase]
-
-    def add_steps(self, batch: list[Timed]) -> None:
-        """A batch of step events (already throttled): one redraw per task."""
-        points: dict[str, tuple[list[float], list[float]]] = {}
-        for timed in batch:
-            event: StepEvent = timed.event
-            if event.phase != self.phase:
-                self.phase = event.phase
-                self._eta_ref, self._sec_per_step = None, None
-            offset = self._offset(event.phase)
-            if offset + event.steps_total > self._phase_end:
-                self._phase_end = offset + event.steps_total
-                self.plot.set_planned_steps(self._phase_end)
-            for task, loss in event.task_losses.items():
-                xs, ys = points.setdefault(task, ([], []))
-                xs.append(offset + event.step)
-                ys.append(loss)
-            self._measure(timed.time, event.step)
-            self._last_step = event
-        if points:
-            self.plot.add_points(points)
-        if self._last_step is not None:
-            self._show_progress(self._last_step)
-
-    def _measure(self, now: float, step: int) -> None:
-        if self._eta_ref is None:
-            self._eta_ref = (now, step)
-            return
-        t0, s0 = self._eta_ref
-        if step > s0 and now > t0:
-            self._sec_per_step = (now - t0) / (step - s0)
-
-    def restart_rate(self) -> None:
-        """After a pause: measure the speed again from the next step (the pause is not work)."""
-        self._eta_ref, self._sec_per_step = None, None
-
-    def _show_progress(self, event: StepEvent) -> None:
-        index = self.phases.index(event.phase) + 1 if event.phase in self.phases else 0
-        of = f" ({index}/{len(self.phases)})" if index else ""
-        self.phase_label.setText(f"{PHASE_TITLES.get(event.phase, event.phase).capitalize()}{of}, "
-                                 f"epoch {event.epoch + 1}")
-        self.progress.setRange(0, max(1, event.steps_total))
-        self.progress.setValue(min(event.step, event.steps_total))
-        eta = ""
-        if self._sec_per_step is not None:
-            eta = f" · ETA {format_duration((event.steps_total - event.step) * self._sec_per_step)}"
-        self.progress.setFormat(f"step {event.step}/{event.steps_total} (%p%){eta}")
-        self.lr_label.setText(f"{event.lr:.3g}")
-        self.speed_label.setText(f"{event.samples_per_s:,.0f}")
+    def _render(self) -> None:
+        shown = self.run_progress.display()
+        self.phase_label.setText(shown.label)
+        self._set_bar(shown.value, shown.maximum, shown.text)
         self.elapsed_label.setText(format_duration(time.monotonic() - self._started))
 
+    # ------------------------------------------------------------------------------ live
+    def run_started(self, info: RunInfo) -> None:
+        self.plot.set_tasks(info.tasks)
+        self.run_progress.started(info)
+        self.plot.set_message(self.run_progress.note)
+        kind = (info.extra or {}).get("kind")
+        if kind in KINDS:
+            self.metrics.set_units(KINDS[kind].units)
+        self.log(f"run {info.run_dir}: tasks {', '.join(info.tasks)} on {info.device}; "
+                 f"phases {' → '.join(info.phases)}")
+        self._render()
+
+    def add_steps(self, batch: list[Timed | PhaseEvent | StepCount]) -> None:
+        """The run's progress since the last batch (throttled by the controller): logged steps (one redraw per
+        phase and task), stages without steps, the step counter between logged steps."""
+        points: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
+        speed = None
+        for item in batch:
+            if isinstance(item, StepCount):
+                self.run_progress.count(item.time, item.ticks, item.paused)
+                continue
+            if isinstance(item, PhaseEvent):
+                self.run_progress.stage(item)
+                self.log(f"{item.text}…")
+                continue
+            event: StepEvent = item.event
+            self.phase = event.phase
+            self.run_progress.step(event, item.time, item.ticks)
+            panel = phase_group(event.phase)  # the single-task baselines share one panel
+            for task, loss in event.task_losses.items():
+                xs, ys = points.setdefault(panel, {}).setdefault(task, ([], []))
+                xs.append(event.step)
+                ys.append(loss)
+            self.plot.add_panel(panel, phase_title(panel))
+            self.plot.set_planned_steps(panel, event.steps_total)
+            self.lr_label.setText(f"{event.lr:.3g}")
+            # a window the engine waited paused in: its samples/s counts the pause; keep the last value
+            if item.paused_s <= self._paused_s + 0.05:
+                speed = event.samples_per_s
+            self._paused_s = item.paused_s
+        for phase, tasks in points.items():
+            self.plot.add_points(tasks, phase, phase_title(phase))
+        if speed is not None:
+            self.speed_label.setText(f"{speed:,.0f}")
+        self._render()
+
+    def restart_rate(self) -> None:
+        """Kept for the window (called when a run is running again): the rates already leave paused time out (the
+        controller's clock stops while the engine waits paused), so the ETA and samples/s stay."""
+
     def add_eval(self, event: EvalEvent) -> None:
-        where = "test" if event.phase == "test" else f"validation, epoch {event.epoch + 1}"
-        self.metrics.update_eval(event.model, event.metrics, where)
-        self.metrics_title.setText("Test metrics" if event.phase == "test" else
-                                   f"Validation metrics (epoch {event.epoch + 1})")
+        where = where_of(event)
+        self.run_progress.evaluated(event)
+        model = MODEL_NAMES.get(event.model, event.model).lower()
+        if event.phase.startswith("single_task/"):
+            model = "single-task baseline"  # not the experts' column: logged only
+        else:
+            self.metrics.update_eval(event.model, event.metrics, where)
+            self.metrics_title.setText(self.metrics.title())
         parts = [f"{task} " + " ".join(f"{k}={v:.3f}" for k, v in m.items() if isinstance(v, int | float))
                  for task, m in event.metrics.items()]
-        self.log(f"[{MODEL_NAMES.get(event.model, event.model).lower()}, {where}] " + " | ".join(parts))
+        self.log(f"[{model}, {where}] " + " | ".join(parts))
+        self._render()
 
     def run_ended(self, summary: dict[str, Any]) -> None:
         status = summary.get("status", "?")
+        self._clock.stop()
+        self.run_progress.stage_text = None
         if status == "completed":
             self.phase_label.setText("Finished")
-            self.progress.setRange(0, 1)
-            self.progress.setValue(1)
-            self.progress.setFormat("done")
+            self._set_bar(1, 1, "done")
         else:
             self.phase_label.setText(f"Run {status}")
+            if self.progress.maximum() == 0:  # no busy bar once nothing runs
+                self._set_bar(0, 1, "")
         self.elapsed_label.setText(format_duration(time.monotonic() - self._started))
 
     # ------------------------------------------------------------------------- past run
@@ -281,7 +363,11 @@ class MonitorPanel(QWidget):
         """Show a run folder's curves and metrics from its metrics.jsonl; returns the record count."""
         run_dir = Path(run_dir)
         records = read_metrics(run_dir / "metrics.jsonl")
-        self.reset(title=str(run_dir))
+        tasks, kind = run_tasks(run_dir)
+        self.reset(tasks)
+        self.run_label.setText(str(run_dir))
+        if kind in KINDS:
+            self.metrics.set_units(KINDS[kind].units)
         self.show_records(records)
         self.phase_label.setText(f"Run folder: {len(records)} records")
         summary = run_dir / "summary.json"
@@ -290,48 +376,47 @@ class MonitorPanel(QWidget):
         return len(records)
 
     def show_records(self, records: list[dict[str, Any]]) -> None:
-        """Curves and latest metrics from metrics.jsonl records (phases in file order)."""
-        train = [r for r in records if r.get("kind") == "train"]
-        phase_order: list[str] = []
-        phase_max: dict[str, int] = {}
-        for r in train:
-            phase = r.get("phase", "?")
-            if phase not in phase_order:
-                phase_order.append(phase)
-            phase_max[phase] = max(phase_max.get(phase, 0), int(r.get("step", 0)))
-        offset = 0.0
-        for phase in phase_order:
-            if phase in self.offsets:
-                offset = self.offsets[phase]
-            else:
-                if offset > 0:
-                    self.plot.add_marker(offset, PHASE_TITLES.get(phase, phase))
-                self.offsets[phase] = offset
-            offset = self.offsets[phase] + phase_max[phase]
-        self._phase_end = max(self._phase_end, offset)
-        points: dict[str, tuple[list[float], list[float]]] = {}
+        """Curves (a panel per phase) and the latest metrics from metrics.jsonl records."""
+        points: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
         last_all = None
-        for r in train:
+        for r in records:
+            if r.get("kind") != "train":
+                continue
             if r.get("task") == "all":
                 last_all = r
                 continue
-            if not isinstance(r.get("loss"), int | float):
+            if not isinstance(r.get("loss"), int | float) or not isinstance(r.get("step"), int | float):
                 continue
-            xs, ys = points.setdefault(r["task"], ([], []))
-            xs.append(self.offsets[r.get("phase", "?")] + int(r.get("step", 0)))
+            panel = phase_group(str(r.get("phase", "?")))
+            xs, ys = points.setdefault(panel, {}).setdefault(str(r.get("task")), ([], []))
+            xs.append(int(r["step"]))
             ys.append(float(r["loss"]))
-        self.plot.add_points(points)
+        for phase, tasks in points.items():
+            self.plot.add_points(tasks, phase, phase_title(phase))
         if last_all is not None:
             if isinstance(last_all.get("lr"), int | float):
                 self.lr_label.setText(f"{last_all['lr']:.3g}")
             if isinstance(last_all.get("samples_per_s"), int | float):
                 self.speed_label.setText(f"{last_all['samples_per_s']:,.0f}")
         for r in records:
-            if r.get("kind") != "eval":
+            if r.get("kind") != "eval" or str(r.get("phase", "")).startswith("single_task/"):
                 continue
             metrics = {k: v for k, v in r.items()
                        if k not in ("phase", "kind", "model", "epoch", "step", "task") and isinstance(v, int | float)}
-            event = EvalEvent(phase=r.get("phase", "?"), epoch=int(r.get("epoch", 0)),
-                              metrics={r.get("task", "?"): metrics}, model=r.get("model", "student"))
-            where = "test" if event.phase == "test" else f"validation, epoch {event.epoch + 1}"
-            self.metrics.update_eval(event.model, event.metrics, where)
+            event = EvalEvent(phase=str(r.get("phase", "?")), epoch=int(r.get("epoch", 0) or 0),
+                              metrics={str(r.get("task", "?")): metrics}, model=str(r.get("model", "student")))
+            if event.model in MetricsTable.MODELS:
+                self.metrics.update_eval(event.model, event.metrics, where_of(event))
+        self.metrics_title.setText(self.metrics.title())
+
+
+def run_tasks(run_dir: Path) -> tuple[list[str], str | None]:
+    """The task names (in the run's order) and the kind of a run folder's config.yaml; ([], None) when unreadable."""
+    try:
+        raw = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return [], None
+    if not isinstance(raw, dict):
+        return [], None
+    tasks = [str(t["name"]) for t in raw.get("tasks") or [] if isinstance(t, dict) and "name" in t]
+    return tasks, str(raw.get("kind", "classification"))

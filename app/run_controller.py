@@ -6,7 +6,9 @@ engine calls `EventSink` (an Observer) from the worker thread; the sink only app
 so the engine never waits on the GUI. A QTimer in the GUI thread drains the list at most `FLUSH_HZ` times a
 second and re-emits the batch as signals (one batch of step events per flush), so a fast run cannot flood the
 event loop: better than a signal per event. The GUI thread never waits on training: pause/resume/stop go through
-the engine's `Control` token, which it checks at every step.
+the engine's `Control` token, which it checks at every step. That token (`StepCounter`) also counts those checks
+and the time the engine waits paused, so the progress bar moves at every step although the engine logs a step
+only every `log_every`, and rates and ETAs leave paused time out.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ from PySide6.QtCore import QObject, QTimer, Signal, Slot
 from app.workers import Worker
 from core.config import Config
 from core.errors import LorkdError
-from core.events import Control, EvalEvent, RunInfo, StepEvent
+from core.events import Control, EvalEvent, PhaseEvent, RunInfo, StepEvent
 
 FLUSH_HZ = 10
+# how the engine's log line for a stopped run begins: its wording is the command line's ("run the same command
+# again"); the GUI says what its own Start button does instead (`RunController.stopped_text`)
+ENGINE_STOPPED = "run stopped; run the same command again"
 
 
 def warm_up_engine() -> None:
@@ -74,22 +79,72 @@ ACTIONS: dict[str, tuple[RunState, ...]] = {
 
 @dataclass
 class Timed:
-    """An engine event with the worker-side time it happened (for rates and ETA)."""
+    """An engine event with the worker-side time it happened (for rates and ETA): the run's active clock
+    (`StepCounter.clock`, paused time left out), the steps the engine had begun and the seconds it had waited
+    paused by then."""
 
     time: float
     event: Any
+    ticks: int = 0
+    paused_s: float = 0.0
+
+
+@dataclass
+class StepCount:
+    """Between logged steps: the steps the engine has begun so far and whether the run is paused (the monitor's
+    bar moves with it at every step); delivered at most once per flush, when it changed."""
+
+    time: float
+    ticks: int
+    paused: bool
+
+
+class StepCounter(Control):
+    """The run's pause/stop token, which also counts the engine's checks of it (one per training step) and the time
+    it waited paused there. Thread-safe; the check costs a lock and two clock reads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._count_lock = threading.Lock()
+        self.ticks = 0
+        self._waited = 0.0
+        self._waiting_since: float | None = None
+
+    def checkpoint(self) -> None:
+        start = time.monotonic()
+        with self._count_lock:
+            self.ticks += 1
+            self._waiting_since = start
+        try:
+            super().checkpoint()
+        finally:
+            with self._count_lock:
+                self._waited += time.monotonic() - start
+                self._waiting_since = None
+
+    def clock(self) -> tuple[float, int, float]:
+        """(monotonic seconds less the time spent waiting paused, steps begun, seconds waited paused)."""
+        with self._count_lock:
+            now = time.monotonic()
+            waited = self._waited + (now - self._waiting_since if self._waiting_since is not None else 0.0)
+            return now - waited, self.ticks, waited
 
 
 class EventSink:
     """The Observer the engine talks to. Thread-safe; never blocks for longer than a list append."""
 
-    def __init__(self) -> None:
+    def __init__(self, counter: StepCounter | None = None) -> None:
         self._lock = threading.Lock()
         self._pending: list[tuple[str, Any]] = []
+        self.counter = counter or StepCounter()
 
     def _push(self, kind: str, payload: Any) -> None:
         with self._lock:
             self._pending.append((kind, payload))
+
+    def _timed(self, event: Any) -> Timed:
+        now, ticks, waited = self.counter.clock()
+        return Timed(now, event, ticks, waited)
 
     def take(self) -> list[tuple[str, Any]]:
         """The events queued since the last call, oldest first, as (kind, payload)."""
@@ -102,7 +157,10 @@ class EventSink:
         self._push("start", info)
 
     def on_step(self, event: StepEvent) -> None:
-        self._push("step", Timed(time.monotonic(), event))
+        self._push("step", self._timed(event))
+
+    def on_phase(self, event: PhaseEvent) -> None:
+        self._push("phase", event)
 
     def on_eval(self, event: EvalEvent) -> None:
         self._push("eval", event)
@@ -148,7 +206,9 @@ class RunController(QObject):
 
     state_changed = Signal(object)  # RunState
     run_started = Signal(object)  # RunInfo
-    steps = Signal(list)  # list[Timed] with StepEvent payloads, oldest first
+    # the run's progress, oldest first: Timed (a logged StepEvent), PhaseEvent (a stage without steps began: testing,
+    # export), StepCount (steps begun since, paused or not; last in a batch, only when it changed)
+    steps = Signal(list)
     evaluated = Signal(object)  # EvalEvent
     logged = Signal(str)
     finished = Signal(dict)  # summary, status "completed" or "stopped"
@@ -160,7 +220,8 @@ class RunController(QObject):
         self._state = RunState.IDLE
         self._worker: Worker | None = None
         self._sink: EventSink | None = None
-        self.control: Control | None = None
+        self.control: StepCounter | None = None
+        self._count: tuple[int, bool] | None = None  # the last StepCount delivered (ticks, paused)
         self.run_dir: Path | None = None
         self.summary: dict[str, Any] | None = None
         self.error: tuple[str, str, bool] | None = None
@@ -194,8 +255,9 @@ class RunController(QObject):
             raise RuntimeError(f"cannot start a run while {self._state.value}")
         self.run_dir = Path(run_dir)
         self.summary, self.error = None, None
-        self.control = control = Control()
-        self._sink = sink = EventSink()
+        self.control = control = StepCounter()
+        self._sink = sink = EventSink(control)
+        self._count = None
         run_dir = self.run_dir
 
         def run(_progress) -> None:  # the engine reports through the sink, not the progress callback
@@ -218,6 +280,7 @@ class RunController(QObject):
             self.control.pause()
             self._set_state(RunState.PAUSED)
             self.logged.emit("paused (the run waits at the next step)")
+            self._emit_count()
 
     def resume(self) -> None:
         """Continue a paused run."""
@@ -225,6 +288,7 @@ class RunController(QObject):
             self.control.resume()
             self._set_state(RunState.RUNNING)
             self.logged.emit("resumed")
+            self._emit_count()
 
     def stop_after_epoch(self) -> None:
         """Finish, checkpoint and evaluate the current epoch, then stop."""
@@ -238,7 +302,24 @@ class RunController(QObject):
         if self.allowed("cancel"):
             self.control.stop()
             self._set_state(RunState.STOPPING)
-            self.logged.emit("cancelling at the next step (the last finished epoch stays resumable)")
+            if self.resumable:
+                self.logged.emit("cancelling at the next step; the last finished epoch is kept (press Start with "
+                                 "the same configuration to resume from it)")
+            else:
+                self.logged.emit("cancelling at the next step; no epoch has finished yet, so there will be nothing "
+                                 "to resume: Start begins the run again")
+
+    @property
+    def resumable(self) -> bool:
+        """The run folder holds an epoch checkpoint: Start with the same config resumes from it (else it begins
+        again)."""
+        return self.run_dir is not None and (self.run_dir / "checkpoints" / "last.pt").is_file()
+
+    def stopped_text(self) -> str:
+        """What a stopped run leaves, in the GUI's words."""
+        if self.resumable:
+            return "run stopped; press Start with the same configuration to resume from the last finished epoch"
+        return "run stopped before any epoch finished: nothing to resume; Start begins the run again"
 
     def wait(self, msecs: int = -1) -> bool:
         """Block until the run's worker ends (closing the window only); its end (state, `finished` or `failed`)
@@ -248,17 +329,30 @@ class RunController(QObject):
         return self._worker.wait(None if msecs < 0 else msecs)
 
     # -------------------------------------------------------------------------- events
+    def _step_count(self) -> StepCount | None:
+        """The engine's step count now, when it changed since the last one delivered."""
+        if self.control is None:
+            return None
+        now, ticks, _ = self.control.clock()
+        if self._count == (ticks, self.control.paused):
+            return None
+        self._count = (ticks, self.control.paused)
+        return StepCount(now, ticks, self.control.paused)
+
+    def _emit_count(self) -> None:
+        count = self._step_count()
+        if count is not None:
+            self.steps.emit([count])
+
     @Slot()
     def flush(self) -> None:
         """Deliver the events the worker queued since the last flush (GUI thread, <= FLUSH_HZ)."""
         if self._sink is None:
             return
         items = self._sink.take()
-        if not items:
-            return
-        steps: list[Timed] = []
+        steps: list[Any] = []
         for kind, payload in items:
-            if kind == "step":
+            if kind in ("step", "phase"):
                 steps.append(payload)
                 continue
             if steps:  # keep the order of steps relative to evaluations and log lines
@@ -269,12 +363,16 @@ class RunController(QObject):
             elif kind == "eval":
                 self.evaluated.emit(payload)
             elif kind == "log":
-                self.logged.emit(payload)
+                self.logged.emit(self.stopped_text() if payload.startswith(ENGINE_STOPPED) else payload)
             elif kind == "end":
                 self.summary = payload
+        count = self._step_count()
+        if count is not None:
+            steps.append(count)
         if steps:
             self.steps.emit(steps)
-        self.flushed.emit()
+        if items:
+            self.flushed.emit()
 
     @Slot(str, str, bool)
     def _on_error(self, message: str, details: str, user_error: bool) -> None:
@@ -293,6 +391,8 @@ class RunController(QObject):
             self.failed.emit(*self.error)
             return
         summary = self.summary or {"status": "stopped", "run_dir": str(self.run_dir)}
+        if summary.get("status") != "completed":
+            summary["resumable"] = self.resumable
         self.summary = summary
         self._set_state(RunState.FINISHED if summary.get("status") == "completed" else RunState.STOPPED)
         self.finished.emit(summary)

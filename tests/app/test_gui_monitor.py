@@ -28,21 +28,25 @@ def test_open_run_shows_its_curves_and_metrics(window, finished_run, qtbot):
     assert window.open_run(finished_run)
     plot = window.monitor.plot
     assert plot.point_count("alpha") >= 8 and plot.point_count("beta") >= 8
-    assert window.monitor.offsets["decompose"] > 0  # decomposition drawn after the foundation steps
+    # one panel (and loss axis) per phase; the single-task baselines share one
+    assert list(plot.panels) == ["foundation", "decompose", "single_task"]
     table = window.monitor.metrics
     for task in ("alpha", "beta"):
         assert table.value(task, "teacher", "acc") is not None
         assert table.value(task, "student", "acc") is not None
+    # a finished run shows its test metrics, and says so
+    assert window.monitor.metrics_title.text() == "Test metrics"
+    assert table.where == {"teacher": "test", "student": "test"}
     assert window.tabs.currentWidget() is window.monitor
     assert str(finished_run.resolve()) in window.settings.recent("runs")
 
     # hover readout at a data point of beta
-    series = plot.series["beta"]
-    qtbot.waitUntil(lambda: plot.plot.vb.viewPixelSize()[0] > 0)
-    text = plot.readout_at(series.x[3], series.y[3])
-    assert text.startswith("beta · step") and f"{series.y[3]:.4g}" in text
+    series = plot.panels["decompose"].series["beta"]
+    qtbot.waitUntil(lambda: plot.panels["decompose"].plot.vb.viewPixelSize()[0] > 0)
+    text = plot.readout_at(series.x[3], series.y[3], "decompose")
+    assert text.startswith("beta · decomposition, step") and f"{series.y[3]:.4g}" in text
     plot.set_log(True)
-    assert plot.readout_at(series.x[3], float(np.log10(series.y[3]))).startswith("beta")
+    assert plot.readout_at(series.x[3], float(np.log10(series.y[3])), "decompose").startswith("beta")
     plot.set_log(False)
 
 
@@ -66,11 +70,12 @@ def test_ema_matches_the_definition():
 
 def test_log_scale_toggle(window):
     plot = window.monitor.plot
-    plot.add_points({"t": ([1, 2, 3], [1.0, 0.1, 0.01])})
+    plot.add_points({"t": ([1, 2, 3], [1.0, 0.1, 0.01])}, "foundation")
     plot.log_box.setChecked(True)
-    assert plot.plot.ctrl.logYCheck.isChecked()
+    plot.add_points({"t": ([1, 2, 3], [1.0, 0.1, 0.01])}, "decompose")  # a panel made later follows the box
+    assert all(p.plot.ctrl.logYCheck.isChecked() for p in plot.panels.values())
     plot.log_box.setChecked(False)
-    assert not plot.plot.ctrl.logYCheck.isChecked()
+    assert not any(p.plot.ctrl.logYCheck.isChecked() for p in plot.panels.values())
 
 
 @pytest.mark.parametrize("state", list(RunState))
