@@ -174,6 +174,18 @@ def run_smoke(out: Path, timeout: float, qt_args: list[str], kind: str = DEFAULT
     return outcome["code"]
 
 
+def report_internal_error(window, kind, value, tb) -> None:
+    """The app's excepthook: an exception no panel caught. The dialog says it in plain words; the exception's type
+    and traceback go to stderr and the Monitor log."""
+    from app.errors import plain_message
+
+    details = "".join(traceback.format_exception(kind, value, tb))
+    print(details, file=sys.stderr)
+    window.monitor.log(f"internal error: {kind.__name__}: {value}")
+    window.monitor.log(details.rstrip())
+    window.show_error("Something went wrong", plain_message(value), details)
+
+
 def main(argv: list[str] | None = None) -> int:
     args, qt_args = _parse(sys.argv[1:] if argv is None else argv)
     if args.smoke:
@@ -184,13 +196,7 @@ def main(argv: list[str] | None = None) -> int:
     app = _application(qt_args)
     window = MainWindow()
 
-    def excepthook(kind, value, tb) -> None:
-        details = "".join(traceback.format_exception(kind, value, tb))
-        print(details, file=sys.stderr)
-        window.monitor.log(f"internal error: {kind.__name__}: {value}")
-        window.show_error("Internal error", f"{kind.__name__}: {value}", details)
-
-    sys.excepthook = excepthook
+    sys.excepthook = lambda kind, value, tb: report_internal_error(window, kind, value, tb)
     window.show()
     return app.exec()
 

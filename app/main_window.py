@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.about import about_html
+from app.errors import plain_message, worker_message
 from app.experts import ExpertsPanel
 from app.monitor import MonitorPanel
 from app.run_controller import RunController, RunState, choose_run_dir, warm_up_engine
@@ -76,6 +77,7 @@ class MainWindow(QMainWindow):
         self.monitor = MonitorPanel()
         self.viewer = ViewerWidget()
         self.experts = ExpertsPanel(self.viewer)
+        self.viewer.logged.connect(lambda text: self.monitor.log(text))  # unexpected errors' tracebacks
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.setup, "Setup")
@@ -232,12 +234,12 @@ class MainWindow(QMainWindow):
         if self._demo_worker is not None or self.controller.state.active:
             return
         self.statusBar().showMessage(f"Preparing the demo data in {self.data_dir}…")
-        self.setup.status.setText("Preparing the demo data…")
+        self.setup.set_pending("Preparing the demo data…")
         data_dir, demo_kwargs, overrides = self.data_dir, demo_kwargs or {}, overrides or []
         worker = Worker(lambda _progress: prepare_demo_with_volume(data_dir, kind, demo_kwargs, overrides), owner=self,
                         name="lorkd-demo")
         worker.returned.connect(self._demo_loaded)
-        worker.errored.connect(lambda message, details, _user_error: self._demo_failed(message, details))
+        worker.errored.connect(self._demo_failed)
         worker.cancelled.connect(self._demo_cancelled)
         self._demo_worker = worker
         self._update_actions()
@@ -249,7 +251,7 @@ class MainWindow(QMainWindow):
         try:
             self.setup.set_mapping(raw, note=demo_note(raw))
         except LorkdError as exc:
-            self._demo_failed(str(exc), "")
+            self._demo_failed(plain_message(exc), "")
             return
         if volume is not None:
             self.viewer.load_volume(volume)  # the demo's volume: ready for its experts after the run
@@ -260,13 +262,19 @@ class MainWindow(QMainWindow):
         self._update_actions()
         self.demo_ready.emit()
 
-    def _demo_failed(self, message: str, details: str) -> None:
+    def _demo_failed(self, message: str, details: str, user_error: bool = True) -> None:
         self._demo_worker = None
+        self.setup.set_pending(None)
         self._update_actions()
-        self.show_error("The demo could not be prepared", message, details)
+        if not user_error:  # a bug: its type and traceback go to the log, the dialog says it in plain words
+            self.monitor.log(f"internal error while preparing the demo: {message}")
+            self.monitor.log(details.rstrip())
+        self.show_error("The demo could not be prepared", worker_message(message, user_error, "preparing the demo"),
+                        details)
 
     def _demo_cancelled(self) -> None:
         self._demo_worker = None
+        self.setup.set_pending(None)
         self._update_actions()
 
     # ------------------------------------------------------------------------------- run
@@ -282,7 +290,7 @@ class MainWindow(QMainWindow):
             runs_root.mkdir(parents=True, exist_ok=True)
             run_dir, resume = choose_run_dir(runs_root, config)
         except (OSError, LorkdError) as exc:
-            self.show_error("Cannot start the run", " ".join(str(exc).split()))
+            self.show_error("Cannot start the run", plain_message(exc))
             return
         self.monitor.reset(config.task_names, title=f"Run folder: {run_dir}")
         if resume:
@@ -311,16 +319,17 @@ class MainWindow(QMainWindow):
             self.close()
 
     def _failed(self, message: str, details: str, user_error: bool) -> None:
-        self.monitor.log(f"error: {message}")
+        self.monitor.log(f"error: {message}")  # the log keeps the exception's type (a bug report needs it)
         if not user_error:
             self.monitor.log(details.rstrip())
         self.monitor.run_ended({"status": "failed"})
-        self.statusBar().showMessage(f"Run failed: {message}")
+        shown = worker_message(message, user_error, "running")
+        self.statusBar().showMessage(f"Run failed: {shown}")
         self.run_failed.emit(message)
         if self._close_when_done:
             self.close()
             return
-        self.show_error("The run failed", message, "" if user_error else details)
+        self.show_error("The run failed", shown, "" if user_error else details)
 
     def show_error(self, title: str, message: str, details: str = "") -> QMessageBox:
         """A non-blocking error dialog (the window stays live; the log keeps the message)."""
@@ -365,7 +374,7 @@ class MainWindow(QMainWindow):
         try:
             self.setup.save_yaml(path)
         except (LorkdError, OSError) as exc:
-            self.show_error("Cannot save the config", " ".join(str(exc).split()))
+            self.show_error("Cannot save the config", plain_message(exc))
             return False
         self.settings.add_recent("configs", path)
         self.settings.remember_dir("configs", path)

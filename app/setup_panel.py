@@ -24,6 +24,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ from PySide6.QtWidgets import (
     QRadioButton,
     QScrollArea,
     QSpinBox,
+    QStyledItemDelegate,
     QTableWidget,
     QTableWidgetItem,
     QVBoxLayout,
@@ -71,6 +73,14 @@ COL_NAME, COL_FILE, COL_KIND, COL_LABELS, COL_RANK, COL_INFO = range(6)
 TASK_COLUMNS = ("Name", "File", "Kind", "Labels", "Rank", "Contents")
 COLUMN_OF = {"name": COL_NAME, "source": COL_FILE, "subkind": COL_KIND, "labels": COL_LABELS}
 INT_RANGE = (-1_000_000, 1_000_000)  # wide on purpose: core.config decides what is valid
+PENDING_STYLE = "color: #555555;"
+FROM_FOUNDATION = "(from the foundation model)"
+SAME_TEXT = "same (as the bundle)"
+TEACHER_ARCH_TIP = ("teacher.arch: the foundation model's network (MONAI), pre-trained here or loaded from our "
+                    "checkpoint")
+BACKBONE_ARCH_TIP = "backbone.arch: the common backbone (compact: ~0.5M params)"
+WIDTH_TIP = ("backbone.width: with the backbone \"same\", its channels are this share (0-1] of the foundation "
+             "model's")
 MODEL_KEYS = ("checkpoint", "bundle", "torchscript")  # teacher fields naming a foundation model to load
 MODEL_FORMATS = (("auto", "Detect: a folder or .zip is a MONAI bundle, .ts is TorchScript, else a checkpoint"),
                  ("checkpoint", "Checkpoint: ours (teacher.pt) or a MONAI state_dict"),
@@ -248,6 +258,24 @@ def _field_with_button(field: QWidget, button: QPushButton) -> QWidget:
     return row
 
 
+class _PlaceholderDelegate(QStyledItemDelegate):
+    """Draws what an empty cell means in grey (the backbone rank, the foundation labels a task picked); the cell
+    stays empty, so editing starts from nothing and the config keeps the value unset."""
+
+    def __init__(self, placeholder: Callable[[int], str], parent: QWidget) -> None:
+        super().__init__(parent)
+        self._placeholder = placeholder
+
+    def initStyleOption(self, option, index) -> None:  # noqa: N802 - Qt API
+        super().initStyleOption(option, index)
+        if not option.text.strip():
+            text = self._placeholder(index.row())
+            if text:
+                option.text = text
+                option.palette.setColor(QPalette.ColorRole.Text,
+                                        option.palette.color(QPalette.ColorRole.PlaceholderText))
+
+
 class SetupPanel(QWidget):
     """The run configuration form."""
 
@@ -263,6 +291,7 @@ class SetupPanel(QWidget):
         self._base: dict[str, Any] = config_from_raw({}).to_dict()
         self.kind: TaskKind = get_kind("classification")
         self._loading = False
+        self._pending: str | None = None  # while a config is being prepared (the demo): what the status says
         self._valid: bool | None = None
         self.config: Config | None = None
         self.error: str | None = None
@@ -355,18 +384,28 @@ class SetupPanel(QWidget):
         self.tasks.setHorizontalHeaderLabels(TASK_COLUMNS)
         self.tasks.verticalHeader().setVisible(False)
         self.tasks.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        # long paths keep their beginning and their file name; the full text is in each cell's tooltip. The source
+        # column takes what the others leave; Contents no longer grows with its text (it squeezed the source and
+        # its header down to "es → label")
+        self.tasks.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.tasks.setWordWrap(False)
         header = self.tasks.horizontalHeader()
+        header.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        header.setDefaultAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setSectionResizeMode(COL_FILE, QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(COL_INFO, QHeaderView.ResizeMode.ResizeToContents)
-        self.tasks.setColumnWidth(COL_NAME, 110)
+        header.setMinimumSectionSize(48)
+        self.tasks.setColumnWidth(COL_NAME, 100)
         self.tasks.setColumnWidth(COL_KIND, 110)
-        self.tasks.setColumnWidth(COL_LABELS, 200)
-        self.tasks.setColumnWidth(COL_RANK, 50)
+        self.tasks.setColumnWidth(COL_LABELS, 150)
+        self.tasks.setColumnWidth(COL_RANK, 56)
+        self.tasks.setColumnWidth(COL_INFO, 170)
         self.tasks.setMinimumHeight(150)
         for col, tip in ((COL_LABELS, "class names, comma-separated (empty: 0, 1, ...)"),
-                         (COL_RANK, "per-task expert rank (empty: the backbone rank)")):
+                         (COL_RANK, "per-task expert rank (empty, shown in grey: the backbone rank)")):
             self.tasks.horizontalHeaderItem(col).setToolTip(tip)
+        self.tasks.setItemDelegateForColumn(COL_RANK, _PlaceholderDelegate(self._rank_placeholder, self.tasks))
+        self.tasks.setItemDelegateForColumn(COL_LABELS, _PlaceholderDelegate(self._labels_placeholder, self.tasks))
         self.tasks.itemChanged.connect(self._edited)
         self.tasks_error = self._error_label()
         self._fields["tasks"] = (self.tasks, self.tasks_error)
@@ -408,7 +447,7 @@ class SetupPanel(QWidget):
         self.pretrain_radio.toggled.connect(self._teacher_mode)
         teacher_form.addRow(self.pretrain_radio)
         teacher_form.addRow(self.checkpoint_radio)
-        self.teacher_arch = self._combo((), "teacher.arch: the foundation model's network (MONAI)")
+        self.teacher_arch = self._combo((), TEACHER_ARCH_TIP)
         self._row(teacher_form, "Architecture", self.teacher_arch, "teacher.arch")
         self.teacher_epochs = self._int("teacher.epochs: pre-training epochs")
         self._row(teacher_form, "Epochs", self.teacher_epochs, "teacher.epochs")
@@ -449,13 +488,18 @@ class SetupPanel(QWidget):
         # backbone and experts ---------------------------------------------------------
         backbone_box = QGroupBox("Backbone and task experts")
         backbone_form = QFormLayout(backbone_box)
-        self.backbone_arch = self._combo((), "backbone.arch: the common backbone (compact: ~0.5M params)")
+        self.backbone_arch = self._combo((), BACKBONE_ARCH_TIP)
+        self.backbone_arch.currentIndexChanged.connect(self._update_architecture_fields)
         self._row(backbone_form, "Backbone", self.backbone_arch, "backbone.arch")
+        self.width_edit = self._float(WIDTH_TIP)
+        self._row(backbone_form, "Width", self.width_edit, "backbone.width")
+        self._backbone_form = backbone_form
         self.form_combo = self._combo(("factorized", "paper"),
                                       "backbone.form: factorized (k×k conv to r channels + 1×1 conv) or the "
                                       "paper's dense ΔW; both merge exactly")
         self._row(backbone_form, "Expert form", self.form_combo, "backbone.form")
         self.rank = self._int("backbone.rank: low-rank r of every expert (per-task ranks: the Rank column)")
+        self.rank.valueChanged.connect(lambda _v: self.tasks.viewport().update())  # the Rank column's grey default
         self._row(backbone_form, "Rank", self.rank, "backbone.rank")
         self.alpha = self._float("backbone.alpha: expert scale s = alpha / rank")
         self._row(backbone_form, "Alpha", self.alpha, "backbone.alpha")
@@ -543,6 +587,7 @@ class SetupPanel(QWidget):
     def set_mapping(self, raw: dict[str, Any], note: str = "") -> None:
         """Show a config mapping (need not be valid; wrong types or unknown keys raise ConfigError)."""
         config = config_from_raw(copy.deepcopy(raw))  # types and keys only; values are validated later
+        self._pending = None
         self._base = config.to_dict()
         c = self._base
         self.kind = get_kind(c["kind"])
@@ -569,6 +614,7 @@ class SetupPanel(QWidget):
             self._teacher_mode()
             b = c["backbone"]
             self._set_combo(self.backbone_arch, b["arch"])
+            self.width_edit.setText(_fmt(b.get("width")))
             self._set_combo(self.form_combo, b["form"])
             self.rank.setValue(b["rank"])
             self.alpha.setText(_fmt(b["alpha"]))
@@ -594,8 +640,9 @@ class SetupPanel(QWidget):
                 combo.blockSignals(True)
                 combo.clear()
                 for arch in archs:
-                    combo.addItem(arch, arch)
+                    combo.addItem(SAME_TEXT if arch == "same" else arch, arch)
                 combo.blockSignals(False)
+        self._backbone_form.setRowVisible(self.width_edit.parentWidget(), _has_field(sections["backbone"], "width"))
         self.image_size.setEnabled(form.image_size)
         self.image_size.setToolTip("data.image_size: every task is resized to this side (pixels)" if form.image_size
                                    else f"{self.kind.title} runs keep their own data settings (from the config)")
@@ -652,6 +699,8 @@ class SetupPanel(QWidget):
             t["trust_bundle"] = self.trust_check.isChecked()
         b = c["backbone"]
         b["arch"] = self.backbone_arch.currentData()
+        if "width" in b:
+            b["width"] = _number(self.width_edit.text())
         b["form"] = self.form_combo.currentData()
         b["rank"] = self.rank.value()
         b["alpha"] = _number(self.alpha.text())
@@ -701,8 +750,13 @@ class SetupPanel(QWidget):
             self.tasks.setCellWidget(row, COL_KIND, combo)
             if combo.sizeHint().width() > self.tasks.columnWidth(COL_KIND):  # "segmentation, label-free"
                 self.tasks.setColumnWidth(COL_KIND, combo.sizeHint().width())
-            self.tasks.setItem(row, COL_LABELS, QTableWidgetItem(", ".join(task.labels)))
-            self.tasks.setItem(row, COL_RANK, QTableWidgetItem("" if rank is None else str(rank)))
+            labels = QTableWidgetItem(", ".join(task.labels))
+            if self._picks:
+                labels.setToolTip("empty: named after the foundation model's labels the task picks (shown in grey)")
+            self.tasks.setItem(row, COL_LABELS, labels)
+            rank_item = QTableWidgetItem("" if rank is None else str(rank))
+            rank_item.setToolTip("this task's expert rank; empty: the backbone rank (shown in grey)")
+            self.tasks.setItem(row, COL_RANK, rank_item)
             info = QTableWidgetItem("")
             info.setFlags(info.flags() & ~Qt.ItemFlag.ItemIsEditable)
             info.setForeground(QBrush(QColor("#555555")))
@@ -877,6 +931,59 @@ class SetupPanel(QWidget):
             widget.setEnabled(not pretrain)
         self._edited()
 
+    def _update_architecture_fields(self, *_: Any) -> None:
+        """What applies with the chosen foundation model: a MONAI bundle or TorchScript file brings its own network
+        (Architecture off, its tooltip says why); the backbone "same (as the bundle)" needs a bundle; Width only
+        applies to "same"."""
+        path = self.checkpoint_edit.text().strip() if self.checkpoint_radio.isChecked() else ""
+        key = self._model_key(path) if path else None
+        own = key in ("bundle", "torchscript")
+        what = "A MONAI bundle" if key == "bundle" else "A TorchScript file"
+        self.teacher_arch.setEnabled(not own)
+        self.teacher_arch.setToolTip(f"{what} defines its own network: Architecture applies to a foundation model "
+                                     "pre-trained here or loaded from our checkpoint" if own else TEACHER_ARCH_TIP)
+        index = self.backbone_arch.findData("same")
+        if index >= 0:
+            item = self.backbone_arch.model().item(index)
+            item.setEnabled(key == "bundle")
+            item.setToolTip("the backbone takes the bundle's network at Width times its channels" if key == "bundle"
+                            else "needs a MONAI bundle as the foundation model (Load a foundation model)")
+        same = self.backbone_arch.currentData() == "same"
+        self.width_edit.setEnabled(same)
+        self.width_edit.setToolTip(WIDTH_TIP if same else WIDTH_TIP + "; only the backbone \"same (as the bundle)\" "
+                                   "uses it")
+
+    # ------------------------------------------------------------------------ placeholders
+    def _rank_placeholder(self, row: int) -> str:
+        """An empty Rank cell means the backbone rank: shown in grey."""
+        return str(self.rank.value())
+
+    def _labels_placeholder(self, row: int) -> str:
+        """An empty Labels cell of a task that learns the foundation model's labels: the labels it picked (or that
+        they come from the foundation model), in grey."""
+        item = self.tasks.item(row, COL_FILE)
+        data = item.data(Qt.ItemDataRole.UserRole) if item is not None else None
+        if not self._picks or not isinstance(data, dict):
+            return ""
+        picked = data.get("teacher_labels")
+        if picked:
+            return f"{', '.join(str(x) for x in picked)} {FROM_FOUNDATION}"
+        return FROM_FOUNDATION if not data.get("labels") else ""
+
+    def placeholder(self, row: int, col: int) -> str:
+        """The grey text an empty cell shows ("" for a cell with a value or without a placeholder)."""
+        if self._cell(row, col):
+            return ""
+        return {COL_RANK: self._rank_placeholder, COL_LABELS: self._labels_placeholder}.get(col, lambda _r: "")(row)
+
+    # ---------------------------------------------------------------------------- pending
+    def set_pending(self, text: str | None) -> None:
+        """A config is being prepared (the demo, in the background): the status says `text` in grey and the form's
+        errors stay hidden until it arrives (`set_mapping`), so the empty form's "at least one task is needed" does
+        not flash in red. None: show the form's own validity again (the preparation failed or was cancelled)."""
+        self._pending = text
+        self.validate_now()
+
     # -------------------------------------------------------------------------- runs dir
     def set_runs_dir(self, path: str | Path) -> None:
         self.runs_dir_edit.setText(str(path))
@@ -993,6 +1100,7 @@ class SetupPanel(QWidget):
         else:
             self.foundation_labels.setText("")
         self.foundation_labels.setHidden(not self.foundation_labels.text() or not self._foreign)
+        self._update_architecture_fields()
         self.foundation_labels_button.setEnabled(key in ("bundle", "torchscript"))
         self.add_label_free_button.setEnabled(key in ("bundle", "torchscript"))
 
@@ -1037,7 +1145,7 @@ class SetupPanel(QWidget):
                 item = self.tasks.item(row, COL_INFO)
                 if item is not None:
                     item.setText(text)
-                    item.setToolTip(tip)
+                    item.setToolTip(text if not tip or tip == text else f"{text}\n{tip}")  # the cell may be elided
         finally:
             self._loading = was
 
@@ -1068,6 +1176,10 @@ class SetupPanel(QWidget):
                 mark_invalid(widget, False)
         self.banner.hide()
         self._mark_cell(None, None, "")
+        if self._pending is not None:  # the form is about to be replaced: its errors would only flash
+            self.status.setText(self._pending)
+            self.status.setStyleSheet(PENDING_STYLE)
+            return
         target = self._target(self.error_loc) if message else None
         if message is None:
             self.status.setText("✓ configuration valid")

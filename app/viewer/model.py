@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import DataError
 from core.io import Volume, display_axes, orientation_code, to_display
 from core.io.images import IMAGE_2D
 
@@ -280,7 +281,7 @@ class ViewerModel:
         (RGB: the full 0-255 or data range)."""
         array = np.asarray(volume.array)
         if array.ndim not in (3, 4) or (array.ndim == 4 and array.shape[-1] not in (3, 4)) or min(array.shape[:3]) < 1:
-            raise ValueError(f"cannot show an array of shape {array.shape}: expected (Z, Y, X) or (Z, Y, X, 3)")
+            raise DataError(f"cannot show an array of shape {array.shape}: expected (Z, Y, X) or (Z, Y, X, 3)")
         self.volume = volume
         self.axes = DisplayAxes.from_volume(volume)
         self.display = self.axes.to_display(array[..., :3] if array.ndim == 4 else array)

@@ -8,6 +8,7 @@ model and redraws what changed.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,11 +35,13 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.errors import details_of, plain_message, worker_message
 from app.settings import remember_dir, start_dir
 from app.viewer.model import CUSTOM, META_FIELDS, PLANES, PRESETS, DisplayAxes, ViewerModel
 from app.viewer.series_dialog import SeriesDialog
 from app.viewer.slice_view import SliceView
-from app.workers import Worker, await_workers, error_message
+from app.workers import Worker, await_workers
+from core.errors import DataError, LorkdError
 from core.io import SeriesInfo, Volume, list_series, read_volume
 
 __all__ = ["ViewerWidget"]
@@ -60,10 +63,12 @@ class ViewerWidget(QWidget):
     """The image viewer tab. Load with `open_path` (file or DICOM folder, read off the GUI thread: the open
     buttons and drag and drop use it), `load_path` (the same, blocking) or `load_volume`.
 
-    Signals: `volumeLoaded(Volume)`, `cursorChanged((i, j, k))`, `overlayChanged()`.
+    Signals: `volumeLoaded(Volume)`, `cursorChanged((i, j, k))`, `overlayChanged()`, `logged(text)` (what the
+    app's log should keep: an unexpected error's traceback; the main window writes it to the Monitor log).
     """
 
     volumeLoaded = Signal(object)
+    logged = Signal(str)
     cursorChanged = Signal(object)
     overlayChanged = Signal()
 
@@ -234,6 +239,16 @@ class ViewerWidget(QWidget):
     def _show_error(self, message: str) -> None:
         QMessageBox.critical(self, "Cannot open image", message)
 
+    def _report(self, error: BaseException) -> None:
+        """An error dialog in plain words; an unexpected error's type and traceback go to the log."""
+        if not isinstance(error, LorkdError | OSError):
+            self._log_details(details_of(error))
+        self._show_error(plain_message(error, "opening the image"))
+
+    def _log_details(self, details: str) -> None:
+        print(details, file=sys.stderr)
+        self.logged.emit(details.rstrip())
+
     def _open_file_clicked(self) -> None:
         path = self._ask_open_file()
         if path:
@@ -249,7 +264,7 @@ class ViewerWidget(QWidget):
         """The series UID to read from a DICOM folder (the user picks when there are several); None when the
         user cancelled the choice."""
         if not series:
-            raise ValueError(f"{path}: no DICOM image series in this folder")
+            raise DataError(f"{path}: no DICOM image series in this folder")
         if len(series) == 1:
             return series[0].uid
         chosen = self._choose_series(series)
@@ -278,7 +293,7 @@ class ViewerWidget(QWidget):
             self.load_volume(volume)
         except Exception as error:  # LorkdError or a reader bug: a dialog, the app keeps running
             QApplication.restoreOverrideCursor()
-            self._show_error(error_message(error))
+            self._report(error)
             return False
         QApplication.restoreOverrideCursor()
         return True
@@ -309,24 +324,29 @@ class ViewerWidget(QWidget):
     def _start_reader(self, fn, what: str, on_success) -> None:
         worker = Worker(fn, owner=self, name="lorkd-read")
         worker.returned.connect(lambda result, w=worker: self._reader_done(w, on_success, result))
-        worker.errored.connect(lambda message, _details, _user_error, w=worker: self._reader_done(w, None, message))
+        worker.errored.connect(lambda message, details, user_error, w=worker:
+                               self._reader_done(w, None, (message, details, user_error)))
         self._reader = worker
         self._show_reading(what + "…")
         worker.start()
 
     def _reader_done(self, worker: Worker, on_success, result) -> None:
-        """`on_success(result)` on the GUI thread; on_success None: the read failed, result is the message."""
+        """`on_success(result)` on the GUI thread; on_success None: the read failed, result is the worker's
+        (message, details, user error)."""
         if worker is not self._reader:  # dropped at shutdown
             return
         self._reader = None
         self._show_reading(None)
         if on_success is None:
-            self._show_error(result)
+            message, details, user_error = result
+            if not user_error:
+                self.logged.emit(details.rstrip())  # the worker printed it to stderr already
+            self._show_error(worker_message(message, user_error, "opening the image"))
             return
         try:
             on_success(result)
         except Exception as error:  # e.g. an array that cannot be shown: a dialog, the app keeps running
-            self._show_error(error_message(error))
+            self._report(error)
 
     def _show_reading(self, text: str | None) -> None:
         """Busy state while a background read runs: open buttons off, the hint line says what is read."""

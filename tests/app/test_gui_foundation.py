@@ -270,3 +270,70 @@ def test_double_click_on_the_source_opens_the_picker(qtbot, tmp_path, volumes, m
     assert setup.mapping()["tasks"][0]["teacher_labels"] == ["liver", "spleen"]
     assert setup.validate_now() is not None, setup.error
     assert setup.tasks.item(0, COL_FILE).flags() & Qt.ItemFlag.ItemIsEditable == Qt.ItemFlag.NoItemFlags
+
+
+def test_label_free_task_shows_its_foundation_labels_in_grey(qtbot, tmp_path, volumes):
+    """Issue 15: a label-free task's Labels cell was empty; it shows the foundation labels it picked in grey (the
+    cell stays empty, so the config keeps label_names unset)."""
+    unlabelled, images, labels = volumes
+    bundle = write_tiny_bundle(tmp_path / "spleen_bundle")
+    raw = seg_raw(unlabelled, bundle=str(bundle))
+    raw["tasks"].append({"name": "cubes", "images": str(images), "labels": str(labels),
+                         "label_names": {1: "shell", 2: "core"}, "teacher_labels": ["liver", "spleen"]})
+    raw["tasks"].append({"name": "plain", "images": str(unlabelled)})
+    setup = panel(qtbot, raw)
+    assert setup.placeholder(0, COL_LABELS) == "spleen (from the foundation model)"
+    assert setup.placeholder(1, COL_LABELS) == ""  # named by the user
+    assert setup.placeholder(2, COL_LABELS) == "(from the foundation model)"  # label-free, nothing picked yet
+    setup.set_task_teacher_labels(2, ["liver"])
+    assert setup.placeholder(2, COL_LABELS) == "liver (from the foundation model)"
+    assert setup.mapping()["tasks"][0]["label_names"] is None
+    setup.resize(1280, 700)
+    setup.show()
+    assert _drawn_in(setup.tasks, 0, COL_LABELS)  # the delegate draws it
+    setup._picks = False  # (a kind whose tasks pick no foundation labels: no placeholder, a blank cell)
+    assert not _drawn_in(setup.tasks, 0, COL_LABELS)
+
+
+def _drawn_in(table, row: int, col: int) -> bool:
+    """Whether anything but the background is drawn in a table cell (rendered)."""
+    table.viewport().repaint()
+    image = table.viewport().grab().toImage()
+    rect = table.visualRect(table.model().index(row, col)).adjusted(2, 2, -2, -2)
+    back = image.pixel(rect.left(), rect.top())
+    return any(image.pixel(x, y) != back for x in range(rect.left(), rect.right())
+               for y in range(rect.top(), rect.bottom()))
+
+
+def test_bundle_teacher_offers_same_and_width_and_disables_architecture(qtbot, tmp_path, volumes):
+    """Issue 15: with a MONAI bundle as the foundation model the Architecture field does not apply (disabled, the
+    tooltip says why); the backbone may be "same (as the bundle)", whose Width (backbone.width) is in the form."""
+    bundle = write_tiny_bundle(tmp_path / "spleen_bundle")
+    setup = panel(qtbot, seg_raw(volumes[0], bundle=str(bundle)))
+    same = setup.backbone_arch.findData("same")
+    assert setup.backbone_arch.itemText(same) == "same (as the bundle)"
+    assert not setup.teacher_arch.isEnabled() and "bundle defines its own network" in setup.teacher_arch.toolTip()
+    assert setup.backbone_arch.model().item(same).isEnabled()
+    assert setup.width_edit.isVisibleTo(setup) and setup.width_edit.text() == "0.25"
+    assert not setup.width_edit.isEnabled()  # unet: width does not apply
+    setup.backbone_arch.setCurrentIndex(same)
+    setup.width_edit.setText("0.5")
+    assert setup.width_edit.isEnabled()
+    config = setup.validate_now()
+    assert config is not None, setup.error
+    assert config.backbone.arch == "same" and config.backbone.width == 0.5
+    setup.width_edit.setText("2")
+    setup.validate_now()
+    assert setup.error_for("backbone.width").startswith("backbone.width:")
+    # pre-trained here: its Architecture applies, "same" does not
+    setup.width_edit.setText("0.5")
+    setup.pretrain_radio.setChecked(True)
+    setup.validate_now()
+    assert setup.teacher_arch.isEnabled() and not setup.backbone_arch.model().item(same).isEnabled()
+    assert "MONAI bundle" in setup.backbone_arch.model().item(same).toolTip()
+    # a saved config keeps the width; a classification run has none
+    other = panel(qtbot, {**seg_raw(volumes[0], bundle=str(bundle)), "backbone": {"arch": "same", "width": 0.5}})
+    assert other.width_edit.text() == "0.5" and other.is_valid, other.error
+    classification = panel(qtbot)
+    assert not classification.width_edit.isVisibleTo(classification)
+    assert "width" not in classification.mapping()["backbone"]

@@ -3,10 +3,13 @@ YAML round trip, tasks table."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 from gui_support import tiny_config
+from PySide6.QtCore import Qt
 
-from app.setup_panel import COL_FILE, COL_RANK, INVALID_CELL, SetupPanel
+from app.setup_panel import COL_FILE, COL_INFO, COL_RANK, INVALID_CELL, SetupPanel
 from core.errors import ConfigError
 from core.kinds import load_config
 
@@ -154,6 +157,95 @@ def test_device_choices(window):
     values = [window.setup.device.itemData(i) for i in range(window.setup.device.count())]
     assert values[:2] == ["auto", "cpu"]
     assert window.setup.device_info.text()
+
+
+def test_task_table_columns_leave_room_for_the_source_and_elide_it(qtbot, data_dir):
+    """Issue 15: the source column and its header were cut to "es → label" (Contents grew with its text). Contents
+    keeps its width, the source column takes the rest, long texts are elided in the middle with the full text in
+    the tooltip."""
+    setup = SetupPanel()
+    qtbot.addWidget(setup)
+    setup.resize(1280, 760)
+    setup.show()
+    qtbot.waitExposed(setup)
+    raw = tiny_config(data_dir)
+    long_folder = data_dir / ("a_rather_long_folder_name_" * 4)
+    long_folder.mkdir()
+    long_path = str(Path(raw["tasks"][0]["medmnist"]).rename(long_folder / "alpha.npz"))
+    raw["tasks"][0]["medmnist"] = long_path
+    setup.set_mapping(raw)
+    long_contents = "32 images 28×28 grey, 3 classes (multiclass), train/val/test 20/6/6 " * 3
+    setup._show_contents([(long_contents, "what the file holds"), ("short", "")])
+    table, header = setup.tasks, setup.tasks.horizontalHeader()
+    qtbot.waitUntil(lambda: header.sectionSize(COL_FILE) > 0)
+    title = table.horizontalHeaderItem(COL_FILE).text()
+    assert header.sectionSize(COL_FILE) >= header.fontMetrics().horizontalAdvance(title) + 8  # the header fits
+    assert header.sectionSize(COL_INFO) <= 200  # Contents does not grow with its text
+    assert table.textElideMode() == Qt.TextElideMode.ElideMiddle
+    assert table.item(0, COL_FILE).toolTip() == long_path
+    assert table.item(0, COL_INFO).toolTip().startswith(long_contents)
+
+
+def test_empty_rank_shows_the_backbone_rank_in_grey(qtbot, data_dir):
+    """Issue 15: an empty Rank cell looked unset; it shows the backbone rank in grey (and stays empty)."""
+    setup = SetupPanel()
+    qtbot.addWidget(setup)
+    setup.resize(1280, 760)
+    setup.show()
+    setup.set_mapping(tiny_config(data_dir))
+    assert setup.placeholder(0, COL_RANK) == "4"
+    setup.rank.setValue(6)
+    assert setup.placeholder(0, COL_RANK) == "6"
+    assert setup.mapping()["backbone"]["ranks"] is None  # only drawn: the config keeps the backbone rank
+    image = _cell_image(setup.tasks, 0, COL_RANK)
+    ink = [image.pixelColor(x, y) for x in range(image.width()) for y in range(image.height())
+           if image.pixel(x, y) != image.pixel(0, 0)]
+    assert ink and all(c.lightness() > 60 for c in ink)  # drawn, in grey (not black text)
+    setup.tasks.item(0, COL_RANK).setText("3")
+    assert setup.placeholder(0, COL_RANK) == "" and setup.mapping()["backbone"]["ranks"] == {"alpha": 3}
+
+
+def _cell_image(table, row: int, col: int):
+    table.viewport().repaint()
+    rect = table.visualRect(table.model().index(row, col)).adjusted(2, 2, -2, -2)
+    return table.viewport().grab(rect).toImage()
+
+
+def test_no_red_task_error_while_the_demo_loads(qtbot, window, data_dir, monkeypatch):
+    """Issue 15: "at least one task is needed" flashed in red while the demo was prepared; the form says it is
+    preparing instead, errors hidden, until the demo's config arrives (or its preparation fails)."""
+    import threading
+
+    import app.main_window
+
+    release = threading.Event()
+    raw = tiny_config(data_dir)
+
+    def slow_demo(*_args, **_kw):
+        release.wait(10)
+        if raw.get("fail"):
+            raise app.main_window.LorkdError("demo files are missing")
+        return raw, None
+
+    monkeypatch.setattr(app.main_window, "prepare_demo_with_volume", slow_demo)
+    setup = window.setup
+    window.load_demo()
+    setup.validate_now()  # an edit or the debounce timer while the demo is prepared
+    assert setup.status.text() == "Preparing the demo data…" and "c0392b" not in setup.status.styleSheet()
+    assert setup.error_for("tasks") == "" and setup.tasks_error.isHidden()
+    assert not window.start_button.isEnabled()
+    release.set()
+    qtbot.waitUntil(lambda: setup.is_valid, timeout=10_000)
+    assert setup.status.text() == "✓ configuration valid"
+    # a demo that cannot be prepared: the form's own state is shown again
+    setup.set_mapping({})
+    release.clear()
+    raw["fail"] = True
+    window.load_demo()
+    assert setup.error_for("tasks") == ""
+    release.set()
+    qtbot.waitUntil(lambda: window.error_box is not None, timeout=10_000)
+    assert "at least one task" in setup.error_for("tasks")
 
 
 # ------------------------------------------------------------------------------------ segmentation and demos

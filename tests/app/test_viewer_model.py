@@ -21,6 +21,7 @@ from app.viewer.model import (
     plane_image,
     rgba,
 )
+from core.errors import DataError
 from core.io import Volume, display_plane
 
 NX, NY, NZ = 20, 16, 12
@@ -218,7 +219,7 @@ def test_load_refuses_arrays_it_cannot_show():
     for shape in ((4, 5, 6, 2), (0, 3, 3)):
         volume = Volume(np.zeros((2, 3, 3), np.float32))
         volume.array = np.zeros(shape, np.float32)  # past Volume's own checks: the model checks again
-        with pytest.raises(ValueError, match="cannot show an array"):
+        with pytest.raises(DataError, match="cannot show an array"):
             model.load(volume)
     assert model.volume is None
 
