@@ -38,7 +38,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from app.workers import Worker, active_workers, await_workers, error_message
+from app.errors import plain_message, worker_message
+from app.settings import remember_dir, start_dir
+from app.workers import Worker, active_workers, await_workers
+from core.errors import DataError
 from core.events import Control
 from core.export.bundle import bundle_kind
 from core.export.model_card import evidence_sentence
@@ -96,6 +99,12 @@ def _difference(record: dict) -> str:
     if ci and None not in ci:
         text += f" ({ci[0]:+.3f} to {ci[1]:+.3f})"
     return text
+
+
+def _expert_line(record: dict) -> str:
+    """The first line of a shown result: which expert gave it, and that it is for research only."""
+    name = html.escape(str(record.get("expert") or record.get("task") or "expert"))
+    return f"<span style='color:#555'>Expert: {name} · research use only</span><br>"
 
 
 def _suffix(path: Path) -> str:
@@ -182,6 +191,17 @@ class ExpertsPanel(QWidget):
         self.prediction_label = QLabel("No prediction yet")
         self.prediction_label.setWordWrap(True)
         self.prediction_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        # the input lies outside what the expert was trained on (`core.preprocess.applicability`)
+        self.applicability_banner = QLabel("")
+        self.applicability_banner.setWordWrap(True)
+        self.applicability_banner.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.applicability_banner.setStyleSheet(
+            "QLabel { background: #fff3cd; color: #664d03; border: 1px solid #e0b000; padding: 6px; }")
+        self.applicability_banner.setVisible(False)
+        self.caveat_label = QLabel("")
+        self.caveat_label.setWordWrap(True)
+        self.caveat_label.setStyleSheet("QLabel { color: #555; }")
+        self.caveat_label.setVisible(False)
         self.plot = pg.PlotWidget()
         self.plot.setBackground("w")
         self.plot.setMouseEnabled(x=False, y=False)
@@ -207,8 +227,12 @@ class ExpertsPanel(QWidget):
         bottom = QWidget()
         bottom_layout = QVBoxLayout(bottom)
         bottom_layout.setContentsMargins(0, 0, 0, 0)
+        bottom_layout.addWidget(self.applicability_banner)
         bottom_layout.addWidget(self.prediction_label)
         bottom_layout.addWidget(self.plot, 1)
+        bottom_layout.addWidget(self.caveat_label)
+        bottom_layout.addStretch(0)
+        self.plot.setVisible(False)  # shown with class probabilities only
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(top)
         splitter.addWidget(bottom)
@@ -219,12 +243,16 @@ class ExpertsPanel(QWidget):
     def _ask_save_path(self, suggested: str) -> str | None:
         """Save dialog for a prediction (tests monkeypatch this)."""
         filters = LABEL_FILTER if self.map_result is not None else SCORE_FILTER
-        path, _ = QFileDialog.getSaveFileName(self, "Save prediction", suggested, filters)
+        path, _ = QFileDialog.getSaveFileName(self, "Save prediction", start_dir("predictions", suggested,
+                                                                                 self.run_dir), filters)
+        remember_dir("predictions", path)
         return path or None
 
     def _ask_export_folder(self) -> str | None:
         """Folder dialog for an export (tests monkeypatch this)."""
-        path = QFileDialog.getExistingDirectory(self, "Export the expert bundle into folder")
+        path = QFileDialog.getExistingDirectory(self, "Export the expert bundle into folder",
+                                                start_dir("bundles", default=self.run_dir))
+        remember_dir("bundles", path)
         return path or None
 
     def _show_error(self, message: str, title: str = "Experts") -> None:
@@ -240,6 +268,7 @@ class ExpertsPanel(QWidget):
         self.summary = None
         self.experts = []
         self.table.setRowCount(0)
+        self.clear_prediction()
         if self.run_dir is None:
             self.run_label.setText("No run loaded")
             self._update_buttons()
@@ -260,7 +289,7 @@ class ExpertsPanel(QWidget):
             self.experts = []
             self.run_label.setText(f"Run {self.run_dir}: unreadable summary.json")
             self._update_buttons()
-            self._show_error(f"{summary_path}: cannot read the run summary ({error_message(error)})")
+            self._show_error(f"{summary_path}: cannot read the run summary ({' '.join(str(error).split())})")
             return False
         self.summary = summary
         name = summary.get("name") or self.run_dir.name
@@ -382,7 +411,8 @@ class ExpertsPanel(QWidget):
         worker = Worker(fn, control=control, owner=self, name="lorkd-experts")
         worker.progressed.connect(self._progressed)
         worker.returned.connect(lambda result, w=worker: self._finished(w, on_success, result))
-        worker.errored.connect(lambda message, _details, _user_error, w=worker: self._failed(w, message))
+        worker.errored.connect(lambda message, _details, user_error, w=worker:
+                               self._failed(w, worker_message(message, user_error, what)))
         worker.cancelled.connect(lambda w=worker: self._cancelled(w))
         self._worker = worker
         self.progress.setValue(0)
@@ -403,7 +433,7 @@ class ExpertsPanel(QWidget):
             on_success(result)
         except Exception as error:  # a failure while showing the result is still only a dialog
             self.status_label.setText("failed")
-            self._show_error(error_message(error))
+            self._show_error(plain_message(error, "showing the result"))
         self._update_buttons()
 
     def _failed(self, worker: Worker, message: str) -> None:
@@ -466,7 +496,10 @@ class ExpertsPanel(QWidget):
                 self._show_info("Load an image in the viewer first (a file, a DICOM folder, or drop one there).")
                 return
             source = self.viewer.current_slice_description()
+            volume = getattr(self.viewer, "volume", None)
+            modality = (volume.metadata or {}).get("modality") if volume is not None else None
         else:
+            modality = None
             loaded = self.viewer.volume
             if loaded is None:
                 self._show_info("Load a volume in the viewer first (a NIfTI/NRRD/MHA file or a DICOM series folder).")
@@ -484,7 +517,7 @@ class ExpertsPanel(QWidget):
         bundle, control = expert["bundle"], Control()
 
         def work(progress):
-            return kind.apply_loaded(bundle, loaded, source, progress, control.checkpoint)
+            return kind.apply_loaded(bundle, loaded, source, progress, control.checkpoint, modality=modality or None)
 
         if kind.result == "label_map":
             self._start(work, f"applying {expert['name']} to the volume",
@@ -518,19 +551,46 @@ class ExpertsPanel(QWidget):
         parts = [f"{name}: {record['voxels'].get(name, 0) * spacing / 1000.0:.1f} ml"
                  for k, name in sorted(names.items())]
         self.prediction_label.setText(
-            f"<b>{record['task']}</b> ({record['kind']}) on {record['image']}: " + ", ".join(parts)
-            + " — shown as the viewer's overlay (Viewer tab: opacity, per-label visibility)"
+            f"{_expert_line(record)}<b>{record['task']}</b> ({record['kind']}) on {record['image']}: "
+            + ", ".join(parts) + " — shown as the viewer's overlay (Viewer tab: opacity, per-label visibility)"
         )
+        self._show_applicability(record)
+        self.caveat_label.setVisible(False)
         self.status_label.setText(f"applied {expert['name']}")
         self._update_buttons()
         self.applied.emit(record)
 
     def _clear_plot(self) -> None:
         self.plot.clear()
+        self.plot.setVisible(False)
         self.bars = None
+
+    def clear_prediction(self) -> None:
+        """Forget the shown prediction (another run or image): text, chart, banner; the overlay a label map put
+        in the viewer goes with it."""
+        if self.map_result is not None and getattr(self.viewer, "overlay_labels", None) is not None:
+            self.viewer.clear_overlay()
+        self.result = None
+        self.map_result = None
+        self._clear_plot()
+        self.prediction_label.setText("No prediction yet")
+        self.applicability_banner.setVisible(False)
+        self.caveat_label.setVisible(False)
+        self._update_buttons()
+
+    def _show_applicability(self, record: dict) -> None:
+        """The banner beside the result: how the input lies outside what the expert was trained on (hidden when
+        it does not)."""
+        outside = record.get("applicability") or []
+        self.applicability_banner.setText(
+            "<b>⚠ Outside what this expert was trained on</b> — its result may be meaningless here:<br>"
+            + "<br>".join(f"• {html.escape(m)}" for m in outside))
+        self.applicability_banner.setVisible(bool(outside))
 
     def _volume_changed(self, _volume) -> None:
         self.map_result = None  # the viewer dropped the overlay with the old image
+        if self.result is not None or self.applicability_banner.isVisible():  # the old image's result
+            self.clear_prediction()
         self._update_buttons()
 
     def _show_result(self, expert: dict, record: dict) -> None:
@@ -544,8 +604,12 @@ class ExpertsPanel(QWidget):
         else:
             shown = ", ".join(prediction) if prediction else "no label above 0.5"
         self.prediction_label.setText(
-            f"<b>{record['task']}</b> ({record['kind']}) on {record['image']}: <b>{shown}</b>"
+            f"{_expert_line(record)}<b>{record['task']}</b> ({record['kind']}) on {record['image']}: <b>{shown}</b>"
         )
+        self._show_applicability(record)
+        self.caveat_label.setText(f"Note: {record['calibration']}." if record.get("calibration") else "")
+        self.caveat_label.setVisible(bool(record.get("calibration")))
+        self.plot.setVisible(True)
         self._plot(labels, probs, record)
         self.status_label.setText(f"applied {expert['name']}")
         self.applied.emit(record)
@@ -602,20 +666,20 @@ class ExpertsPanel(QWidget):
         try:
             if suffix in (".nii", ".nii.gz"):
                 if overlay is None:
-                    raise ValueError("there is no label map to save (no overlay is shown); save scores as .json/.csv")
+                    raise DataError("there is no label map to save (no overlay is shown); save scores as .json/.csv")
                 written = write_label_map(np.asarray(overlay), self.viewer.volume, path)
             elif suffix == ".dcm":
                 if overlay is None:
-                    raise ValueError("there is no label map to save (no overlay is shown)")
+                    raise DataError("there is no label map to save (no overlay is shown)")
                 written = self._write_dicom_seg(np.asarray(overlay), path)
             elif suffix in SCORE_SUFFIXES:
                 if self.result is None:
-                    raise ValueError("there are no scores to save yet: apply an expert that gives scores first")
+                    raise DataError("there are no scores to save yet: apply an expert that gives scores first")
                 written = KINDS[self.result["expert"]["run_kind"]].write_record(self.result["record"], path)
             else:
-                raise ValueError(f"{path}: unsupported extension (use .json, .csv, .nii, .nii.gz or .dcm)")
+                raise DataError(f"{path}: unsupported extension (use .json, .csv, .nii, .nii.gz or .dcm)")
         except Exception as error:  # a dialog; the panel keeps working
-            self._show_error(f"Cannot save {path}: {error_message(error)}")
+            self._show_error(f"Cannot save {path}: {plain_message(error, 'saving the prediction')}")
             return None
         self.status_label.setText(f"saved {written}")
         return Path(written)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +116,8 @@ class MainWindow(QMainWindow):
             if state is not None:
                 self.restoreState(state)
         self._state_changed(c.state)
+        if restore:
+            self._reopen_last_run()
         self.setup.demo_requested.connect(lambda kind: self.load_demo(kind=kind))
         if load_demo:
             self.load_demo(demo_kwargs or {}, demo_overrides or [], demo_kind or DEFAULT_DEMO)
@@ -402,6 +405,18 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentWidget(self.monitor)
         self.statusBar().showMessage(f"Run opened: {path}", 8000)
         return True
+
+    def _reopen_last_run(self) -> None:
+        """After a relaunch the Experts tab shows the most recent run (started or opened) that has experts and is
+        still on disk."""
+        for path in self.settings.recent("runs"):
+            try:  # quietly: a summary that is gone or unreadable now is no reason for a dialog at start
+                json.loads((Path(path) / "summary.json").read_text(encoding="utf-8"))["tasks"]
+            except (OSError, ValueError, TypeError, KeyError):
+                continue
+            if self.experts.set_run(path):
+                self.settings.current_run = Path(path)
+                return
 
     def _runs_dir_chosen(self, path: str) -> None:
         self.settings.runs_dir = path

@@ -212,9 +212,11 @@ def _apply(expert: str, args) -> int:
     from core.kinds import kind_of_bundle
 
     kind = kind_of_bundle(expert)
-    record = kind.apply(expert, args.image, args.out)
+    record = kind.apply(expert, args.image, args.out, strict=args.strict)
     for message in record.get("warnings", []):
         print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+    for message in record.get("applicability", []):
+        print(f"warning: outside what the expert was trained on: {message}", file=sys.stderr)
     print(json.dumps(kind.cli_record(record), indent=2))
     return 0
 
@@ -299,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image")
     p.add_argument("--out", required=True, help="scores file (.json or .csv); for segmentation a label map "
                    "(.nii.gz, .nrrd, .mha) or, for a DICOM input, a DICOM SEG (.dcm)")
+    p.add_argument("--strict", action="store_true", help="refuse (exit 2) an input outside what the expert was "
+                   "trained on (modality, voxel size, field of view, channels, intensities; see the bundle's "
+                   "model card) instead of warning")
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("verify", help="check an expert bundle without running it: every file against its "

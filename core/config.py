@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -91,14 +92,21 @@ def resolve_path(base: Path, value: str | list[str] | None) -> str | list[str] |
 # --------------------------------------------------------------------------------------------- shared sections
 @dataclass
 class TaskBase:
-    """What every task has: a unique name (the kinds add their data fields)."""
+    """What every task has: a unique name (the kinds add their data fields) and, optionally, the imaging modality
+    of its data (a DICOM modality code such as MR, CT, US, DX, XC, SM, OP), recorded in the expert's training
+    envelope so that applying it to another modality warns (files that record their modality, DICOM, add theirs)."""
 
     name: str = ""
+    modality: str | None = None
 
     def validate(self, where: str) -> None:
         if not self.name or not isinstance(self.name, str):
             raise ConfigError("a task needs a non-empty name", f"{where}.name")
         check_name(f"{where}.name", self.name)
+        if self.modality is not None and not (isinstance(self.modality, str)
+                                              and re.fullmatch(r"[A-Za-z]{2,4}", self.modality)):
+            raise ConfigError(f"must be a DICOM modality code such as MR or CT, got {self.modality!r}",
+                              f"{where}.modality")
 
     def resolve_paths(self, base: Path) -> None:
         """Make the task's data paths absolute against `base`."""

@@ -50,5 +50,14 @@ class BundleError(LorkdError):
     """An expert bundle that is missing files or does not match its metadata."""
 
 
+class OutsideEnvelope(DataError):
+    """`lorkd apply --strict`: the input lies outside what the expert was trained on (the message says how)."""
+
+    def __init__(self, source: str, outside: list[str]) -> None:
+        self.outside = list(outside)
+        super().__init__(f"{source}: refused (--strict): outside what the expert was trained on: "
+                         + "; ".join(self.outside))
+
+
 class RunStopped(Exception):
     """Raised inside the engine when the user asked the run to stop (not an error)."""

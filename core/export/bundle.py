@@ -59,6 +59,7 @@ from core.export.weights import (
     sha256_file,
 )
 from core.files import atomic_save, write_bytes_atomic, write_text_atomic
+from core.preprocess import applicability
 from core.preprocess.volume import INTENSITY_MODES
 
 INFERENCE_FILE = "configs/inference.json"
@@ -581,6 +582,8 @@ def check_metadata(
             raise _invalid("kind", "a string", lorkd["kind"])
         if "preprocessing" in lorkd:
             _check_preprocessing(lorkd["preprocessing"], fields, lorkd["network"])
+        if "envelope" in lorkd and (problem := applicability.invalid(lorkd["envelope"])):
+            raise _Invalid(f"lorkd.envelope: {problem}")
     except _Invalid as error:
         raise BundleError(f"expert bundle {root}: invalid {METADATA_FILE}: {error}") from None
     return network

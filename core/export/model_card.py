@@ -141,3 +141,29 @@ def evidence_section(metrics: dict) -> list[str]:
         lines.append("- Foundation model / expert: " + ", ".join(f"{metrics[k]:.1f}x the {label}"
                                                                  for k, label in ratios) + ".")
     return lines + [""]
+
+
+def envelope_section(envelope: dict | None) -> list[str]:
+    """What the expert was trained on (its applicability envelope, `preprocess.applicability`): inputs outside it
+    get a warning from `lorkd apply`, the app and the bundle's own entry point."""
+    if not envelope:
+        return []
+    rows = [("inputs", envelope.get("inputs")), ("modality", ", ".join(envelope.get("modality") or []) or
+                                                 "not recorded (no DICOM inputs, none declared)"),
+            ("channels", envelope.get("channels"))]
+    names = {"spacing_mm": "voxel size (mm, R-L / A-P / S-I)", "extent_mm": "field of view (mm)",
+             "size": "image size (pixels)", "orientation": "orientation (voxel axes)", "oblique": "oblique"}
+    rows += [(text, envelope[key]) for key, text in names.items() if key in envelope]
+    rows += [(f"intensity after preprocessing: {k}", v) for k, v in (envelope.get("intensity") or {}).items()]
+    return [
+        "## What this expert was trained on (applicability)",
+        "",
+        "Applying it to an input outside these ranges (with the tolerances of "
+        "`scripts/preprocess/applicability.py`) prints a `warning:` naming the mismatch; `lorkd apply --strict` "
+        "refuses such inputs. Outside them its output has no evidence behind it.",
+        "",
+        "| property | training inputs |",
+        "|---|---|",
+        *[f"| {fmt(k)} | {fmt(v)} |" for k, v in rows],
+        "",
+    ]

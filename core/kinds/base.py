@@ -279,16 +279,21 @@ class TaskKind(ABC):
 
     @abstractmethod
     def apply(self, bundle_dir: str | Path, image: str | Path, out: str | Path | None,
-              progress: Progress | None = None, check: Callable[[], None] | None = None) -> dict[str, Any]:
+              progress: Progress | None = None, check: Callable[[], None] | None = None,
+              strict: bool = False) -> dict[str, Any]:
         """`lorkd apply`: run the expert on an input file; write `out` when given. Returns a JSON-able record with
-        "task", the kind's result fields and "warnings" (a list of one-line messages)."""
+        "task", "expert" (the bundle's name), the kind's result fields, "warnings" (a list of one-line messages
+        about the file), "applicability" (one sentence per way the input lies outside what the expert was trained
+        on, `core.preprocess.applicability`) and "research_use_only". `strict`: an input outside raises
+        `OutsideEnvelope` before the expert runs."""
 
     @abstractmethod
     def apply_loaded(self, bundle_dir: str | Path, loaded: Any, source: str, progress: Progress | None = None,
-                     check: Callable[[], None] | None = None) -> dict[str, Any]:
-        """The app's twin of `apply`: the same computation on an input already in memory, nothing written.
-        `loaded` is what `viewer_input` says: a `core.io.Volume` ("volume") or the 2D plane on screen as an array
-        ("slice"); `source` names it in the record."""
+                     check: Callable[[], None] | None = None, modality: str | None = None) -> dict[str, Any]:
+        """The app's twin of `apply`: the same computation on an input already in memory, nothing written (the
+        same record, applicability included). `loaded` is what `viewer_input` says: a `core.io.Volume` ("volume")
+        or the 2D plane on screen as an array ("slice", whose file's `modality` is passed where it has one);
+        `source` names it in the record."""
 
     def write_record(self, record: dict[str, Any], path: str | Path) -> Path:
         """Write an `apply` record of a "scores" kind to `path` (the formats `lorkd apply --out` writes).

@@ -444,3 +444,52 @@ def test_seg_export_bundle_copies_or_exports_from_the_checkpoint(qtbot, seg_pane
     assert seg_panel.wait_idle() and not dialogs["critical"], dialogs
     _, metadata2 = load_seg_bundle(out2 / "cubes")
     assert metadata2["lorkd"]["network"] == metadata["lorkd"]["network"]
+
+
+def test_result_is_labelled_and_guarded_and_cleared_with_the_run(qtbot, seg_panel, seg_run, run_dir, dialogs,
+                                                                  tmp_path):
+    """Before any prediction (and for label maps) no probability chart; a volume outside what the expert was trained
+    on gets the banner naming the mismatch (the same sentences as `lorkd apply`), one of its training volumes none;
+    every result names its expert and "research use only"; another run clears the old prediction."""
+    from core.io import Volume, write_volume
+    from core.kinds.segmentation.apply import apply_segmentation
+    from core.kinds.segmentation.synthetic import synthetic_volume
+
+    viewer = seg_panel.viewer
+    assert not seg_panel.plot.isVisible() and not seg_panel.applicability_banner.isVisible()
+    coarse = write_volume(Volume(synthetic_volume((14, 22, 26), "cube", seed=7)[0], spacing=(4.0, 4.0, 5.0)),
+                          tmp_path / "coarse.nii.gz")  # trained on 1.5 x 1.5 x 2 mm voxels
+    expected = apply_segmentation(seg_run / "experts" / "cubes", coarse, None)["applicability"]
+    assert any("voxel size" in m for m in expected)
+    assert viewer.load_path(coarse)
+    _apply(qtbot, seg_panel)
+    assert seg_panel.applicability_banner.isVisible() and not seg_panel.plot.isVisible()
+    assert all(m.split(":")[0] in seg_panel.applicability_banner.text() for m in expected)
+    text = seg_panel.prediction_label.text()
+    assert "Expert: LoRKD segmentation expert: cubes" in text and "research use only" in text
+    training = sorted((seg_run.parent / "cubes" / "images").iterdir())[0]
+    assert viewer.load_path(training)
+    assert not seg_panel.applicability_banner.isVisible() and seg_panel.prediction_label.text() == "No prediction yet"
+    _apply(qtbot, seg_panel)
+    assert not seg_panel.applicability_banner.isVisible() and viewer.overlay_labels is not None
+    assert seg_panel.save_button.isEnabled()
+    # another run: the old prediction, its overlay and Save go
+    assert seg_panel.set_run(run_dir)
+    assert seg_panel.prediction_label.text() == "No prediction yet" and viewer.overlay_labels is None
+    assert not seg_panel.save_button.isEnabled() and not dialogs["critical"]
+
+
+def test_a_relaunch_shows_the_last_runs_experts(qtbot, seg_run, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from app.main_window import MainWindow
+
+    path = str(tmp_path / "s.ini")
+    first = MainWindow(QSettings(path, QSettings.Format.IniFormat), runs_dir=tmp_path / "r", load_demo=False)
+    qtbot.addWidget(first)
+    assert first.open_run(seg_run)
+    first.close()
+    second = MainWindow(QSettings(path, QSettings.Format.IniFormat), load_demo=False)
+    qtbot.addWidget(second)
+    assert second.experts.run_dir == seg_run and second.experts.table.rowCount() == 1
+    assert "No run loaded" not in second.experts.run_label.text()

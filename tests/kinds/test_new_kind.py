@@ -166,10 +166,10 @@ class RegressionKind(TaskKind):
         net.load_state_dict(safe_load(Path(bundle_dir) / "models" / "model.pt"))
         return net.eval(), json.loads((Path(bundle_dir) / METADATA_FILE).read_text())
 
-    def apply(self, bundle_dir, image, out, progress=None, check=None):
+    def apply(self, bundle_dir, image, out, progress=None, check=None, strict=False):
         return self.apply_loaded(bundle_dir, np.load(image), str(image))
 
-    def apply_loaded(self, bundle_dir, loaded, source, progress=None, check=None):
+    def apply_loaded(self, bundle_dir, loaded, source, progress=None, check=None, modality=None):
         net, metadata = self.load_bundle(bundle_dir)
         x = torch.as_tensor(np.asarray(loaded, dtype=np.float32))[None, None]
         with torch.no_grad():

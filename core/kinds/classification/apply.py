@@ -14,31 +14,59 @@ from pathlib import Path
 
 import numpy as np
 
-from core.errors import BundleError, DataError
+from core.errors import BundleError, DataError, OutsideEnvelope
+from core.io import read_volume
 from core.kinds.classification import runtime
 from core.kinds.classification.bundle import load_bundle
 
+CALIBRATION = ("probabilities are the network's softmax/sigmoid outputs, not calibrated risks: a high value is "
+               "no guarantee, least of all on inputs unlike the training data")
+
+
+def _annotated(record: dict, metadata: dict, outside: list[str]) -> dict:
+    """The record with what a reader of it must know: which expert, the applicability warnings, research use only,
+    the probabilities' caveat."""
+    return {**record, "expert": str(metadata.get("name", "")), "applicability": outside,
+            "research_use_only": True, "calibration": CALIBRATION}
+
 
 def apply_expert(
-    bundle_dir: str | os.PathLike, image_path: str | os.PathLike, out_path: str | os.PathLike | None
+    bundle_dir: str | os.PathLike, image_path: str | os.PathLike, out_path: str | os.PathLike | None,
+    strict: bool = False,
 ) -> dict:
     """Score `image_path` with the expert bundle at `bundle_dir`; write `out_path` (.json or .csv).
 
-    Returns the record (image, task, kind, scores {label: p}, prediction); with `out_path` None or empty
-    nothing is written. Raises `BundleError` for a missing, incomplete or tampered bundle and `DataError`
-    for a missing or unreadable image or an unsupported output extension; every message is one line
-    naming the file.
+    Returns the record (image, task, kind, scores {label: p}, prediction, expert, applicability: one sentence per
+    way the image lies outside what the expert was trained on, research_use_only, calibration); with `out_path`
+    None or empty nothing is written. `strict`: an image outside raises `OutsideEnvelope` before scoring.
+    Raises `BundleError` for a missing, incomplete or tampered bundle and `DataError` for a missing or
+    unreadable image or an unsupported output extension; every message is one line naming the file.
     """
     if out_path and Path(out_path).suffix.lower() not in runtime.SCORE_SUFFIXES:
         suffix = Path(out_path).suffix
         raise DataError(f"output file {out_path}: unsupported extension {suffix!r} (use .json or .csv)")
     net, metadata = load_bundle(bundle_dir)
-    if int(metadata["lorkd"]["preprocessing"]["spatial_dims"]) != 2:
+    lorkd = metadata["lorkd"]
+    if int(lorkd["preprocessing"]["spatial_dims"]) != 2:
         raise BundleError(f"expert bundle {bundle_dir} is 3D; apply scores 2D images only")
     try:
-        return runtime.classify(bundle_dir, image_path, out_path or None, net=net, echo=False)
+        if not Path(image_path).is_file():
+            raise runtime.ImageReadError(f"{image_path}: no such file")
+        try:
+            volume = read_volume(image_path)
+        except DataError as error:
+            raise runtime.ImageReadError(runtime.one_line(error)) from error
+        image = runtime.scored_plane(volume, image_path)
     except runtime.ImageReadError as error:
         raise DataError(f"cannot read image {runtime.one_line(error)}") from error
+    outside = runtime.outside_envelope(image, lorkd, volume.metadata.get("modality") or None)
+    if strict and outside:
+        raise OutsideEnvelope(str(image_path), outside)
+    probs = runtime.classify_plane(net, image, lorkd)
+    task = str(lorkd.get("task", {}).get("name", ""))
+    args = (probs, lorkd["label_names"], lorkd["kind"], image_path, task)
+    record = runtime.write_scores(out_path, *args) if out_path else runtime.scores_record(*args)
+    return _annotated(record, metadata, outside)
 
 
 def classify_array(
@@ -47,6 +75,8 @@ def classify_array(
     *,
     source: str = "<array>",
     progress: Callable[[float, str], None] | None = None,
+    modality: str | None = None,
+    strict: bool = False,
 ) -> dict:
     """Score a 2D image in memory with the expert bundle at `bundle_dir`; nothing is written.
 
@@ -54,7 +84,8 @@ def classify_array(
     give for the same file (uint8 is divided by 255, anything else min-max scaled between percentiles), so
     the numbers equal `apply_expert` on that file. `source` is recorded as the record's "image".
     `progress(fraction, message)` is called between steps (it may raise to abandon the work).
-    Returns the record (image, task, kind, scores {label: p}, prediction). Raises `BundleError` for a bad or
+    `modality`: the image's modality where its file records it (DICOM). Returns `apply_expert`'s record (`strict`:
+    an image outside what the expert was trained on raises `OutsideEnvelope`). Raises `BundleError` for a bad or
     3D bundle and `DataError` for an array that is not a 2D image.
     """
 
@@ -71,8 +102,12 @@ def classify_array(
         plane = runtime._check_plane(np.asarray(image), Path(source))
     except runtime.ImageReadError as error:
         raise DataError(f"cannot score image {runtime.one_line(error)}") from error
+    outside = runtime.outside_envelope(plane, lorkd, modality)
+    if strict and outside:
+        raise OutsideEnvelope(source, outside)
     step(0.5, "scoring")
     probs = runtime.classify_plane(net, plane, lorkd)
     step(1.0, "done")
     task = str(lorkd.get("task", {}).get("name", ""))
-    return runtime.scores_record(probs, lorkd["label_names"], lorkd["kind"], source, task)
+    return _annotated(runtime.scores_record(probs, lorkd["label_names"], lorkd["kind"], source, task), metadata,
+                      outside)

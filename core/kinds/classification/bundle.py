@@ -25,7 +25,7 @@ from core.export.bundle import (
     read_verified,
 )
 from core.export.bundle import write_bundle as write_container
-from core.export.model_card import evidence_section, fmt, how_to_run, intro, metrics_table
+from core.export.model_card import envelope_section, evidence_section, fmt, how_to_run, intro, metrics_table
 from core.export.weights import MODEL_FILE
 from core.kinds.classification import nets, runtime
 from core.kinds.classification.nets import ClassifierNet
@@ -71,6 +71,7 @@ def _build_metadata(
     training: dict,
     version: str,
     model_sha256: str,
+    envelope: dict | None = None,
 ) -> dict:
     name, kind, labels = task["name"], task["kind"], task["label_names"]
     spatial_dims, in_channels, num_classes = network["spatial_dims"], network["in_channels"], len(labels)
@@ -173,6 +174,8 @@ def _build_metadata(
             "metrics": jsonable(metrics),
             "training": jsonable(training),
             "exported_at": now,
+            # what the expert was trained on (`preprocess.applicability`): inputs outside it get a warning
+            **({"envelope": envelope} if envelope else {}),
         },
     }
 
@@ -200,6 +203,7 @@ def render_model_card(metadata: dict) -> str:
     lines = [
         *intro(f"LoRKD task expert: {task.get('name', 'task')}", metadata, facts),
         *evidence_section(lorkd.get("metrics", {})),
+        *envelope_section(lorkd.get("envelope")),
         "## Evaluation",
         "",
         *metrics_table(lorkd.get("metrics", {})),
@@ -253,6 +257,7 @@ def write_bundle(
     metrics: Mapping[str, Any],
     training: Mapping[str, Any],
     version: str = "0.1.0",
+    envelope: Mapping[str, Any] | None = None,
 ) -> Path:
     """Export one classification expert as a MONAI bundle at `out_dir` and return its path.
 
@@ -261,7 +266,8 @@ def write_bundle(
     `prepare` resizes to. state_dict: the plain merged ClassifierNet state_dict (checked to strict-load
     before anything is written). metrics: expert and teacher evaluation (see the model card for the
     shapes it tabulates); training: run settings for the model card. Both must be JSON-serialisable
-    (numpy scalars, tensors and paths are converted). Atomic (`core.export.bundle.publish_bundle`).
+    (numpy scalars, tensors and paths are converted); envelope: what the expert was trained on
+    (`preprocess.applicability.envelope`), recorded as `lorkd.envelope`. Atomic (`core.export.bundle.publish_bundle`).
     """
     task_d = _check_task(task, spatial_dims, in_channels)
     network = {"arch": str(arch), "spatial_dims": int(spatial_dims), "in_channels": int(in_channels),
@@ -272,7 +278,8 @@ def write_bundle(
         action="classify", action_target="scripts.kinds.classification.runtime.classify",
         metadata=lambda sha: _build_metadata(task=task_d, network=network, image_size=int(image_size),
                                              metrics=dict(metrics), training=dict(training), version=str(version),
-                                             model_sha256=sha),
+                                             model_sha256=sha,
+                                             envelope=jsonable(dict(envelope)) if envelope else None),
         card=render_model_card,
     )
     return write_container(out_dir, parts)

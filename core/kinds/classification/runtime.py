@@ -23,6 +23,7 @@ from ...errors import DataError
 from ...export.weights import load_weights, one_line, read_bundle_metadata
 from ...files import write_text_atomic
 from ...io import Volume, display_plane, read_volume
+from ...preprocess import applicability
 from ...preprocess.image import prepare
 
 KINDS = ("multiclass", "multilabel")
@@ -180,6 +181,21 @@ def write_scores(
 
 
 
+def observe_plane(image: np.ndarray, image_size: int, modality: str | None = None) -> dict:
+    """A 2D image (H, W) or (H, W, 3) as `load_image` returns it, as the expert sees it
+    (`applicability.observe`): its channels and size, intensity statistics after `prepare` (colour kept)."""
+    image = np.asarray(image)
+    unit = (prepare(image[None], int(image_size), 3, 2)[0].numpy() + 1.0) / 2.0  # back to [0, 1]
+    return applicability.observe(channels=3 if image.ndim == 3 else 1, size=image.shape[:2], modality=modality,
+                                 intensity=applicability.intensity_stats(unit, channel_axis=0))
+
+
+def outside_envelope(image: np.ndarray, lorkd: dict, modality: str | None = None) -> list[str]:
+    """One sentence per way `image` lies outside what the expert was trained on (its bundle's envelope)."""
+    observed = observe_plane(image, int(lorkd["preprocessing"]["image_size"]), modality)
+    return applicability.check(lorkd.get("envelope"), observed)
+
+
 def classify_plane(net: torch.nn.Module, image: np.ndarray, lorkd: dict) -> np.ndarray:
     """Probabilities (C,) of one 2D image (H, W) or (H, W, 3) as `load_image` returns it, preprocessed as the
     bundle's `lorkd` metadata block records (the one scoring path of `classify` and the app's viewer)."""
@@ -215,7 +231,11 @@ def classify(
         from .nets import ClassifierNet
 
         net = load_weights(ClassifierNet(**lorkd["network"]), root)
-    probs = classify_plane(net, load_image(image_path), lorkd)
+    image = load_image(image_path)
+    if echo:  # the bundle's entry point (`lorkd apply` reports them itself)
+        for message in outside_envelope(image, lorkd):
+            print(f"warning: outside what the expert was trained on: {message}")
+    probs = classify_plane(net, image, lorkd)
     task = str(lorkd.get("task", {}).get("name", ""))
     if out_path:
         return write_scores(out_path, probs, lorkd["label_names"], lorkd["kind"], image_path, task)

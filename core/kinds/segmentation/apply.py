@@ -14,10 +14,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from core.errors import OutsideEnvelope
 from core.files import refuse_overwriting_inputs
 from core.io import Volume, read_volume, write_label_map
 from core.kinds.segmentation.bundle import load_seg_bundle
-from core.kinds.segmentation.runtime import segment_volume
+from core.kinds.segmentation.runtime import applicability_warnings, segment_volume
 
 Progress = Callable[[float, str], None]
 
@@ -28,28 +29,37 @@ def segment_loaded(
     source: str,
     progress: Progress | None = None,
     check: Callable[[], None] | None = None,
+    strict: bool = False,
 ) -> dict:
     """Segment a volume already read with the expert bundle at `bundle_dir`; nothing is written. Returns
-    {"image": source, "task", "labels": {value: name}, "voxels": {name: count}, "labels_array" (Z, Y, X) uint8,
-    "warnings": the volume's reader warnings}. `check()` runs before each window (it may raise to cancel)."""
+    {"image": source, "task", "expert": the bundle's name, "labels": {value: name}, "voxels": {name: count},
+    "labels_array" (Z, Y, X) uint8, "warnings": the volume's reader warnings, "applicability": one sentence per way
+    the volume lies outside what the expert was trained on}. `strict`: such a volume raises `OutsideEnvelope`
+    before any inference. `check()` runs before each window (it may raise to cancel)."""
     if progress:
         progress(0.0, "loading the expert")
     net, metadata = load_seg_bundle(bundle_dir)
     lorkd = metadata["lorkd"]
     names = [str(n) for n in lorkd["label_names"]]
+    outside, prepared = applicability_warnings(volume, metadata)
+    if strict and outside:
+        raise OutsideEnvelope(str(source), outside)
     report = (lambda f: progress(f, "segmenting")) if progress else None
-    labels = segment_volume(net, volume, lorkd["preprocessing"], report, check)
+    labels = segment_volume(net, volume, lorkd["preprocessing"], report, check, prepared=prepared)
     counts = np.bincount(labels.ravel(), minlength=len(names))
     if progress:
         progress(1.0, "done")
     return {
         "image": str(source),
         "task": str(lorkd["task"]["name"]),
+        "expert": str(metadata.get("name", "")),
         "kind": "segmentation",
         "labels": {str(i): n for i, n in enumerate(names)},
         "voxels": {n: int(counts[i]) for i, n in enumerate(names)},
         "labels_array": labels,
         "warnings": list(volume.warnings),
+        "applicability": outside,
+        "research_use_only": True,
     }
 
 
@@ -59,6 +69,7 @@ def apply_segmentation(
     out_path: str | os.PathLike | None,
     progress: Progress | None = None,
     check: Callable[[], None] | None = None,
+    strict: bool = False,
 ) -> dict:
     """`lorkd apply` for a segmentation bundle: read the volume, segment it, write `out_path` (NIfTI, NRRD or
     MHA) with the input's geometry, or a DICOM SEG (`.dcm`) referencing the source instances when the input is a
@@ -75,7 +86,7 @@ def apply_segmentation(
         from core.io.dicom_seg import dicom_source_files
 
         sources = dicom_source_files(volume)
-    record = segment_loaded(bundle_dir, volume, str(image_path), progress, check)
+    record = segment_loaded(bundle_dir, volume, str(image_path), progress, check, strict)
     labels = record["labels_array"]
     if dicom_seg:
         from core.export.weights import read_bundle_metadata

@@ -27,7 +27,7 @@ from core.export.bundle import (
     read_verified,
 )
 from core.export.bundle import write_bundle as write_container
-from core.export.model_card import evidence_section, fmt, how_to_run, intro, metrics_table
+from core.export.model_card import envelope_section, evidence_section, fmt, how_to_run, intro, metrics_table
 from core.export.weights import METADATA_FILE, MODEL_FILE
 from core.kinds.segmentation.config import IntensityConfig, SegDataConfig
 from core.kinds.segmentation.nets import SegExpertNet
@@ -60,7 +60,7 @@ def preprocessing(data: SegDataConfig, intensity: IntensityConfig | None = None)
 
 
 def _metadata(task: dict, network: dict, pre: dict, metrics: dict, training: dict, version: str,
-              sha: str, label_codes: dict | None = None) -> dict:
+              sha: str, label_codes: dict | None = None, envelope: dict | None = None) -> dict:
     labels = task["label_names"]
     label_def = {str(i): name for i, name in enumerate(labels)}
     patch = pre["patch_size"]
@@ -112,6 +112,8 @@ def _metadata(task: dict, network: dict, pre: dict, metrics: dict, training: dic
             "metrics": jsonable(metrics),
             "training": jsonable(training),
             "exported_at": now,
+            # what the expert was trained on (`preprocess.applicability`): inputs outside it get a warning
+            **({"envelope": envelope} if envelope else {}),
             # DICOM SEG codes the user chose for labels (`lorkd apply ... --out seg.dcm`); absent: by name
             **({"label_codes": label_codes} if label_codes else {}),
         },
@@ -130,6 +132,7 @@ def render_model_card(metadata: dict) -> str:
     lines = [
         *intro(f"LoRKD segmentation expert: {lorkd['task']['name']}", metadata, facts, "value"),
         *evidence_section(lorkd.get("metrics", {})),
+        *envelope_section(lorkd.get("envelope")),
         "## Evaluation (held-out data; Dice and HD95 in mm, per label)",
         "",
         *metrics_table(lorkd.get("metrics", {})),
@@ -173,12 +176,14 @@ def write_seg_bundle(
     intensity: IntensityConfig | None = None,
     net: dict | None = None,
     label_codes: Mapping[int, Mapping[str, Sequence]] | None = None,
+    envelope: Mapping[str, Any] | None = None,
 ) -> Path:
     """Export one segmentation expert (a `SegExpertNet` state_dict) as a MONAI bundle at `out_dir`, atomically;
     `intensity`: the task's own normalisation (default: the run's); `net`: the body's MONAI arguments when `arch`
     is "monai.<class>" (a student of the foundation model's own architecture); `label_codes`: the task's DICOM SEG
     codes of chosen labels ({label value: {"category": [scheme, value, meaning], "type": [...]}}), recorded as
-    `lorkd.label_codes` (keys and codes as strings)."""
+    `lorkd.label_codes` (keys and codes as strings); `envelope`: what the expert was trained on
+    (`preprocess.applicability.envelope`), recorded as `lorkd.envelope`."""
     labels = [str(c) for c in class_names]
     task = {"name": str(task_name), "kind": KIND, "num_classes": len(labels), "label_names": labels,
             "spatial_dims": 3, "source": str(training.get("source", "not recorded"))}
@@ -193,7 +198,7 @@ def write_seg_bundle(
         task=task, network=network, net_class=SegExpertNet, state=dict(state_dict), modules=MODULES,
         action="segment", action_target="scripts.kinds.segmentation.runtime.segment",
         metadata=lambda sha: _metadata(task, network, pre, jsonable(dict(metrics)), jsonable(dict(training)),
-                                       str(version), sha, codes),
+                                       str(version), sha, codes, jsonable(dict(envelope)) if envelope else None),
         card=render_model_card,
     )
     return write_container(out_dir, parts)

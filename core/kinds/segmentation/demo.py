@@ -90,7 +90,8 @@ def build_seg_demo(out_dir: str | os.PathLike, quick: bool = False) -> dict[str,
         "name": "demo-seg",
         "kind": "segmentation",
         "tasks": [
-            {"name": task, "images": [str(files["t1"])], "labels": [str(paths[task])], "label_names": {1: label}}
+            {"name": task, "images": [str(files["t1"])], "labels": [str(paths[task])], "label_names": {1: label},
+             "modality": "MR"}
             for task, label in TASKS.items()
         ],
         "data": {

@@ -19,8 +19,9 @@ import torch
 
 from ...errors import DataError
 from ...io import Volume, read_volume, write_label_map
+from ...preprocess import applicability
 from ...preprocess.sliding import sliding_logits
-from ...preprocess.volume import prepare_volume, restore_labels
+from ...preprocess.volume import canonical_spacing, prepare_volume, restore_labels
 
 METADATA_FILE = "configs/metadata.json"
 
@@ -46,6 +47,15 @@ def check_3d_volume(volume: Volume, path: str | Path | None = None) -> None:
                         f"finite intensities (fill or mask them first)")
 
 
+def observe_volume(image: torch.Tensor, info: dict, spacing_xyz: Sequence[float], direction: Sequence[float],
+                   modality: str | None) -> dict:
+    """A volume as the expert sees it (`applicability.observe`): `image` and `info` from `prepare_volume`, the
+    file's spacing, direction and modality (None where the file does not record it)."""
+    return applicability.observe(
+        channels=1, intensity=applicability.intensity_stats(image.numpy()), modality=modality,
+        spacing_mm=canonical_spacing(spacing_xyz, info["perm"]), size=info["canonical_shape"], direction=direction)
+
+
 def segment_array(
     net: torch.nn.Module,
     array_zyx: np.ndarray,
@@ -54,13 +64,25 @@ def segment_array(
     pre: dict,
     progress: Callable[[float], None] | None = None,
     check: Callable[[], None] | None = None,
+    prepared: tuple[torch.Tensor, dict] | None = None,
 ) -> np.ndarray:
     """Label map (Z, Y, X) uint8 of a volume, on the input's own voxel grid (`preprocess.volume`).
-    `pre`: the bundle's preprocessing block (spacing, intensity, patch_size, overlap, blend)."""
-    image, info = prepare_volume(array_zyx, spacing_xyz, direction, pre)
+    `pre`: the bundle's preprocessing block (spacing, intensity, patch_size, overlap, blend); `prepared`:
+    `prepare_volume`'s result for this volume when the caller has it already."""
+    image, info = prepared or prepare_volume(array_zyx, spacing_xyz, direction, pre)
     logits = sliding_logits(net, image, pre["patch_size"], float(pre.get("overlap", 0.25)),
                             str(pre.get("blend", "gaussian")), progress=progress, check=check)
     return restore_labels(logits, info)
+
+
+def applicability_warnings(volume: Volume, metadata: dict) -> tuple[list[str], tuple[torch.Tensor, dict]]:
+    """(one sentence per way `volume` lies outside the envelope the bundle's `metadata` records, the volume
+    prepared for the expert): the check `lorkd apply`, the app and the bundle's entry point all run."""
+    lorkd = metadata["lorkd"]
+    check_3d_volume(volume)
+    prepared = prepare_volume(volume.array, volume.spacing, volume.direction, lorkd["preprocessing"])
+    observed = observe_volume(*prepared, volume.spacing, volume.direction, volume.metadata.get("modality") or None)
+    return applicability.check(lorkd.get("envelope"), observed), prepared
 
 
 def segment_volume(
@@ -69,10 +91,12 @@ def segment_volume(
     pre: dict,
     progress: Callable[[float], None] | None = None,
     check: Callable[[], None] | None = None,
+    prepared: tuple[torch.Tensor, dict] | None = None,
 ) -> np.ndarray:
     """uint8 label map (Z, Y, X) of `volume` on its own voxel grid, after checking it is one finite 3D volume."""
     check_3d_volume(volume)
-    return segment_array(net, volume.array, volume.spacing, volume.direction, pre, progress=progress, check=check)
+    return segment_array(net, volume.array, volume.spacing, volume.direction, pre, progress=progress, check=check,
+                         prepared=prepared)
 
 
 def segment(
@@ -85,7 +109,10 @@ def segment(
     volume = read_volume(image_path)
     for message in volume.warnings:
         print(f"warning: {' '.join(str(message).split())}")
-    labels = segment_volume(net, volume, pre)
+    outside, prepared = applicability_warnings(volume, metadata)
+    for message in outside:
+        print(f"warning: outside what the expert was trained on: {message}")
+    labels = segment_volume(net, volume, pre, prepared=prepared)
     write_label_map(labels, volume, out_path)
     print(f"wrote {out_path}: labels {sorted(int(v) for v in np.unique(labels))}")
     return labels
