@@ -143,6 +143,12 @@ class SegDataConfig(DataBase):
     region_mm: float = 24.0
     overlap: float = 0.25  # sliding-window overlap at evaluation and apply
     blend: str = "gaussian"  # gaussian | constant (sliding-window blending)
+    # training volumes: "on" preprocesses each volume once into the volume cache on disk and reads only the patches
+    # it needs (memory-mapped); "off" holds every prepared volume in RAM; "auto": on when the prepared volumes
+    # would take more than STREAM_AUTO_BYTES of RAM (core/kinds/segmentation/cache.py)
+    stream: str = "auto"
+    cache_dir: str | None = None  # the volume cache folder (None: $LORKD_CACHE/volumes, else
+    # ~/.cache/lorkd-studio/volumes)
 
     def validate(self) -> None:
         super().validate()
@@ -162,6 +168,9 @@ class SegDataConfig(DataBase):
         if not 0 <= self.overlap < 1:
             raise ConfigError(f"must be in [0, 1), got {self.overlap}", "data.overlap")
         choice("data.blend", self.blend, ("gaussian", "constant"))
+        choice("data.stream", self.stream, ("auto", "on", "off"))
+        if self.cache_dir is not None and not str(self.cache_dir).strip():
+            raise ConfigError("must name a folder, or be left out (the default cache folder)", "data.cache_dir")
 
 
 @dataclass

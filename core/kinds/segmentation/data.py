@@ -20,6 +20,14 @@ of the native grid, through the deployed path (`kind.test`).
 has one: `core.kinds.segmentation.teacher`); patch centres fall on a structure with probability pos / (pos + neg),
 anywhere in the training region otherwise; light intensity augmentation. Patch positions and augmentation are a
 function of (seed, epoch, index) only (`counter_uniform`), so a resumed run replays exactly.
+
+Streaming (`data.stream`, `stream_volumes`): the prepared volumes are kept in the volume cache on disk
+(`core.kinds.segmentation.cache`) instead of RAM. `Prepared` and `SegCase` then hold `CachedArray`s (a label-free
+task's labels, from the foundation model, stay in RAM, as its `soft` targets do), a training case's held-out regions
+are applied when a patch is read (`SegCase.held`), patches copy only their window out of the cache, and patch
+centres are drawn from a bounded sample of each volume's voxels (`fg_index`, at most `cache.FOREGROUND_CAP`
+structure voxels; every voxel, or that many, anywhere). With at most that many voxels per pool (small volumes),
+a streamed dataset gives exactly the in-RAM dataset's patches.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +45,17 @@ from core.config import Config
 from core.data.sampling import TaskLayout, counter_uniform, seed_word
 from core.errors import DataError
 from core.io import read_volume
+from core.kinds.segmentation.cache import (
+    FOREGROUND_CAP,
+    IN_RAM_BYTES_PER_VOXEL,
+    STREAM_AUTO_BYTES,
+    CachedArray,
+    VolumeCache,
+    cache_root,
+    entry_key,
+    foreground_sample,
+    header_voxels,
+)
 from core.kinds.segmentation.config import IntensityConfig, SegDataConfig, SegTaskConfig
 from core.kinds.segmentation.runtime import check_3d_volume
 from core.preprocess import volume as prep
@@ -51,24 +71,28 @@ REGION_FOREGROUND = 0.25  # a cube is a candidate held-out region when this shar
 class Prepared:
     """One image/label pair on the working grid (canonical RAS, target spacing), with what maps it back."""
 
-    image: torch.Tensor  # (1, X, Y, Z) float32 in [0, 1]
-    label: torch.Tensor  # (X, Y, Z) uint8, task-local values (label-free: the foundation model's argmax)
-    info: dict  # prepare_volume's perm, flips, canonical_shape
+    image: torch.Tensor | CachedArray  # (1, X, Y, Z) float32 in [0, 1]
+    label: torch.Tensor | CachedArray  # (X, Y, Z) uint8, task-local values (label-free: the foundation model's argmax)
+    info: dict  # prepare_volume's perm, flips, canonical_shape; foreground (canonical native grid)
     spacing: tuple[float, float, float]  # the working grid's voxel size (mm)
     native_spacing: tuple[float, float, float]  # canonical native voxel size (mm)
     image_path: Path
     label_path: Path | None  # None: a label-free task's volume
+    fg_index: np.ndarray | None = None  # streamed: sorted flat indices of (a sample of) the label's structure voxels
 
 
 @dataclass
 class SegCase:
     """A training volume on the working grid; held-out voxels carry the label IGNORE."""
 
-    image: torch.Tensor  # (1, X, Y, Z) float32 in [0, 1]
-    label: torch.Tensor  # (X, Y, Z) uint8, task-local values or IGNORE
+    image: torch.Tensor | CachedArray  # (1, X, Y, Z) float32 in [0, 1]
+    label: torch.Tensor | CachedArray  # (X, Y, Z) uint8, task-local values or IGNORE (streamed: no IGNORE, see held)
     source: str
     spacing: tuple[float, float, float]
     soft: torch.Tensor | None = None  # (K+1, X, Y, Z) float16 log-probabilities of a user's foundation model
+    held: list[tuple[slice, slice, slice]] = field(default_factory=list)  # streamed: working-grid regions read as
+    # IGNORE
+    fg_index: np.ndarray | None = None  # streamed: Prepared.fg_index (None: the case is in RAM)
 
 
 @dataclass
@@ -199,6 +223,68 @@ def load_pair(image_path: Path, label_path: Path | None, data: SegDataConfig, in
     return Prepared(tensor.contiguous(), lab.contiguous(), info, work, tuple(c_spacing), image_path, label_path)
 
 
+def cached_pair(disk: VolumeCache, image_path: Path, label_path: Path | None, data: SegDataConfig,
+                intensity: IntensityConfig, num_labels: int, warn: Callable[[str], None] | None = None,
+                soft: torch.Tensor | None = None) -> Prepared:
+    """`load_pair` through the volume cache: preprocessed and stored on the first use of the files and settings,
+    then read from the cache (memory-mapped); the reader's warnings are replayed on reuse. A label-free pair's
+    label (the argmax of `soft`) is not stored: it stays in RAM."""
+    settings = {"orientation": "RAS", "spacing": [float(v) for v in data.spacing],
+                "intensity": {"mode": intensity.mode, "low": float(intensity.low), "high": float(intensity.high)},
+                "num_labels": int(num_labels) if label_path is not None else None}
+    key = entry_key(image_path, label_path, settings)
+    told: list[str] = []
+
+    def build() -> tuple[dict[str, np.ndarray], dict]:
+        pair = load_pair(image_path, label_path, data, intensity, num_labels, told.append, soft)
+        info = pair.info
+        arrays = {"image": pair.image.numpy(), "foreground": np.packbits(info["foreground"], axis=-1),
+                  "fg_index": foreground_sample(pair.label.numpy(), key) if label_path is not None
+                  else np.zeros(0, np.int64)}
+        if label_path is not None:
+            arrays["label"] = pair.label.numpy()
+        meta = {"image": str(image_path), "label": str(label_path) if label_path is not None else None,
+                "settings": settings, "has_label": label_path is not None, "warnings": told,
+                "perm": [int(v) for v in info["perm"]], "flips": [bool(v) for v in info["flips"]],
+                "canonical_shape": [int(v) for v in info["canonical_shape"]],
+                "work_shape": [int(v) for v in pair.image.shape[1:]],
+                "spacing": [float(v) for v in pair.spacing], "native_spacing": [float(v) for v in pair.native_spacing],
+                "observed": info.get("observed")}
+        return arrays, meta
+
+    entry = disk.get(key, build)
+    meta = entry.meta
+    if warn is not None:
+        for message in meta.get("warnings", []):
+            warn(message)
+    info = {"perm": list(meta["perm"]), "flips": list(meta["flips"]),
+            "canonical_shape": tuple(meta["canonical_shape"]), "foreground": entry.foreground}
+    if meta.get("observed") is not None:
+        info["observed"] = meta["observed"]
+    if label_path is None:
+        label: torch.Tensor | CachedArray = prep.channel_argmax(soft.float()).contiguous()
+        fg_index = foreground_sample(label.numpy(), key)
+    else:
+        label, fg_index = entry.label, entry.fg_index
+    return Prepared(entry.image, label, info, tuple(meta["spacing"]), tuple(meta["native_spacing"]), image_path,
+                    label_path, fg_index)
+
+
+def stream_volumes(config: Config) -> bool:
+    """Whether the run keeps its prepared volumes in the volume cache on disk (data.stream; "auto": when they
+    would take more than STREAM_AUTO_BYTES of RAM, estimated from the files' headers)."""
+    data = config.data
+    if data.stream != "auto":
+        return data.stream == "on"
+    total = 0.0
+    for task in config.tasks:
+        for image_path, _ in task_pairs(task):
+            total += header_voxels(image_path, data.spacing) * IN_RAM_BYTES_PER_VOXEL
+            if total > STREAM_AUTO_BYTES:
+                return True
+    return False
+
+
 def _foreground(canonical_image: np.ndarray) -> np.ndarray:
     """Voxels clearly above the volume's lowest intensity (the body, or a skull-stripped brain)."""
     a = np.asarray(canonical_image, dtype=np.float32)
@@ -253,7 +339,11 @@ def _held_out(pair: Prepared, regions: list[tuple[slice, slice, slice]], what: s
 
 
 def _training_case(pair: Prepared, held: list[tuple[slice, slice, slice]], soft: torch.Tensor | None) -> SegCase:
-    """The pair's working-grid volume with the labels of `held` (canonical native regions) set to IGNORE."""
+    """The pair's working-grid volume with the labels of `held` (canonical native regions) set to IGNORE (streamed:
+    when a patch is read)."""
+    if pair.fg_index is not None:
+        return SegCase(pair.image, pair.label, str(pair.image_path), pair.spacing, soft,
+                       held=[_work_region(pair, region) for region in held], fg_index=pair.fg_index)
     label = pair.label.clone()
     for region in held:
         label[_work_region(pair, region)] = IGNORE
@@ -284,10 +374,13 @@ def load_task_cases(config: Config, cache: dict | None = None, warn: Callable[[s
     files and the intensity settings) shares volumes read for several tasks (the demo's tasks on one image).
     Recoverable oddities of the files (several DICOM series in a folder, non-uniform slice spacing, ...) are
     passed to `warn` as one-line messages. `targets`: a user's foundation model's targets (`foundation_targets`):
-    the labels of label-free tasks and every training case's `soft` distillation targets."""
+    the labels of label-free tasks and every training case's `soft` distillation targets. Streaming
+    (`stream_volumes`): the volumes come from the volume cache, and `warn` is told how many were preprocessed and
+    how many reused."""
     cache = {} if cache is None else cache
     targets = targets or {}
     data = config.data
+    disk = VolumeCache(cache_root(data.cache_dir)) if stream_volumes(config) else None
     train, val, test = [], [], []
     for t, task in enumerate(config.tasks):
         intensity = intensity_of(task, data)
@@ -296,8 +389,9 @@ def load_task_cases(config: Config, cache: dict | None = None, warn: Callable[[s
             key = (str(image_path), str(label_path) if label_path else ("teacher", t), intensity.mode,
                    intensity.low, intensity.high)
             if key not in cache:
-                cache[key] = load_pair(image_path, label_path, data, intensity, task.num_labels, warn,
-                                       targets.get((t, str(image_path))))
+                load = load_pair if disk is None else partial(cached_pair, disk)
+                cache[key] = load(image_path, label_path, data, intensity, task.num_labels, warn,
+                                  targets.get((t, str(image_path))))
             pairs.append(cache[key])
 
         def soft(pair: Prepared, t=t) -> torch.Tensor | None:
@@ -322,20 +416,63 @@ def load_task_cases(config: Config, cache: dict | None = None, warn: Callable[[s
         train.append(task_train)
         val.append(task_val)
         test.append(task_test)
+    if disk is not None and warn is not None:
+        warn(disk.summary())
     return train, val, test
 
 
-def crop(x: torch.Tensor, start: Sequence[int], size: Sequence[int], fill: float = 0) -> torch.Tensor:
-    """x[..., start:start+size] over the last three axes, padded with `fill` where the window leaves the volume."""
+def crop(x: torch.Tensor | CachedArray, start: Sequence[int], size: Sequence[int], fill: float = 0) -> torch.Tensor:
+    """x[..., start:start+size] over the last three axes, padded with `fill` where the window leaves the volume
+    (of a `CachedArray`, only the window is read)."""
     spatial = x.shape[-3:]
-    out = torch.full((*x.shape[:-3], *size), fill, dtype=x.dtype)
+    dtype = torch.from_numpy(np.zeros(0, x.dtype)).dtype if isinstance(x, CachedArray) else x.dtype
+    out = torch.full((*x.shape[:-3], *size), fill, dtype=dtype)
     src, dst = [], []
     for s, p, n in zip(start, size, spatial, strict=True):
         lo, hi = max(s, 0), min(s + p, n)
         src.append(slice(lo, hi))
         dst.append(slice(lo - s, hi - s))
-    out[(..., *dst)] = x[(..., *src)]
+    part = x[(..., *src)]
+    out[(..., *dst)] = torch.from_numpy(part) if isinstance(part, np.ndarray) else part
     return out
+
+
+def window_box(region: tuple[slice, slice, slice], start: Sequence[int], size: Sequence[int]
+               ) -> tuple[slice, slice, slice] | None:
+    """The part of `region` inside the window start..start+size, in the window's coordinates (None: no part)."""
+    box = []
+    for r, s, p in zip(region, start, size, strict=True):
+        lo, hi = max(r.start, s), min(r.stop, s + p)
+        if lo >= hi:
+            return None
+        box.append(slice(lo - s, hi - s))
+    return tuple(box)
+
+
+def _in_regions(flat: np.ndarray, shape: Sequence[int], regions: Sequence[tuple[slice, slice, slice]]) -> np.ndarray:
+    """Whether each flat index of a `shape` grid lies in one of `regions`."""
+    coords = np.unravel_index(flat, tuple(shape))
+    inside = np.zeros(len(flat), bool)
+    for region in regions:
+        inside |= np.logical_and.reduce([(c >= s.start) & (c < s.stop) for c, s in zip(coords, region, strict=True)])
+    return inside
+
+
+def _streamed_pools(case: SegCase, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(structure voxels, training voxels (None: every voxel)) a streamed case's patch centres are drawn from, as
+    sorted flat indices: its fg_index outside the held-out regions, and the voxels outside them: all of them when
+    the volume has at most FOREGROUND_CAP voxels, else that many drawn by a generator seeded by (seed, source)."""
+    if not case.held:
+        return case.fg_index, None
+    shape = tuple(case.label.shape)
+    fg = case.fg_index[~_in_regions(case.fg_index, shape, case.held)]
+    n = int(np.prod(shape))
+    if n <= FOREGROUND_CAP:
+        candidates = np.arange(n)
+    else:
+        rng = np.random.default_rng([seed_word(seed), zlib.crc32(case.source.encode())])
+        candidates = np.sort(rng.choice(n, size=FOREGROUND_CAP, replace=False))
+    return fg, candidates[~_in_regions(candidates, shape, case.held)]
 
 
 class SegPatchDataset(TaskLayout):
@@ -359,18 +496,32 @@ class SegPatchDataset(TaskLayout):
         self._lay_out([len(c) * self.spv for c in self.cases])
         # a user's foundation model's targets, padded to one channel count so that batches stack
         self.soft_channels = max((c.soft.shape[0] for cs in self.cases for c in cs if c.soft is not None), default=0)
-        labels = [[c.label.flatten() for c in cs] for cs in self.cases]
-        self._foreground = [[torch.nonzero((y > 0) & (y != IGNORE)).flatten().numpy() for y in ys] for ys in labels]
-        self._trainable = [[torch.nonzero(y != IGNORE).flatten().numpy() for y in ys] for ys in labels]
+        self._foreground: list[list[np.ndarray]] = []
+        self._trainable: list[list[np.ndarray | None]] = []  # None: every voxel (a streamed case, nothing held out)
+        for cs in self.cases:
+            pools = []
+            for c in cs:
+                if c.fg_index is not None:  # streamed: bounded pools
+                    pools.append(_streamed_pools(c, self.seed))
+                    continue
+                y = c.label.flatten()
+                pools.append((torch.nonzero((y > 0) & (y != IGNORE)).flatten().numpy(),
+                              torch.nonzero(y != IGNORE).flatten().numpy()))
+            self._foreground.append([fg for fg, _ in pools])
+            self._trainable.append([anywhere for _, anywhere in pools])
 
     def _item(self, index: int, u: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor | None]:
         task = self.task_of(index)
         local = (index - self.task_offsets[task]) // self.spv
         case, fg = self.cases[task][local], self._foreground[task][local]
         anywhere = self._trainable[task][local]
-        shape = case.label.shape
+        shape = tuple(case.label.shape)
         pool = fg if len(fg) and u[0] < self.pos_fraction else anywhere
-        flat = int(pool[min(int(u[1] * len(pool)), len(pool) - 1)])
+        if pool is None:  # a streamed case without held-out regions: any voxel (as the in-RAM pool arange(n))
+            n = int(np.prod(shape))
+            flat = min(int(u[1] * n), n - 1)
+        else:
+            flat = int(pool[min(int(u[1] * len(pool)), len(pool) - 1)])
         centre = np.unravel_index(flat, shape)
         start = []
         for c, p, n in zip(centre, self.patch, shape, strict=True):
@@ -378,7 +529,15 @@ class SegPatchDataset(TaskLayout):
             s = min(max(s, 0), n - p) if n >= p else -((p - n) // 2)
             start.append(s)
         image = crop(case.image, start, self.patch)
-        label = crop(case.label[None], start, self.patch).long()
+        if case.fg_index is None:
+            label = crop(case.label[None], start, self.patch).long()
+        else:  # streamed: the held-out regions read as IGNORE
+            label = crop(case.label, start, self.patch)
+            for region in case.held:
+                box = window_box(region, start, self.patch)
+                if box is not None:
+                    label[box] = IGNORE
+            label = label[None].long()
         soft = None
         if self.soft_channels:
             soft = crop(case.soft.float(), start, self.patch)

@@ -26,7 +26,8 @@ from core import distributed
 from core.experts import route
 from core.io import Volume, read_volume
 from core.kinds.base import RunContext, TaskScores
-from core.kinds.segmentation.data import IGNORE, HeldOutCase, crop
+from core.kinds.segmentation.cache import CachedArray
+from core.kinds.segmentation.data import IGNORE, HeldOutCase, crop, window_box
 from core.kinds.segmentation.runtime import segment_volume
 
 VAL_BATCH = 4
@@ -44,27 +45,65 @@ class TaskView(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------------ validation
-def val_patches(cases: Sequence[HeldOutCase], patch: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+class LazyPatches:
+    """Validation patches of streamed cases, read from the volume cache when a batch asks for them: indexes like
+    the stacked tensor of the in-RAM path (`x[lo:hi]`, `x[lo:hi, 0]`, `len(x)`)."""
+
+    def __init__(self, spots: list[tuple[HeldOutCase, list[int], tuple[slice, slice, slice]]], patch: Sequence[int],
+                 part: str) -> None:
+        self.spots, self.patch, self.part = spots, [int(p) for p in patch], part
+
+    def __len__(self) -> int:
+        return len(self.spots)
+
+    def _one(self, i: int) -> torch.Tensor:
+        case, start, region = self.spots[i]
+        if self.part == "image":
+            return crop(case.pair.image, start, self.patch)
+        out = torch.full((1, *self.patch), IGNORE, dtype=torch.int64)  # IGNORE outside the region
+        shape = case.pair.label.shape
+        region = tuple(slice(r.start, min(r.stop, n)) for r, n in zip(region, shape, strict=True))  # a tile may
+        # overhang a volume smaller than a patch
+        box = window_box(region, start, self.patch)
+        if box is not None:
+            src = tuple(slice(b.start + s, b.stop + s) for b, s in zip(box, start, strict=True))
+            out[(0, *box)] = torch.as_tensor(np.asarray(case.pair.label[src])).long()
+        return out
+
+    def __getitem__(self, index) -> torch.Tensor:
+        rows, rest = (index[0], index[1:]) if isinstance(index, tuple) else (index, ())
+        if isinstance(rows, slice):
+            return torch.stack([self._one(i) for i in range(len(self))[rows]])[(slice(None), *rest)]
+        return self._one(range(len(self))[rows])[rest]
+
+
+def val_patches(cases: Sequence[HeldOutCase], patch: Sequence[int]
+                ) -> tuple[torch.Tensor | LazyPatches, torch.Tensor | LazyPatches]:
     """(images (N, 1, *patch), labels (N, 1, *patch) int64) of a task's validation cases: one patch centred on each
     held-out region with the voxels outside the region labelled IGNORE; for a held-out whole volume, patches
-    tiling it."""
+    tiling it. Cases in the volume cache (streamed) give `LazyPatches`, read batch by batch."""
+    spots = [(case, [(s.start + s.stop) // 2 - p // 2 for s, p in zip(region, patch, strict=True)], region)
+             for case in cases for region in _val_regions(case, patch)]
+    if any(isinstance(case.pair.image, CachedArray) for case in cases):
+        return LazyPatches(spots, patch, "image"), LazyPatches(spots, patch, "label")
     images, labels = [], []
-    for case in cases:
+    for case, start, region in spots:
         pair = case.pair
-        shape = pair.label.shape
-        if case.work_region is not None:
-            regions = [case.work_region]
-        else:
-            steps = [range(0, max(n - p, 0) + 1, p) for n, p in zip(shape, patch, strict=True)]
-            regions = [tuple(slice(a, a + p) for a, p in zip(start, patch, strict=True))
-                       for start in np.array(np.meshgrid(*steps, indexing="ij")).reshape(3, -1).T]
-        for region in regions:
-            start = [(s.start + s.stop) // 2 - p // 2 for s, p in zip(region, patch, strict=True)]
-            held = torch.full(shape, IGNORE, dtype=torch.uint8)
-            held[region] = pair.label[region]
-            images.append(crop(pair.image, start, patch))
-            labels.append(crop(held[None], start, patch, fill=IGNORE).long())
+        held = torch.full(pair.label.shape, IGNORE, dtype=torch.uint8)
+        held[region] = pair.label[region]
+        images.append(crop(pair.image, start, patch))
+        labels.append(crop(held[None], start, patch, fill=IGNORE).long())
     return torch.stack(images), torch.stack(labels)
+
+
+def _val_regions(case: HeldOutCase, patch: Sequence[int]) -> list[tuple[slice, slice, slice]]:
+    """The working-grid regions `val_patches` centres a patch on: the case's region, or a tiling of its volume."""
+    shape = tuple(case.pair.label.shape)
+    if case.work_region is not None:
+        return [case.work_region]
+    steps = [range(0, max(n - p, 0) + 1, p) for n, p in zip(shape, patch, strict=True)]
+    return [tuple(slice(int(a), int(a) + p) for a, p in zip(start, patch, strict=True))
+            for start in np.array(np.meshgrid(*steps, indexing="ij")).reshape(3, -1).T]
 
 
 def pooled_dice(counts: np.ndarray) -> np.ndarray:
