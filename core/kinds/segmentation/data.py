@@ -57,7 +57,7 @@ from core.kinds.segmentation.cache import (
     header_voxels,
 )
 from core.kinds.segmentation.config import IntensityConfig, SegDataConfig, SegTaskConfig
-from core.kinds.segmentation.runtime import check_3d_volume
+from core.kinds.segmentation.runtime import check_3d_volume, observe_volume
 from core.preprocess import volume as prep
 
 VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".dcm")
@@ -93,6 +93,7 @@ class SegCase:
     held: list[tuple[slice, slice, slice]] = field(default_factory=list)  # streamed: working-grid regions read as
     # IGNORE
     fg_index: np.ndarray | None = None  # streamed: Prepared.fg_index (None: the case is in RAM)
+    observed: dict | None = None  # the volume as the expert sees it (`runtime.observe_volume`): its envelope
 
 
 @dataclass
@@ -130,12 +131,14 @@ class HeldOutCase:
         return prep.from_canonical(mask, info["perm"], info["flips"]).astype(bool)
 
 
-def read_any_volume(path: str | Path, warn: Callable[[str], None] | None = None):
+def read_any_volume(path: str | Path, warn: Callable[[str], None] | None = None, header: dict | None = None):
     """(array (Z, Y, X), spacing (x, y, z), direction 9 floats) through core.io.read_volume, checked
     to be one finite single-channel 3D volume (`check_3d_volume`); the reader's warnings (several DICOM series,
-    non-uniform slice spacing, ...) go to `warn`."""
+    non-uniform slice spacing, ...) go to `warn`; `header` (a dict) receives the file's modality where it has one."""
     vol = read_volume(path)
     check_3d_volume(vol, path)
+    if header is not None:
+        header["modality"] = vol.metadata.get("modality") or None
     if warn is not None:
         for message in vol.warnings:
             warn(message)
@@ -198,7 +201,8 @@ def load_pair(image_path: Path, label_path: Path | None, data: SegDataConfig, in
     """Read, check, reorient, normalise and resample one image/label pair (the readers' warnings go to `warn`);
     without a label map (`label_path` None) the label is the argmax of `soft` (a foundation model's
     log-probabilities on the working grid)."""
-    image, spacing, direction = read_any_volume(image_path, warn)
+    header: dict = {}
+    image, spacing, direction = read_any_volume(image_path, warn, header)
     if label_path is not None:
         label, l_spacing, l_direction = read_any_volume(label_path, warn)
         if image.shape != label.shape:
@@ -219,7 +223,8 @@ def load_pair(image_path: Path, label_path: Path | None, data: SegDataConfig, in
     canon_shape = info["canonical_shape"]
     c_spacing = prep.canonical_spacing(spacing, info["perm"])
     work = tuple(float(n * s / m) for n, s, m in zip(canon_shape, c_spacing, tensor.shape[1:], strict=True))
-    info = {**info, "foreground": _foreground(prep.to_canonical(image, info["perm"], info["flips"]))}
+    info = {**info, "foreground": _foreground(prep.to_canonical(image, info["perm"], info["flips"])),
+            "observed": observe_volume(tensor, info, spacing, direction, header["modality"])}
     return Prepared(tensor.contiguous(), lab.contiguous(), info, work, tuple(c_spacing), image_path, label_path)
 
 
@@ -343,11 +348,12 @@ def _training_case(pair: Prepared, held: list[tuple[slice, slice, slice]], soft:
     when a patch is read)."""
     if pair.fg_index is not None:
         return SegCase(pair.image, pair.label, str(pair.image_path), pair.spacing, soft,
-                       held=[_work_region(pair, region) for region in held], fg_index=pair.fg_index)
+                       held=[_work_region(pair, region) for region in held], fg_index=pair.fg_index,
+                       observed=pair.info.get("observed"))
     label = pair.label.clone()
     for region in held:
         label[_work_region(pair, region)] = IGNORE
-    return SegCase(pair.image, label, str(pair.image_path), pair.spacing, soft)
+    return SegCase(pair.image, label, str(pair.image_path), pair.spacing, soft, observed=pair.info.get("observed"))
 
 
 def foundation_targets(config: Config, teacher, warn: Callable[[str], None] | None = None
