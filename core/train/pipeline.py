@@ -39,7 +39,7 @@ from core.files import (
     safe_load,
     write_text_atomic,
 )
-from core.kinds import get_kind, load_config
+from core.kinds import config_from_raw, get_kind, load_config
 from core.kinds.base import Distillation, RunContext, TaskBatch, TaskScores
 from core.models.complexity import count_macs, count_parameters
 from core.models.projector import Projector
@@ -273,6 +273,10 @@ class Pipeline:
                 raise ConfigError(f"{exc}; this is not the config.yaml of a LoRKD run: choose another output "
                                   "folder") from None
             current = self.config.to_dict()
+            try:  # with the defaults of fields added since the folder was made
+                previous = config_from_raw(previous).to_dict()
+            except ConfigError:
+                pass
             if previous != current:
                 diff = [k for k in current if not isinstance(previous, dict) or previous.get(k) != current.get(k)]
                 raise ConfigError(

@@ -38,12 +38,14 @@ from core.kinds.classification.config import SECTIONS, TASK_KINDS
 from core.kinds.classification.dataset import MultiTaskDataset, task_labels
 from core.kinds.classification.evaluate import routed, task_metrics, test_scores
 from core.kinds.classification.losses import kd_loss, task_loss
-from core.kinds.classification.medmnist import inspect_medmnist
+from core.kinds.classification.medmnist import inspect_medmnist, read_split
 from core.kinds.classification.models import TeacherTaskView, build_backbone, build_teacher, expert_network
 from core.kinds.classification.tasks import TaskSpec, build_task_specs, resolve_in_channels
 from core.kinds.classification.teacher import load_teacher, save_teacher
+from core.preprocess import applicability
 
 NEAR_CHANCE_AUC = 0.55  # a multi-label expert at or below this mean AUC is flagged near chance
+ENVELOPE_SAMPLES = 400  # training images an expert's applicability envelope is summarised from
 STREAM_AUTO_BYTES = 2 << 30  # data.stream=auto: memory-map the images when the prepared splits exceed 2 GiB
 
 
@@ -187,21 +189,34 @@ class ClassificationKind(TaskKind):
             out_dir, task=data.extra["specs"][task].to_dict(), arch=config.backbone.arch, spatial_dims=spatial_dims,
             in_channels=in_channels, image_size=config.data.image_size,
             state_dict={k: v.detach().cpu() for k, v in net.state_dict().items()}, metrics=metrics,
-            training=training,
+            training=training, envelope=self.envelope(data, task, config),
         )
+
+    def envelope(self, data: RunData, task: int, config: Config) -> dict[str, Any] | None:
+        """What task `task`'s expert was trained on: the envelope (`preprocess.applicability`) of an even sample
+        of up to ENVELOPE_SAMPLES of its training images, as `lorkd apply` sees an image, and the task's declared
+        modality; None for 3D tasks (apply scores 2D images)."""
+        spec = data.extra["specs"][task]
+        if spec.spatial_dims != 2:
+            return None
+        images, _ = read_split(spec.source, "train", spec.num_classes, stream=True)
+        rows = np.unique(np.linspace(0, len(images) - 1, min(len(images), ENVELOPE_SAMPLES)).astype(int))
+        seen = [runtime.observe_plane(np.asarray(images[i]), config.data.image_size) for i in rows]
+        return applicability.envelope(seen, config.tasks[task].modality)
 
     def load_bundle(self, bundle_dir: str | Path) -> tuple[nn.Module, dict]:
         return bundle.load_bundle(bundle_dir)
 
     def apply(self, bundle_dir: str | Path, image: str | Path, out: str | Path | None,
-              progress: Progress | None = None, check: Callable[[], None] | None = None) -> dict[str, Any]:
-        return applying.apply_expert(bundle_dir, image, out)
+              progress: Progress | None = None, check: Callable[[], None] | None = None,
+              strict: bool = False) -> dict[str, Any]:
+        return applying.apply_expert(bundle_dir, image, out, strict=strict)
 
     def apply_loaded(self, bundle_dir: str | Path, loaded: Any, source: str, progress: Progress | None = None,
-                     check: Callable[[], None] | None = None) -> dict[str, Any]:
+                     check: Callable[[], None] | None = None, modality: str | None = None) -> dict[str, Any]:
         if not isinstance(loaded, np.ndarray):
             raise DataError(f"{source}: a classification expert scores a 2D image (got {type(loaded).__name__})")
-        return applying.classify_array(bundle_dir, loaded, source=source, progress=progress)
+        return applying.classify_array(bundle_dir, loaded, source=source, progress=progress, modality=modality)
 
     def write_record(self, record: dict[str, Any], path: str | Path) -> Path:
         if Path(path).suffix.lower() not in runtime.SCORE_SUFFIXES:
@@ -212,7 +227,8 @@ class ClassificationKind(TaskKind):
         return Path(path)
 
     def cli_record(self, record: dict[str, Any]) -> dict[str, Any]:
-        return {k: record[k] for k in ("prediction", "scores") if k in record}
+        keys = ("expert", "prediction", "scores", "applicability", "research_use_only", "calibration")
+        return {k: record[k] for k in keys if k in record}
 
     # ------------------------------------------------------------------------------------------- setup form
     form = TaskForm(

@@ -52,6 +52,7 @@ from core.kinds.segmentation.models import (
 )
 from core.kinds.segmentation.teacher import ForeignSegTeacher, ForeignTaskView, load_foreign_teacher
 from core.models.checkpoint import load_strict
+from core.preprocess import applicability
 
 TEACHER_FORMAT = "lorkd-seg-teacher"
 
@@ -256,24 +257,32 @@ class SegmentationKind(TaskKind):
             data=config.data, metrics=metrics,
             training={**training, "decoder_rank_factor": config.backbone.decoder_rank_factor},
             res_units=config.backbone.res_units, intensity=intensity_of(config.tasks[task], config.data), net=spec,
-            label_codes=config.tasks[task].label_codes,
+            label_codes=config.tasks[task].label_codes, envelope=self.envelope(data, task, config),
         )
+
+    def envelope(self, data: RunData, task: int, config: Config) -> dict[str, Any] | None:
+        """What task `task`'s expert was trained on: the envelope of its training volumes' observations (recorded
+        when each volume was prepared) and the task's declared modality."""
+        seen = [c.observed for c in data.extra["train_cases"][task] if c.observed]
+        return applicability.envelope(seen, config.tasks[task].modality) if seen else None
 
     def load_bundle(self, bundle_dir: str | Path) -> tuple[nn.Module, dict]:
         return bundle.load_seg_bundle(bundle_dir)
 
     def apply(self, bundle_dir: str | Path, image: str | Path, out: str | Path | None,
-              progress: Progress | None = None, check: Callable[[], None] | None = None) -> dict[str, Any]:
-        return apply_segmentation(bundle_dir, image, out, progress, check)
+              progress: Progress | None = None, check: Callable[[], None] | None = None,
+              strict: bool = False) -> dict[str, Any]:
+        return apply_segmentation(bundle_dir, image, out, progress, check, strict)
 
     def apply_loaded(self, bundle_dir: str | Path, loaded: Any, source: str, progress: Progress | None = None,
-                     check: Callable[[], None] | None = None) -> dict[str, Any]:
+                     check: Callable[[], None] | None = None, modality: str | None = None) -> dict[str, Any]:
         if not isinstance(loaded, Volume):
             raise DataError(f"{source}: a segmentation expert segments a volume (got {type(loaded).__name__})")
         return segment_loaded(bundle_dir, loaded, source, progress, check)
 
     def cli_record(self, record: dict[str, Any]) -> dict[str, Any]:
-        return {k: record[k] for k in ("task", "out", "labels", "voxels")}
+        keys = ("task", "expert", "out", "labels", "voxels", "applicability", "research_use_only")
+        return {k: record[k] for k in keys}
 
     # ------------------------------------------------------------------------------------------- setup form
     form = TaskForm(
