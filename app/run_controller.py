@@ -302,12 +302,9 @@ class RunController(QObject):
         if self.allowed("cancel"):
             self.control.stop()
             self._set_state(RunState.STOPPING)
-            if self.resumable:
-                self.logged.emit("cancelling at the next step; the last finished epoch is kept (press Start with "
-                                 "the same configuration to resume from it)")
-            else:
-                self.logged.emit("cancelling at the next step; no epoch has finished yet, so there will be nothing "
-                                 "to resume: Start begins the run again")
+            # whether it is resumable is said once it has stopped (an epoch may still end before the next step)
+            self.logged.emit("cancelling at the next step" + ("; the last finished epoch is kept" if self.resumable
+                                                               else " (no epoch has finished yet)"))
 
     @property
     def resumable(self) -> bool:

@@ -83,6 +83,7 @@ def test_pause_resume_cancel(qtbot, window, data_dir, tmp_path, stall_probe, cap
 
     qtbot.mouseClick(window.pause_button, Qt.MouseButton.LeftButton)
     assert window.controller.state == RunState.PAUSED
+    assert window.monitor.phase_label.text().startswith("Paused")
     assert buttons(window) == {"start": False, "pause": False, "resume": True, "stop_after_epoch": False,
                                "cancel": True}
     qtbot.wait(700)  # the step in flight when pausing still lands
@@ -106,6 +107,12 @@ def test_pause_resume_cancel(qtbot, window, data_dir, tmp_path, stall_probe, cap
     assert (run_dir / "config.yaml").is_file() and (run_dir / "metrics.jsonl").is_file()
     assert not (run_dir / "summary.json").exists()
     assert window.controller.summary["status"] == "stopped"
+    # the GUI's words, not the command line's; resumable only when an epoch checkpoint exists
+    log = window.monitor.log_text()
+    resumable = (run_dir / "checkpoints" / "last.pt").is_file()
+    assert window.controller.summary["resumable"] == resumable
+    assert "same command" not in log
+    assert ("resume from the last finished epoch" if resumable else "nothing to resume; Start begins") in log
 
 
 def test_stop_after_epoch_leaves_a_checkpoint_and_start_resumes(qtbot, window, data_dir, tmp_path):
