@@ -158,8 +158,10 @@ class LossPlot(QWidget):
         self._empty.addItem(self.placeholder)
 
     def set_message(self, message: str) -> None:
-        """What the empty plot says before the first steps (e.g. that the data are being read)."""
-        self.placeholder.setText(message)
+        """What the empty plot says before the first steps (e.g. that the data are being read); nothing once a
+        panel shows curves (a resumed run's earlier ones)."""
+        if self._empty is not None:
+            self.placeholder.setText(message)
 
     def set_tasks(self, tasks: list[str]) -> None:
         """The run's task list, in its order: task i always gets colour i (live and when a run is reopened)."""

@@ -77,6 +77,12 @@ def test_start_clears_the_previous_run_and_says_the_data_are_read(monitor):
     assert monitor.progress.maximum() == 0  # busy: nothing to count yet
     monitor.run_started(info())
     assert monitor.phase_label.text() == "Starting the foundation pre-training…"
+    # a resumed run: its earlier curves are drawn before the engine starts
+    monitor.reset(["alpha", "beta"], title="Run folder: y")
+    monitor.show_records([{"phase": "foundation", "kind": "train", "epoch": 0, "step": 4, "task": "alpha",
+                           "loss": 1.0}])
+    monitor.run_started(info())
+    assert monitor.plot.point_count("alpha") == 1
 
 
 def test_bar_moves_at_every_step_between_logged_steps(monitor):
