@@ -32,6 +32,13 @@ def _parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--smoke-kind", choices=tuple(KINDS), default=DEFAULT_DEMO,
                         help=f"the demo --smoke runs (default: {DEFAULT_DEMO}, the app's default demo)")
     parser.add_argument("--timeout", type=float, default=480.0, help="seconds before --smoke gives up (exit 3)")
+    parser.add_argument("--open", metavar="RUN", dest="open_run",
+                        help="with --smoke --full: take the screenshots of a finished demo run folder (e.g. from "
+                        "`lorkd demo`) instead of training one")
+    parser.add_argument("--full", action="store_true",
+                        help="with --smoke: the demo at its full setting (the README's screenshots: OUT, OUT-monitor, "
+                        "OUT-running, OUT-experts and, for label maps, OUT-outside: the first expert on a CT series "
+                        "it was not trained for)")
     return parser.parse_known_args(argv)
 
 
@@ -60,7 +67,8 @@ def apply_first_expert(window) -> bool:
     return window.experts.is_busy()
 
 
-def run_smoke(out: Path, timeout: float, qt_args: list[str], kind: str = DEFAULT_DEMO) -> int:
+def run_smoke(out: Path, timeout: float, qt_args: list[str], kind: str = DEFAULT_DEMO, full: bool = False,
+              run: Path | None = None) -> int:
     from PySide6.QtCore import QSettings, QTimer
 
     from app.main_window import MainWindow
@@ -102,11 +110,25 @@ def run_smoke(out: Path, timeout: float, qt_args: list[str], kind: str = DEFAULT
         QTimer.singleShot(200, ready)
 
     def ready() -> None:
+        if run is not None:  # a finished run: its curves, metrics and experts, as after training it here
+            if not window.open_run(run):
+                fail(f"could not open {run}")
+                return
+            QTimer.singleShot(300, after_run)
+            return
         print(f"smoke: {kind} demo ready, starting the run in {window.setup.runs_dir}", file=sys.stderr)
         if not window.start_button.isEnabled():
             fail(f"Start is disabled: {window.setup.error}")
             return
         window.start_button.click()
+        if full:  # the monitor while it runs (decomposition under way)
+            QTimer.singleShot(int(min(timeout / 3, 240) * 1000), lambda: shot("running", window.monitor))
+
+    def shot(name: str, tab) -> None:
+        window.tabs.setCurrentWidget(tab)
+        app.processEvents()
+        window.grab().save(str(out.with_name(f"{out.stem}-{name}{out.suffix}")))
+        print(f"smoke: screenshot {name}", file=sys.stderr)
 
     def finished(summary: dict) -> None:
         if summary.get("status") != "completed":
@@ -130,6 +152,10 @@ def run_smoke(out: Path, timeout: float, qt_args: list[str], kind: str = DEFAULT
             fail("applying the first expert failed")
 
     def applied(record: dict) -> None:
+        if "outside" in taken:  # the CT series: the banner is the point, whatever the overlay holds
+            print(f"smoke: outside the envelope: {record.get('applicability')}", file=sys.stderr)
+            QTimer.singleShot(500, lambda: (shot("outside", window.experts), app.exit(0)))
+            return
         if KINDS[kind].result == "label_map":
             print(f"smoke: expert {record.get('task')} on {record.get('image')}: voxels {record.get('voxels')}",
                   file=sys.stderr)
@@ -140,18 +166,40 @@ def run_smoke(out: Path, timeout: float, qt_args: list[str], kind: str = DEFAULT
         else:
             print(f"smoke: expert {record.get('task')} on {record.get('image')}: {record.get('prediction')}",
                   file=sys.stderr)
+        if full and "experts" not in taken:
+            taken.add("experts")
+            QTimer.singleShot(300, lambda: shot("experts", window.experts))
+        if full and KINDS[kind].result == "label_map" and "outside" not in taken:
+            QTimer.singleShot(800, lambda: (screenshot(finish=False), outside()))
+            return
         QTimer.singleShot(500, screenshot)
 
-    def screenshot() -> None:
+    taken: set[str] = set()
+
+    def outside() -> None:
+        """The first expert on pydicom's small CT series: the Experts tab's banner names the mismatch."""
+        from pydicom.data import get_testdata_file
+
+        taken.add("outside")
+        series = Path(get_testdata_file("CT_small.dcm")).parent / "dicomdirtests" / "98892001" / "CT5N"
+        if not window.viewer.load_path(series) or not apply_first_expert(window):
+            fail("could not apply the first expert to the CT series")
+
+    def screenshot(finish: bool = True) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
+        if full and KINDS[kind].result == "label_map":
+            window.tabs.setCurrentWidget(window.viewer)
+            app.processEvents()
         if not window.grab().save(str(out)):
             fail(f"could not write {out}")
             return
         print(f"smoke: screenshot {out}", file=sys.stderr)
         outcome["code"] = 0
-        app.exit(0)
+        if finish:
+            app.exit(0)
 
-    loader = Worker(lambda _progress: prepare_demo_with_volume(work / "demo", kind, SMOKE_DEMO, SMOKE_OVERRIDES),
+    demo, overrides = ({}, []) if full else (SMOKE_DEMO, SMOKE_OVERRIDES)
+    loader = Worker(lambda _progress: prepare_demo_with_volume(work / "demo", kind, demo, overrides),
                     name="lorkd-demo")
     loader.returned.connect(demo_loaded)
     loader.errored.connect(lambda message, details, _user_error: (print(details, file=sys.stderr),
@@ -189,7 +237,8 @@ def report_internal_error(window, kind, value, tb) -> None:
 def main(argv: list[str] | None = None) -> int:
     args, qt_args = _parse(sys.argv[1:] if argv is None else argv)
     if args.smoke:
-        return run_smoke(Path(args.smoke).expanduser().resolve(), args.timeout, qt_args, args.smoke_kind)
+        return run_smoke(Path(args.smoke).expanduser().resolve(), args.timeout, qt_args, args.smoke_kind, args.full,
+                         Path(args.open_run).expanduser().resolve() if args.open_run else None)
 
     from app.main_window import MainWindow
 

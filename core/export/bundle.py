@@ -70,6 +70,9 @@ PORTABLE_MODULES = ("core.errors", "core.files", "core.io", "core.preprocess", "
                     "core.export.manifest")
 # scripts that bundles exported before SHA256SUMS existed lack (they still load: see `read_verified`)
 ADDED_WITH_MANIFEST = ("scripts/export/manifest.py",)
+# scripts bundles hold since a later version (the applicability check): required only where the bundle's manifest
+# lists them; a bundle exported before has none, its own scripts never import them, and it loads without
+ADDED_LATER = ("scripts/preprocess/applicability.py",)
 INTENDED_USE = (
     "research use only: not a medical device and not for clinical diagnosis, screening or treatment decisions"
 )
@@ -639,6 +642,8 @@ def read_verified(
     legacy = files.entries is None
     required = [METADATA_FILE, INFERENCE_FILE, MODEL_FILE, *script_files([*PORTABLE_MODULES, *modules])]
     for rel in required:
+        if rel in ADDED_LATER and (legacy or rel not in files.entries):
+            continue
         if not (legacy and rel in ADDED_WITH_MANIFEST) and not (root / rel).is_file():
             what = "model file" if rel == MODEL_FILE else "file"
             raise BundleError(f"expert bundle {root} is incomplete: {what} {rel} is missing")

@@ -183,3 +183,31 @@ def test_classification_envelope_flags_a_colour_photo_for_a_grey_expert(tmp_path
     assert main(["apply", str(bundle), str(tmp_path / "photo.png"), "--out", str(tmp_path / "s.json"),
                  "--strict"]) == 2
     assert "outside what the expert was trained on" in capsys.readouterr().err
+
+
+def test_a_bundle_exported_before_envelopes_still_loads_and_says_it_cannot_check(seg_bundle, tmp_path):
+    """As exported by the previous version: no applicability.py among its scripts, no envelope in its metadata, a
+    manifest without them. It loads; applying it warns that the input cannot be checked (and --strict refuses)."""
+    import shutil
+
+    from core.export.manifest import manifest_text
+    from core.kinds.segmentation.apply import segment_loaded
+    from core.kinds.segmentation.bundle import load_seg_bundle
+
+    bundle, brain = seg_bundle
+    old = shutil.copytree(bundle, tmp_path / "old")
+    (old / "scripts" / "preprocess" / "applicability.py").unlink()
+    metadata = json.loads((old / "configs" / "metadata.json").read_text())
+    del metadata["lorkd"]["envelope"]
+    (old / "configs" / "metadata.json").write_text(json.dumps(metadata))
+    (old / "SHA256SUMS").write_text(manifest_text(old))
+    load_seg_bundle(old)
+    record = segment_loaded(old, read_volume(brain), "brain")
+    assert len(record["applicability"]) == 1 and "records no training envelope" in record["applicability"][0]
+    with pytest.raises(OutsideEnvelope):
+        segment_loaded(old, read_volume(brain), "brain", strict=True)
+    # a new bundle missing the file its manifest lists is still refused
+    new = shutil.copytree(bundle, tmp_path / "new")
+    (new / "scripts" / "preprocess" / "applicability.py").unlink()
+    with pytest.raises(BundleError, match="applicability.py"):
+        load_seg_bundle(new)
