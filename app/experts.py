@@ -236,6 +236,9 @@ class ExpertsPanel(QWidget):
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(top)
         splitter.addWidget(bottom)
+        bottom.setMinimumHeight(170)  # the banner and the result's lines stay readable beside a long table
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
         layout = QVBoxLayout(self)
         layout.addWidget(splitter)
 

@@ -40,7 +40,7 @@ STATE_TEXT = {
     RunState.PAUSED: ("Paused", "#b8860b"),
     RunState.STOPPING: ("Stopping…", "#b8860b"),
     RunState.FINISHED: ("Finished", "#0b5394"),
-    RunState.STOPPED: ("Stopped (resumable)", "#555555"),
+    RunState.STOPPED: ("Stopped", "#555555"),
     RunState.FAILED: ("Failed", "#c0392b"),
 }
 
@@ -204,8 +204,9 @@ class MainWindow(QMainWindow):
     def _state_changed(self, state: RunState) -> None:
         text, colour = STATE_TEXT[state]
         self.state_label.setText(f"<b style='color:{colour}'>● {text}</b>")
-        if state == RunState.RUNNING:
-            self.monitor.restart_rate()
+        run_dir = self.controller.run_dir
+        if run_dir is not None and state in (RunState.RUNNING, RunState.PAUSED, RunState.STOPPING):
+            self.statusBar().showMessage(f"{text.rstrip('…')} in {run_dir}")
         self._update_actions()
 
     def _update_actions(self, *_: Any) -> None:
@@ -314,9 +315,9 @@ class MainWindow(QMainWindow):
             self.monitor.log(f"run finished{took}: {run_dir}")
             self.statusBar().showMessage(f"Run finished: {run_dir}")
             self.experts.set_run(run_dir)
-        else:
-            self.monitor.log(f"run stopped; press Start with the same configuration to resume it ({run_dir})")
-            self.statusBar().showMessage(f"Run stopped (resumable): {run_dir}")
+        else:  # the controller's log line says whether Start resumes it (a checkpoint) or begins again
+            resumable = summary.get("resumable")
+            self.statusBar().showMessage(f"Run stopped{' (resumable)' if resumable else ''}: {run_dir}")
         self.run_finished.emit(summary)
         if self._close_when_done:
             self.close()

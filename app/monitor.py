@@ -327,10 +327,6 @@ class MonitorPanel(QWidget):
             self.speed_label.setText(f"{speed:,.0f}")
         self._render()
 
-    def restart_rate(self) -> None:
-        """Kept for the window (called when a run is running again): the rates already leave paused time out (the
-        controller's clock stops while the engine waits paused), so the ETA and samples/s stay."""
-
     def add_eval(self, event: EvalEvent) -> None:
         where = where_of(event)
         self.run_progress.evaluated(event)
