@@ -21,6 +21,7 @@ def window(qtbot, tmp_path):
     win = MainWindow(settings, data_dir=tmp_path / "demo", runs_dir=tmp_path / "runs", load_demo=False,
                      restore=False)
     qtbot.addWidget(win)
+    win.ask_stop_on_close = lambda: True  # closed with a run going (a failed test): no modal question to hang on
     win.resize(1100, 750)
     win.show()
     yield win
