@@ -1,12 +1,12 @@
-"""An exported expert gives the same numbers through `python -m monai.bundle run` (a fresh interpreter,
-another working directory), through `apply_expert`, and as a direct ClassifierNet forward pass."""
+"""An exported expert gives the same numbers through `python -m monai.bundle run` (a fresh interpreter of the
+installed packages only, another working directory; the bundles one after the other in one interpreter start:
+`tests.bundle_batch`), through `apply_expert`, and as a direct ClassifierNet forward pass."""
 
 from __future__ import annotations
 
 import csv
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,8 @@ from core.kinds.classification.bundle import write_bundle
 from core.kinds.classification.nets import ClassifierNet
 from core.kinds.classification.runtime import load_image
 from core.preprocess.image import prepare
-from tests.bundle_env import bundle_argv, isolated_env, project_importable
+from tests.bundle_batch import start_bundles
+from tests.bundle_env import project_importable
 
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
 SIZE = 28
@@ -57,7 +58,7 @@ def _net(in_channels: int, num_classes: int, seed: int) -> ClassifierNet:
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    """Two bundles, four images, and all `monai.bundle run` subprocesses started at once."""
+    """Two bundles, four images, and every case run through `monai.bundle run` (one interpreter start)."""
     root = tmp_path_factory.mktemp("bundle_run")
     nets = {"grey": _net(1, 3, seed=1), "rgb": _net(3, 4, seed=2)}
     bundles = {}
@@ -102,17 +103,10 @@ def setup(tmp_path_factory):
         "rgb": ("rgb", images / "rgb.png", "rgb.json"),
         "tampered": (None, images / "grey.png", "tampered.json"),
     }
-    procs = {}
-    for name, (key, image, out) in cases.items():
-        bundle = bundles[key] if key else tampered
-        procs[name] = subprocess.Popen(
-            bundle_argv(bundle, image, root / "out" / out), cwd=cwd, env=isolated_env(), stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-    results = {}
-    for name, proc in procs.items():
-        stdout, _ = proc.communicate(timeout=240)
-        results[name] = (proc.returncode, stdout.decode(errors="replace"), root / "out" / cases[name][2])
+    jobs = [(bundles[key] if key else tampered, image, root / "out" / out) for key, image, out in cases.values()]
+    runs = start_bundles(jobs, cwd, root / "logs").results(timeout=240)
+    results = {name: (code, log, root / "out" / cases[name][2])
+               for name, (code, log) in zip(cases, runs, strict=True)}
     return {"bundles": bundles, "nets": nets, "cases": cases, "results": results, "tampered": tampered, "cwd": cwd}
 
 

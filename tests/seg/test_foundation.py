@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import zipfile
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from core.kinds.segmentation.demo import mni_files
 from core.models.foundation import load_bundle_foundation, read_preprocessing
 from core.preprocess import volume as prep
 from core.train.pipeline import Pipeline
-from tests.bundle_env import bundle_argv, isolated_env
+from tests.bundle_batch import start_bundles
 from tests.foundation_bundle import (
     CHANNELS,
     NETWORK_DEF,
@@ -69,18 +68,16 @@ def _check_agreement(summary: dict, names: list[str]) -> None:
 
 
 def _bundles_run(run: Path, names: list[str], tmp_path: Path) -> None:
-    """Each exported expert runs with `python -m monai.bundle run` (the project not importable) and writes the
-    label map `lorkd apply` writes."""
+    """Each exported expert runs with `python -m monai.bundle run` (the project not importable; one interpreter start
+    for all, `tests.bundle_batch`) and writes the label map `lorkd apply` writes."""
     t1 = mni_files()["t1"]
-    procs = {name: subprocess.Popen(bundle_argv(run / "experts" / name, t1, tmp_path / f"{name}.nii.gz"),
-                                    cwd=tmp_path, env=isolated_env(), stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True) for name in names}  # side by side
+    runs = start_bundles([(run / "experts" / name, t1, tmp_path / f"{name}.nii.gz") for name in names], tmp_path,
+                         tmp_path / "logs")  # beside the applies below
     for name in names:
         bundle = run / "experts" / name
         assert main(["apply", str(bundle), str(t1), "--out", str(tmp_path / f"{name}_apply.nii.gz")]) == 0
-    for name, proc in procs.items():
-        output, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, output[-3000:]
+    for name, (code, output) in zip(names, runs.results(timeout=300), strict=True):
+        assert code == 0, output[-3000:]
         a, b = read_volume(tmp_path / f"{name}_apply.nii.gz"), read_volume(tmp_path / f"{name}.nii.gz")
         np.testing.assert_array_equal(a.array, b.array)
         assert set(np.unique(b.array)) == {0, 1}
