@@ -3,19 +3,23 @@
 `torchrun --nproc_per_node N -m core.cli decompose CONFIG` sets RANK / WORLD_SIZE / LOCAL_RANK; the
 engine then joins the process group (NCCL on GPUs, Gloo on CPU), trains with DistributedDataParallel,
 splits every global batch across the ranks (each rank keeps a mixed-task, task-sorted share),
-gathers evaluation predictions, and lets only rank 0 write the run folder. Without these variables
+scores a share of the validation and test cases on each rank and gathers the results (`shared_map`: in case
+order, so the numbers are those of one process), and lets only rank 0 write the run folder. Without these variables
 every helper here is a no-op and the run is a plain single process.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,20 @@ def gather_objects(obj: Any, info: Dist) -> list[Any]:
         return [obj]
     out: list[Any] = [None] * info.world_size
     dist.all_gather_object(out, obj)
+    return out
+
+
+def shared_map(fn: Callable[[int], T], count: int, info: Dist) -> list[T]:
+    """`[fn(0), ..., fn(count - 1)]`, the items split across the ranks (rank r computes items r, r + world_size,
+    ...) and gathered on every rank in item order: the list one process computing them all gets (each item is
+    computed alone, so the split changes no number). Every rank must call it with the same `count`."""
+    if not info.enabled:
+        return [fn(i) for i in range(count)]
+    mine = {i: fn(i) for i in range(info.rank, count, info.world_size)}
+    out: list[Any] = [None] * count
+    for share in gather_objects(mine, info):
+        for i, value in share.items():
+            out[i] = value
     return out
 
 

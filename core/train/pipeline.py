@@ -234,8 +234,8 @@ class Pipeline:
     """One run of any task kind: builds and trains the teacher (if needed) and the student, keeps each task's
     best validation state, trains the single-task baselines, evaluates what is deployed, exports.
 
-    Distributed (torchrun, kinds with `distributed`): every rank trains on its share of each batch; only rank 0
-    tests, reports and writes files."""
+    Distributed (torchrun, kinds with `distributed`): every rank trains on its share of each batch and validates and
+    tests its share of the cases; only rank 0 reports and writes files."""
 
     def __init__(self, config: Config, run_dir: str | Path, observer: Observer | None = None,
                  control: Control | None = None) -> None:
@@ -634,26 +634,29 @@ class Pipeline:
         """Test what is deployed and build the summary: the experts (loaded back from bundles written to the run's
         experts/ folder when `stage_bundles`), the foundation model and the single-task baselines through the
         kind's deployed path on the test cases; paired bootstrap intervals of expert minus foundation model (and
-        minus the baseline); flags; sizes, MACs and CPU latency of foundation model / expert."""
+        minus the baseline); flags; sizes, MACs and CPU latency of foundation model / expert.
+
+        Distributed: every rank tests a share of the test cases (`kind.test`, results gathered in case order: the
+        numbers of one process); the bundles are written by rank 0 and read back by every rank (the run folder is
+        shared, as for resuming); only rank 0 builds the summary and reports."""
         cfg, data, kind = self.config, self.data, self.kind
         tasks = range(len(data.tasks))
         experts = {t: self.expert_model(t) for t in tasks}
-        if stage_bundles and self.main:
-            paths = self.export()
+        if stage_bundles:
+            paths = distributed.gather_objects(self.export() if self.main else None, self.dist)[0]  # rank 0's
             experts = {t: kind.load_bundle(path)[0] for t, path in zip(tasks, paths, strict=True)}
         summary: dict[str, Any] = {}
+        for m in (self.teacher, self.student, self.projector):
+            if m is not None:
+                m.eval()
+        context = self.context()
+        self.observer.on_phase(PhaseEvent("evaluate", "Testing the experts on the test cases"))
+        scores = {"expert": kind.test(context, experts)}
+        if self.teacher_heads:
+            scores["teacher"] = kind.test(context, {t: kind.teacher_view(self.teacher, t, cfg, data) for t in tasks})
+        if cfg.evaluate.single_task:
+            scores["single_task"] = kind.test(context, {t: self.baseline_model(t) for t in tasks})
         if self.main:
-            for m in (self.teacher, self.student, self.projector):
-                if m is not None:
-                    m.eval()
-            context = self.context()
-            self.observer.on_phase(PhaseEvent("evaluate", "Testing the experts on the test cases"))
-            scores = {"expert": kind.test(context, experts)}
-            if self.teacher_heads:
-                scores["teacher"] = kind.test(context, {t: kind.teacher_view(self.teacher, t, cfg, data)
-                                                        for t in tasks})
-            if cfg.evaluate.single_task:
-                scores["single_task"] = kind.test(context, {t: self.baseline_model(t) for t in tasks})
             summary = self._summary(scores, experts)
             for model in ("teacher", "expert"):
                 if model in scores:

@@ -4,6 +4,7 @@ the bundles against `lorkd apply` and `python -m monai.bundle run`, and exact re
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from core.kinds import load_config
 from core.kinds.classification.synthetic import write_fake_medmnist
 from core.train.metrics_log import read_metrics
 from core.train.pipeline import Pipeline, open_run
-from tests.bundle_env import bundle_argv, isolated_env
+from tests.bundle_batch import start_bundles
 
 TASKS = {  # name -> write_fake_medmnist arguments: RGB, grey with flat labels, multi-label
     "blood": {"rgb": True, "num_classes": 4, "seed": 1},
@@ -89,19 +90,17 @@ def test_bundles_match_lorkd_apply_and_monai_bundle_run(finished, tmp_path, caps
     rng = np.random.default_rng(0)
     image = tmp_path / "image.png"
     Image.fromarray(rng.integers(0, 255, (28, 28, 3), dtype=np.uint8)).save(image)
-    procs = {}
     for task in TASKS:
-        bundle = run_dir / "experts" / task
-        assert (bundle / "configs" / "metadata.json").is_file()
-        out = tmp_path / f"{task}-monai.json"
-        procs[task] = (subprocess.Popen(bundle_argv(bundle, image, out), cwd=tmp_path, env=isolated_env(),
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT), out)
-    for task, (proc, out) in procs.items():
+        assert (run_dir / "experts" / task / "configs" / "metadata.json").is_file()
+    runs = start_bundles([(run_dir / "experts" / task, image, tmp_path / f"{task}-monai.json") for task in TASKS],
+                         tmp_path, tmp_path / "logs")  # one interpreter start for the three
+    for task in TASKS:
         mine = tmp_path / f"{task}-lorkd.json"
         assert lorkd(["apply", str(run_dir / "experts" / task), str(image), "--out", str(mine)]) == 0
-        log = proc.communicate(timeout=120)[0].decode()
-        assert proc.returncode == 0, log
-        theirs = json.loads(out.read_text())
+    for task, (code, log) in zip(TASKS, runs.results(timeout=240), strict=True):
+        assert code == 0, log[-3000:]
+        theirs = json.loads((tmp_path / f"{task}-monai.json").read_text())
+        mine = tmp_path / f"{task}-lorkd.json"
         ours = json.loads(mine.read_text())
         assert theirs["prediction"] == ours["prediction"]
         np.testing.assert_allclose(list(theirs["scores"].values()), list(ours["scores"].values()), atol=1e-6)
@@ -126,13 +125,29 @@ class StopAfterFirstEpoch(NullObserver):
             self.control.stop_after_epoch()
 
 
+class CopyAtSecondEpoch(NullObserver):
+    """Copies the run folder at the first step of the second decomposition epoch (the first is checkpointed):
+    what a run stopped or killed there leaves, while the run itself goes on."""
+
+    def __init__(self, folder: Path, copy: Path) -> None:
+        self.folder, self.copy = folder, copy
+
+    def on_step(self, event):
+        if event.phase == "decompose" and event.epoch == 1 and not self.copy.exists():
+            shutil.copytree(self.folder, self.copy)
+
+
+def assert_same_metrics(reference: dict, summary: dict) -> None:
+    for ref, res in zip(reference["tasks"], summary["tasks"], strict=True):
+        for key in ("acc", "auc"):
+            assert res["expert_metrics"][key] == pytest.approx(ref["expert_metrics"][key], abs=1e-4), (key, ref, res)
+
+
 @pytest.mark.parametrize("phase", ["foundation", "decompose"])
-def test_stopped_run_resumes_to_the_same_metrics(tmp_path, phase):
+def test_stopped_run_resumes_to_the_same_metrics(resume_reference, tmp_path, phase):
     from core.events import Control
 
-    raw = make_config(tmp_path / "data", n=64, epochs=2)
-    reference = Pipeline(load_config(raw), tmp_path / "reference").run(export=False)
-
+    raw, reference, _ = resume_reference
     control = Control()
     stopped = Pipeline(load_config(raw), tmp_path / "run", StopAfterFirstEpoch(control, phase), control)
     assert stopped.run(export=False)["status"] == "stopped"
@@ -140,10 +155,7 @@ def test_stopped_run_resumes_to_the_same_metrics(tmp_path, phase):
     assert not (tmp_path / "run" / "summary.json").exists()
     resumed = Pipeline(load_config(raw), tmp_path / "run").run(export=False)
     assert resumed["status"] == "completed"
-    for ref, res in zip(reference["tasks"], resumed["tasks"], strict=True):
-        for key in ("acc", "auc"):
-            if key in ref["expert_metrics"]:
-                assert res["expert_metrics"][key] == pytest.approx(ref["expert_metrics"][key], abs=1e-4), key
+    assert_same_metrics(reference, resumed)
 
 
 def test_a_folder_made_with_another_config_is_refused(tmp_path, capsys):

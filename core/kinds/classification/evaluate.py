@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -56,15 +58,20 @@ TEST_CHUNK = 256  # images per prepare/predict call in the test (bounds the floa
 
 
 def test_scores(net: torch.nn.Module, images: np.ndarray, targets: np.ndarray, spec: TaskSpec, image_size: int,
-                in_channels: int, device: torch.device) -> TaskScores:
+                in_channels: int, device: torch.device, dist_info: Dist = SINGLE) -> TaskScores:
     """One task's test scores of a standalone network through the bundle's own functions (`prepare` on the images
     as stored, then `runtime.predict`): each test image is a case. The headline is accuracy (multi-class: top-1
-    correct; a mean of per-case values) or AUC (multi-label: the mean over labels, recomputed on the cases)."""
+    correct; a mean of per-case values) or AUC (multi-label: the mean over labels, recomputed on the cases).
+    Distributed (`dist_info`): the images in chunks shared by the ranks (at most TEST_CHUNK each, so that every rank
+    gets some), the probabilities gathered in image order; metrics and per-case rows from all of them."""
     net = net.to(device).eval()
-    probs = np.concatenate([
-        predict(net, prepare(images[i:i + TEST_CHUNK], image_size, in_channels, spec.spatial_dims), spec.kind)
-        for i in range(0, len(images), TEST_CHUNK)
-    ])
+    chunk = max(1, min(TEST_CHUNK, math.ceil(len(images) / dist_info.world_size)))  # one process: TEST_CHUNK
+
+    def chunk_probs(i: int) -> np.ndarray:
+        part = images[i * chunk:(i + 1) * chunk]
+        return predict(net, prepare(part, image_size, in_channels, spec.spatial_dims), spec.kind)
+
+    probs = np.concatenate(distributed.shared_map(chunk_probs, math.ceil(len(images) / chunk), dist_info))
     targets = np.asarray(targets)
     metrics = classification_metrics(probs, targets, spec.kind)
     if spec.kind == "multiclass":

@@ -172,7 +172,7 @@ class ClassificationKind(TaskKind):
             spec = specs[t]
             in_channels = run.data.extra["in_channels"]
             out[spec.name] = test_scores(net, test.stored_images(t), test.task_targets(t).numpy(), spec,
-                                         run.config.data.image_size, in_channels, run.device)
+                                         run.config.data.image_size, in_channels, run.device, run.dist)
         return out
 
     def task_record(self, data: RunData, task: int) -> dict[str, Any]:

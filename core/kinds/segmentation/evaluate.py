@@ -23,6 +23,7 @@ from monai.metrics import compute_hausdorff_distance
 from torch import nn
 
 from core import distributed
+from core.distributed import SINGLE, Dist
 from core.experts import route
 from core.io import Volume, read_volume
 from core.kinds.base import RunContext, TaskScores
@@ -184,43 +185,57 @@ LabelSource = Callable[[Volume], np.ndarray]  # a volume -> a label map (Z, Y, X
 
 def test_scores(cases: Sequence[HeldOutCase], labels: list[str], net: nn.Module, pre: dict, description: str,
                 check=None, metric: str = "dice", reference: LabelSource | None = None,
-                agreement: LabelSource | None = None) -> TaskScores:
+                agreement: LabelSource | None = None, dist: Dist = SINGLE) -> TaskScores:
     """A task's test scores of one standalone network through the deployed path (see the module docstring).
 
     The network segments each input with `pre` (a user's foundation model, which has its own way, through its
     `label_map`). Reference: the case's label map, or `reference(volume)` (a label-free task: the foundation
     model's); `metric` names the headline ("dice", or "agreement" against a foundation model). `agreement`: a
-    foundation model's label maps, also compared with (metrics "agreement", "agreement/<label>")."""
+    foundation model's label maps, also compared with (metrics "agreement", "agreement/<label>").
+    Distributed (`dist`): each rank segments a share of the input volumes and the per-case results are gathered
+    in case order, so that every number is the one a single process gives."""
     num_classes = len(labels)
-    per_case, counts, agree = [], [], []
-    volumes: dict = {}
+    groups: list[list[HeldOutCase]] = []  # runs of cases on one input volume: each volume is segmented once
     for case in cases:
-        key = str(case.image_path)
-        if key not in volumes:  # each input volume is segmented once, whatever the number of its regions
-            volume = read_volume(case.image_path)
-            if hasattr(net, "label_map"):
-                prediction = net.label_map(volume, check)
-            else:
-                prediction = segment_volume(net, volume, pre, check=check)
-            if case.pair.label_path is not None:
-                ref_map = np.asarray(read_volume(case.pair.label_path).array).astype(np.int64)
-            else:
-                ref_map = reference(volume)
-            volumes = {key: (prediction, ref_map, volume.spacing, agreement(volume) if agreement else None)}
-        prediction, ref_map, spacing, teacher_map = volumes[key]
-        pred, ref = _case_arrays(case, prediction, ref_map)
-        c = overlap_counts(pred, ref, num_classes)
-        counts.append(c)
-        dice = pooled_dice(c)
-        hd = _hd95(pred, ref, num_classes, spacing[::-1])  # arrays are (Z, Y, X): spacing in that order
-        record = {"case": case.name, metric: float(dice.mean())}
-        for name, d, h in zip(labels[1:], dice, hd, strict=True):
-            record[f"{metric}/{name}"] = float(d)
-            record[f"hd95/{name}"] = h
-        if teacher_map is not None:
-            agree.append(overlap_counts(pred, _case_arrays(case, prediction, teacher_map)[1], num_classes))
-            record["agreement"] = float(pooled_dice(agree[-1]).mean())
-        per_case.append(record)
+        if groups and str(groups[-1][0].image_path) == str(case.image_path):
+            groups[-1].append(case)
+        else:
+            groups.append([case])
+
+    def score_volume(g: int) -> list[tuple[dict, np.ndarray, np.ndarray | None]]:
+        """(record, overlap counts, overlap counts with the foundation model or None) of each case of group g."""
+        first = groups[g][0]
+        volume = read_volume(first.image_path)
+        if hasattr(net, "label_map"):
+            prediction = net.label_map(volume, check)
+        else:
+            prediction = segment_volume(net, volume, pre, check=check)
+        if first.pair.label_path is not None:
+            ref_map = np.asarray(read_volume(first.pair.label_path).array).astype(np.int64)
+        else:
+            ref_map = reference(volume)
+        teacher_map = agreement(volume) if agreement else None
+        out = []
+        for case in groups[g]:
+            pred, ref = _case_arrays(case, prediction, ref_map)
+            c = overlap_counts(pred, ref, num_classes)
+            dice = pooled_dice(c)
+            hd = _hd95(pred, ref, num_classes, volume.spacing[::-1])  # arrays are (Z, Y, X): spacing in that order
+            record = {"case": case.name, metric: float(dice.mean())}
+            for name, d, h in zip(labels[1:], dice, hd, strict=True):
+                record[f"{metric}/{name}"] = float(d)
+                record[f"hd95/{name}"] = h
+            agree_counts = None
+            if teacher_map is not None:
+                agree_counts = overlap_counts(pred, _case_arrays(case, prediction, teacher_map)[1], num_classes)
+                record["agreement"] = float(pooled_dice(agree_counts).mean())
+            out.append((record, c, agree_counts))
+        return out
+
+    results = [r for group in distributed.shared_map(score_volume, len(groups), dist) for r in group]
+    per_case = [record for record, _, _ in results]
+    counts = [c for _, c, _ in results]
+    agree = [a for _, _, a in results if a is not None]
     counts_array = np.stack(counts)
     dice = pooled_dice(counts_array.sum(axis=0))
     hds = [r[f"hd95/{name}"] for r in per_case for name in labels[1:] if not math.isnan(r[f"hd95/{name}"])]

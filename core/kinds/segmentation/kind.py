@@ -192,7 +192,8 @@ class SegmentationKind(TaskKind):
     def test(self, run: RunContext, nets: dict[int, nn.Module]) -> dict[str, TaskScores]:
         """Dice against the label maps; a label-free task's against the user's foundation model's label maps
         (agreement; the foundation model itself is not scored against itself). With a user's foundation model,
-        a labelled task's networks also get their agreement with it."""
+        a labelled task's networks also get their agreement with it. Distributed: every rank calls it; each
+        segments a share of the volumes (`test_scores`)."""
         config, data = run.config, run.data
         foreign: ForeignSegTeacher | None = data.extra.get("foreign")
         out = {}
@@ -216,7 +217,7 @@ class SegmentationKind(TaskKind):
             out[info.name] = test_scores(
                 cases, info.labels, net.to(run.device).eval(), pre, text, run.check, metric=info.metric,
                 reference=teacher_labels if task.label_free else None,
-                agreement=None if task.label_free or is_teacher else teacher_labels)
+                agreement=None if task.label_free or is_teacher else teacher_labels, dist=run.dist)
         return out
 
     def task_record(self, data: RunData, task: int) -> dict[str, Any]:
