@@ -171,7 +171,7 @@ def assert_close(reference: dict, summary: dict) -> None:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("ddp")
-    raw = make_config(root / "data", n=96, epochs=3)
+    raw = make_config(root / "data", n=64, epochs=3)
     raw["teacher"]["epochs"] = 2
     config = root / "config.yaml"
     config.write_text(yaml.safe_dump(raw))
