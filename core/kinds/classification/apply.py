@@ -19,16 +19,6 @@ from core.io import read_volume
 from core.kinds.classification import runtime
 from core.kinds.classification.bundle import load_bundle
 
-CALIBRATION = ("probabilities are the network's softmax/sigmoid outputs, not calibrated risks: a high value is "
-               "no guarantee, least of all on inputs unlike the training data")
-
-
-def _annotated(record: dict, metadata: dict, outside: list[str]) -> dict:
-    """The record with what a reader of it must know: which expert, the applicability warnings, research use only,
-    the probabilities' caveat."""
-    return {**record, "expert": str(metadata.get("name", "")), "applicability": outside,
-            "research_use_only": True, "calibration": CALIBRATION}
-
 
 def apply_expert(
     bundle_dir: str | os.PathLike, image_path: str | os.PathLike, out_path: str | os.PathLike | None,
@@ -64,9 +54,10 @@ def apply_expert(
         raise OutsideEnvelope(str(image_path), outside)
     probs = runtime.classify_plane(net, image, lorkd)
     task = str(lorkd.get("task", {}).get("name", ""))
-    args = (probs, lorkd["label_names"], lorkd["kind"], image_path, task)
-    record = runtime.write_scores(out_path, *args) if out_path else runtime.scores_record(*args)
-    return _annotated(record, metadata, outside)
+    notes = runtime.annotations(metadata, outside)
+    if out_path:
+        return runtime.write_scores(out_path, probs, lorkd["label_names"], lorkd["kind"], image_path, task, notes)
+    return {**runtime.scores_record(probs, lorkd["label_names"], lorkd["kind"], image_path, task), **notes}
 
 
 def classify_array(
@@ -109,5 +100,5 @@ def classify_array(
     probs = runtime.classify_plane(net, plane, lorkd)
     step(1.0, "done")
     task = str(lorkd.get("task", {}).get("name", ""))
-    return _annotated(runtime.scores_record(probs, lorkd["label_names"], lorkd["kind"], source, task), metadata,
-                      outside)
+    return {**runtime.scores_record(probs, lorkd["label_names"], lorkd["kind"], source, task),
+            **runtime.annotations(metadata, outside)}

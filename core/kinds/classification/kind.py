@@ -222,8 +222,9 @@ class ClassificationKind(TaskKind):
         if Path(path).suffix.lower() not in runtime.SCORE_SUFFIXES:
             raise DataError(f"{path}: unsupported extension (scores are saved as .json or .csv)")
         names = list(record["scores"])
+        notes = {k: record[k] for k in ("expert", "applicability", "research_use_only", "calibration") if k in record}
         runtime.write_scores(path, np.array([record["scores"][n] for n in names]), names, record["kind"],
-                             record["image"], record["task"])
+                             record["image"], record["task"], notes)
         return Path(path)
 
     def cli_record(self, record: dict[str, Any]) -> dict[str, Any]:

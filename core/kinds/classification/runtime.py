@@ -148,10 +148,12 @@ def write_scores(
     kind: str,
     image_path: str | os.PathLike,
     task: str = "",
+    notes: dict | None = None,
 ) -> dict:
-    """Write one image's scores to `path` and return the record (see `scores_record`).
+    """Write one image's scores to `path` and return the record (see `scores_record`), with `notes` (`annotations`:
+    expert, applicability, research use, calibration) added.
 
-    `.json`: `{"image", "task", "kind", "scores": {label: p}, "prediction"}`.
+    `.json`: `{"image", "task", "kind", "scores": {label: p}, "prediction", ...notes}`.
     `.csv`: a header `image,task,kind,prediction,<label 1>,...` and one row; a multilabel prediction is
     the predicted labels joined by ";". Other extensions raise ValueError. Parent folders are created.
     """
@@ -159,7 +161,7 @@ def write_scores(
     suffix = path.suffix.lower()
     if suffix not in SCORE_SUFFIXES:
         raise ValueError(f"{path}: unsupported output extension {path.suffix!r} (use .json or .csv)")
-    record = scores_record(probs, label_names, kind, image_path, task)
+    record = {**scores_record(probs, label_names, kind, image_path, task), **(notes or {})}
     if suffix == ".json":
         write_text_atomic(path, json.dumps(record, indent=2) + "\n")
     else:
@@ -194,6 +196,17 @@ def outside_envelope(image: np.ndarray, lorkd: dict, modality: str | None = None
     """One sentence per way `image` lies outside what the expert was trained on (its bundle's envelope)."""
     observed = observe_plane(image, int(lorkd["preprocessing"]["image_size"]), modality)
     return applicability.check(lorkd.get("envelope"), observed)
+
+
+CALIBRATION = ("probabilities are the network's softmax/sigmoid outputs, not calibrated risks: a high value is "
+               "no guarantee, least of all on inputs unlike the training data")
+
+
+def annotations(metadata: dict, outside: list[str]) -> dict:
+    """What a reader of a result must know beside the scores: which expert gave them, how the input lies outside
+    what it was trained on (`outside_envelope`), research use only, the probabilities' caveat."""
+    return {"expert": str(metadata.get("name", "")), "applicability": list(outside), "research_use_only": True,
+            "calibration": CALIBRATION}
 
 
 def classify_plane(net: torch.nn.Module, image: np.ndarray, lorkd: dict) -> np.ndarray:
@@ -232,14 +245,16 @@ def classify(
 
         net = load_weights(ClassifierNet(**lorkd["network"]), root)
     image = load_image(image_path)
+    outside = outside_envelope(image, lorkd)
     if echo:  # the bundle's entry point (`lorkd apply` reports them itself)
-        for message in outside_envelope(image, lorkd):
+        for message in outside:
             print(f"warning: outside what the expert was trained on: {message}")
     probs = classify_plane(net, image, lorkd)
     task = str(lorkd.get("task", {}).get("name", ""))
+    notes = annotations(metadata, outside)
     if out_path:
-        return write_scores(out_path, probs, lorkd["label_names"], lorkd["kind"], image_path, task)
-    record = scores_record(probs, lorkd["label_names"], lorkd["kind"], image_path, task)
+        return write_scores(out_path, probs, lorkd["label_names"], lorkd["kind"], image_path, task, notes)
+    record = {**scores_record(probs, lorkd["label_names"], lorkd["kind"], image_path, task), **notes}
     if echo:
         print(json.dumps(record, indent=2))
     return record
