@@ -12,7 +12,7 @@ MEAN = 0.5
 STD = 0.5
 
 
-def _intensity_to_unit(images: np.ndarray) -> np.ndarray:
+def intensity_to_unit(images: np.ndarray) -> np.ndarray:
     """uint8 images are divided by 255; any other dtype is min-max scaled per image between its
     0.5th and 99.5th percentiles (CT in HU, MR in arbitrary units), clipped to [0, 1]."""
     if images.dtype == np.uint8:
@@ -31,14 +31,14 @@ def prepare(images: np.ndarray, image_size: int, in_channels: int, spatial_dims:
 
     images: (N, H, W) grey or (N, H, W, 3) RGB for 2D; (N, D, H, W) for 3D. Any dtype.
     Returns float32 (N, in_channels, S, S[, S]) with S = image_size: intensity to [0, 1] (see
-    `_intensity_to_unit`), grey repeated to 3 channels or RGB averaged to grey as `in_channels`
+    `intensity_to_unit`), grey repeated to 3 channels or RGB averaged to grey as `in_channels`
     asks, resized with MONAI `Resize` (bilinear/trilinear, anti-aliased), then (x - 0.5) / 0.5.
     """
     images = np.asarray(images)
     rgb = images.ndim == spatial_dims + 2
     if images.ndim not in (spatial_dims + 1, spatial_dims + 2) or (rgb and images.shape[-1] not in (3, 4)):
         raise ValueError(f"expected (N, spatial...) or (N, spatial..., 3) images, got shape {images.shape}")
-    unit = _intensity_to_unit(images)
+    unit = intensity_to_unit(images)
     if rgb:
         unit = unit[..., :3]
         chw = np.moveaxis(unit, -1, 1)  # (N, 3, spatial...)

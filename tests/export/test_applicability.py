@@ -164,7 +164,7 @@ def test_classification_envelope_flags_a_colour_photo_for_a_grey_expert(tmp_path
         yy, xx = np.mgrid[:28, :28]
         disc = ((yy - 14) ** 2 + (xx - 14) ** 2 < rng.integers(60, 120)) * rng.integers(150, 250)
         slices.append(np.clip(disc + rng.normal(0, 8, (28, 28)), 0, 255).astype(np.uint8))
-    env = ap.envelope([observe_plane(s, 28) for s in slices])
+    env = ap.envelope([observe_plane(s) for s in slices])
     torch.manual_seed(0)
     task = {"name": "toy", "kind": "multiclass", "num_classes": 2, "label_names": ["a", "b"], "spatial_dims": 2,
             "rgb": False, "source": "toy.npz"}

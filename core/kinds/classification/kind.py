@@ -201,7 +201,7 @@ class ClassificationKind(TaskKind):
             return None
         images, _ = read_split(spec.source, "train", spec.num_classes, stream=True)
         rows = np.unique(np.linspace(0, len(images) - 1, min(len(images), ENVELOPE_SAMPLES)).astype(int))
-        seen = [runtime.observe_plane(np.asarray(images[i]), config.data.image_size) for i in rows]
+        seen = [runtime.observe_plane(np.asarray(images[i])) for i in rows]
         return applicability.envelope(seen, config.tasks[task].modality)
 
     def load_bundle(self, bundle_dir: str | Path) -> tuple[nn.Module, dict]:

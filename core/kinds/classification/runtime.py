@@ -24,7 +24,7 @@ from ...export.weights import load_weights, one_line, read_bundle_metadata
 from ...files import write_text_atomic
 from ...io import Volume, display_plane, read_volume
 from ...preprocess import applicability
-from ...preprocess.image import prepare
+from ...preprocess.image import intensity_to_unit, prepare
 
 KINDS = ("multiclass", "multilabel")
 SCORE_SUFFIXES = (".json", ".csv")
@@ -183,18 +183,20 @@ def write_scores(
 
 
 
-def observe_plane(image: np.ndarray, image_size: int, modality: str | None = None) -> dict:
+def observe_plane(image: np.ndarray, modality: str | None = None) -> dict:
     """A 2D image (H, W) or (H, W, 3) as `load_image` returns it, as the expert sees it
-    (`applicability.observe`): its channels and size, intensity statistics after `prepare` (colour kept)."""
+    (`applicability.observe`): its channels and size, intensity statistics after `prepare`'s intensity scaling
+    (colour kept; at the image's own size: resizing would cost more than the scoring and barely move them)."""
     image = np.asarray(image)
-    unit = (prepare(image[None], int(image_size), 3, 2)[0].numpy() + 1.0) / 2.0  # back to [0, 1]
-    return applicability.observe(channels=3 if image.ndim == 3 else 1, size=image.shape[:2], modality=modality,
-                                 intensity=applicability.intensity_stats(unit, channel_axis=0))
+    unit = intensity_to_unit(image[None])[0]
+    rgb = image.ndim == 3
+    return applicability.observe(channels=3 if rgb else 1, size=image.shape[:2], modality=modality,
+                                 intensity=applicability.intensity_stats(unit, channel_axis=-1 if rgb else None))
 
 
 def outside_envelope(image: np.ndarray, lorkd: dict, modality: str | None = None) -> list[str]:
     """One sentence per way `image` lies outside what the expert was trained on (its bundle's envelope)."""
-    observed = observe_plane(image, int(lorkd["preprocessing"]["image_size"]), modality)
+    observed = observe_plane(image, modality)
     return applicability.check(lorkd.get("envelope"), observed)
 
 
