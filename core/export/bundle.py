@@ -69,10 +69,9 @@ CORE_ROOT = Path(__file__).resolve().parents[1]  # the `core` package: scripts k
 PORTABLE_MODULES = ("core.errors", "core.files", "core.io", "core.preprocess", "core.export.weights",
                     "core.export.manifest")
 # scripts that bundles exported before SHA256SUMS existed lack (they still load: see `read_verified`)
-ADDED_WITH_MANIFEST = ("scripts/export/manifest.py",)
-# scripts bundles hold since a later version (the applicability check): required only where the bundle's manifest
-# lists them; a bundle exported before has none, its own scripts never import them, and it loads without
-ADDED_LATER = ("scripts/preprocess/applicability.py",)
+# scripts bundles hold since a later version (with SHA256SUMS; the applicability check): required only where the
+# bundle's manifest lists them; a bundle exported before has none, its own scripts never import them, it loads
+ADDED_LATER = ("scripts/export/manifest.py", "scripts/preprocess/applicability.py")
 INTENDED_USE = (
     "research use only: not a medical device and not for clinical diagnosis, screening or treatment decisions"
 )
@@ -644,7 +643,7 @@ def read_verified(
     for rel in required:
         if rel in ADDED_LATER and (legacy or rel not in files.entries):
             continue
-        if not (legacy and rel in ADDED_WITH_MANIFEST) and not (root / rel).is_file():
+        if not (root / rel).is_file():
             what = "model file" if rel == MODEL_FILE else "file"
             raise BundleError(f"expert bundle {root} is incomplete: {what} {rel} is missing")
     data = _checked_file(root, METADATA_FILE, files, MAX_METADATA_BYTES, "metadata file")
