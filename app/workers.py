@@ -44,7 +44,12 @@ class _GuiThreadCollector:
     connection lock and waits for the GIL, the GUI thread holds the GIL and waits for that lock (seen as a hung
     GUI test, both threads in ~QObject). So while any worker runs, automatic collection is off and the GUI thread
     collects on a timer, with the interpreter's own thresholds; reference counting still frees everything else at
-    once. Started and stopped from the GUI thread only (`Worker.start` and the outcome delivery)."""
+    once. Started and stopped from the GUI thread only (`Worker.start` and the outcome delivery).
+
+    The objects alive when the first worker starts (the imported libraries: half a million objects with torch and
+    MONAI loaded) are frozen (`gc.freeze`) until the last one ends: a full collection then scans only what was
+    created since, ~0.01 ms instead of ~300 ms, which the GUI would otherwise feel as a stall every few seconds
+    of a run. Unfrozen at the end, so cyclic garbage among them is still collected later."""
 
     INTERVAL_MS = 250
 
@@ -59,6 +64,7 @@ class _GuiThreadCollector:
             return
         self.was_enabled = gc.isenabled()
         gc.disable()
+        gc.freeze()
         if self.timer is None:
             self.timer = QTimer()
             self.timer.setInterval(self.INTERVAL_MS)
@@ -71,6 +77,7 @@ class _GuiThreadCollector:
             return
         self.timer.stop()
         self.collect()
+        gc.unfreeze()  # into the oldest generation: collected when the interpreter next decides to
         if self.was_enabled:
             gc.enable()
 

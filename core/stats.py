@@ -30,10 +30,12 @@ def paired_bootstrap(
     point = float(difference(np.arange(n_cases)))
     if n_cases < 2:
         return point, point, point
-    rng = np.random.default_rng(seed)
+    # all resamples drawn in one call: a call per resample releases and re-takes the GIL each time, and a thread
+    # doing that thousands of times keeps the GUI thread from getting it (CPython's convoy effect: 50 ms stalls)
+    resamples = np.random.default_rng(seed).integers(0, n_cases, (samples, n_cases))
     values = []
-    for _ in range(samples):
-        value = float(difference(rng.integers(0, n_cases, n_cases)))
+    for indices in resamples:
+        value = float(difference(indices))
         if np.isfinite(value):  # a resample without both classes has no AUC: it says nothing about the difference
             values.append(value)
     if not values:
