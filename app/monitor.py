@@ -284,6 +284,12 @@ class MonitorPanel(QWidget):
     # ------------------------------------------------------------------------------ live
     def run_started(self, info: RunInfo) -> None:
         self.plot.set_tasks(info.tasks)
+        # a panel for each phase that trains (those with planned steps), laid out now: a boundary then draws at once
+        groups: dict[str, float] = {}
+        for phase, steps in ((info.extra or {}).get("steps") or {}).items():
+            group = phase_group(phase)  # the single-task baselines share a panel (each its own steps)
+            groups[group] = max(groups.get(group, 0), float(steps))
+        self.plot.prepare([(group, phase_title(group), steps) for group, steps in groups.items()])
         self.run_progress.started(info)
         self.plot.set_message(self.run_progress.note)
         kind = (info.extra or {}).get("kind")

@@ -66,6 +66,34 @@ def test_each_phase_has_its_own_panel_axis_and_smoothing(monitor, qtbot):
     assert plot.point_count("alpha") == 40
 
 
+def test_the_runs_panels_are_laid_out_at_its_start_and_a_boundary_moves_none(monitor, qtbot):
+    """Every training phase's panel is built and placed while the run starts (empty, grey title, the planned steps
+    on its x axis); a phase that begins draws into its panel without changing the layout, so the other panels are
+    not re-rendered (the longest GUI stall of a run was that relayout)."""
+    plan = {**PLAN, "steps": {"foundation": 20, "decompose": 40, "single_task/alpha": 10, "single_task/beta": 12}}
+    monitor.run_started(info(plan))
+    plot = monitor.plot
+    qtbot.waitUntil(lambda: plot._columns == ["foundation", "decompose", "single_task"])
+    assert not plot.panels  # nothing has begun
+    waiting = plot._ready["decompose"]
+    assert waiting.plot.titleLabel.text == "decomposition" and "#999999" in waiting.plot.titleLabel.item.toHtml()
+    assert waiting.plot.vb.viewRange()[0][1] == pytest.approx(40, rel=0.05)  # its planned steps
+    assert plot._ready["single_task"].plot.vb.viewRange()[0][1] == pytest.approx(12, rel=0.05)  # the longest
+    assert not waiting.legend.items  # no task listed before its curve exists
+    qtbot.wait(50)
+    geometry = {phase: panel.plot.geometry() for phase, panel in plot._ready.items()}
+
+    monitor.add_steps([step("foundation", s, 20, 1.0 - 0.01 * s, s) for s in range(1, 6)])
+    monitor.add_steps([step("decompose", s, 40, 0.5, 20 + s) for s in range(1, 3)])
+    assert list(plot.panels) == ["foundation", "decompose"]
+    assert plot.panels["decompose"] is waiting and "#333333" in waiting.plot.titleLabel.item.toHtml()
+    assert [label.text for _, label in waiting.legend.items] == ["alpha", "beta"]
+    assert plot.point_count("alpha") == 7
+    qtbot.wait(50)
+    assert {phase: panel.plot.geometry() for phase, panel in
+            {**plot.panels, **plot._ready}.items()} == geometry  # nothing moved
+
+
 def test_start_clears_the_previous_run_and_says_the_data_are_read(monitor):
     monitor.run_started(info())
     monitor.add_steps([step("foundation", s, 20, 1.0, s) for s in (5, 10)])
