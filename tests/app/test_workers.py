@@ -208,14 +208,16 @@ def test_cyclic_garbage_is_collected_on_the_gui_thread_while_a_worker_runs(qtbot
     from app.workers import _COLLECTOR
 
     class Cycle:
-        def __init__(self) -> None:
+        def __init__(self, tag: str = "") -> None:
             self.me = self
-            self.thread = None
+            self.tag = tag
 
         def __del__(self) -> None:
             collected_in.append(threading.current_thread())
+            tags.append(self.tag)
 
     collected_in: list = []
+    tags: list[str] = []
     release = threading.Event()
 
     def work(progress):
@@ -224,13 +226,20 @@ def test_cyclic_garbage_is_collected_on_the_gui_thread_while_a_worker_runs(qtbot
         release.wait(5)
         return "done"
 
-    assert gc.isenabled()
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    old = Cycle("old")  # alive when the worker starts: frozen with the libraries' objects, not scanned meanwhile
     worker = Worker(work)
     worker.start()
     assert not gc.isenabled()
+    assert gc.get_freeze_count() > 0  # a full collection meanwhile scans only what was made since (not 300 ms)
+    del old
     qtbot.waitUntil(lambda: len(collected_in) > 0, timeout=5000)  # the GUI thread's timer collected them
+    assert "old" not in tags  # frozen meanwhile
     release.set()
     with qtbot.waitSignal(worker.finished, timeout=5000):
         pass
     qtbot.waitUntil(lambda: _COLLECTOR.users == 0 and gc.isenabled(), timeout=5000)
     assert collected_in and all(t is threading.main_thread() for t in collected_in)
+    assert gc.get_freeze_count() == 0  # unfrozen: their cyclic garbage is collectable again
+    gc.collect()
+    assert "old" in tags  # the cycle made before the worker started, freed once unfrozen
