@@ -51,6 +51,14 @@ def short_where(where: str) -> str:
     return where
 
 
+def logged_metrics(values: dict[str, Any]) -> dict[str, float]:
+    """A task's numeric metrics for the log, without a per-structure value that only repeats its metric (one
+    structure: "dice/grey matter" is "dice"), as in the table."""
+    heads = [k.split("/", 1)[0] for k in values if "/" in k]
+    return {k: float(v) for k, v in values.items() if isinstance(v, int | float)
+            and not ("/" in k and heads.count(k.split("/", 1)[0]) == 1 and k.split("/", 1)[0] in values)}
+
+
 class MetricsTable(QTableWidget):
     """One row per (task, metric); columns: the foundation model and the experts, each with the latest values of
     its latest evaluation (its header says which: validation epoch N or test). A metric's per-structure values
@@ -342,7 +350,7 @@ class MonitorPanel(QWidget):
         else:
             self.metrics.update_eval(event.model, event.metrics, where)
             self.metrics_title.setText(self.metrics.title())
-        parts = [f"{task} " + " ".join(f"{k}={v:.3f}" for k, v in m.items() if isinstance(v, int | float))
+        parts = [f"{task} " + " ".join(f"{k}={v:.3f}" for k, v in logged_metrics(m).items())
                  for task, m in event.metrics.items()]
         self.log(f"[{model}, {where}] " + " | ".join(parts))
         self._render()

@@ -194,6 +194,9 @@ def test_segmentation_validation_dice_every_epoch(monitor):
     labels = [(table.item(r, 0).text(), table.item(r, 1).text()) for r in range(table.rowCount())]
     # one structure: its Dice is the task's Dice, shown once; two: each under the task's mean
     assert labels == [("grey", "Dice"), ("brain", "Dice"), ("", "    grey matter"), ("", "    white matter")]
+    line = monitor.log_text().splitlines()[-1]  # the log says it once too
+    assert "grey dice=0.700 |" in line and "dice/grey matter=0.650 dice/white matter=0.750" in line
+    assert line.count("dice/grey matter") == 1
     monitor.add_eval(EvalEvent("test", 2, {"grey": {"dice": 0.8, "hd95": 2.5, "dice/grey matter": 0.8,
                                                     "hd95/grey matter": 2.5}}, "student"))
     labels = [table.item(r, 1).text() for r in range(table.rowCount())]
