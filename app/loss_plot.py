@@ -178,6 +178,7 @@ class LossPlot(QWidget):
         self.panels.clear()
         self._ready.clear()
         self._columns.clear()
+        self._planned.clear()
         self._to_build.clear()
         self._builder.stop()
         self.tasks = []

@@ -51,12 +51,16 @@ def short_where(where: str) -> str:
     return where
 
 
+def repeats_its_metric(key: str, keys) -> bool:
+    """Whether `key` is the only per-structure value of a metric that is also among `keys` ("dice/grey matter"
+    beside "dice" and no other "dice/..."): it repeats the metric, so the table and the log leave it out."""
+    head, _, part = key.partition("/")
+    return bool(part) and head in keys and sum(k.startswith(head + "/") for k in keys) == 1
+
+
 def logged_metrics(values: dict[str, Any]) -> dict[str, float]:
-    """A task's numeric metrics for the log, without a per-structure value that only repeats its metric (one
-    structure: "dice/grey matter" is "dice"), as in the table."""
-    heads = [k.split("/", 1)[0] for k in values if "/" in k]
-    return {k: float(v) for k, v in values.items() if isinstance(v, int | float)
-            and not ("/" in k and heads.count(k.split("/", 1)[0]) == 1 and k.split("/", 1)[0] in values)}
+    """A task's numeric metrics for the log (the values that would repeat their metric left out)."""
+    return {k: float(v) for k, v in values.items() if isinstance(v, int | float) and not repeats_its_metric(k, values)}
 
 
 class MetricsTable(QTableWidget):
@@ -137,9 +141,7 @@ class MetricsTable(QTableWidget):
             heads += [m.split("/")[0] for m in names if "/" in m and m.split("/")[0] not in heads]
             for head in heads:
                 rows.append((task, head))
-                parts = [m for m in names if m.startswith(head + "/")]
-                if len(parts) > 1 or head not in names:
-                    rows += [(task, m) for m in parts]
+                rows += [(task, m) for m in names if m.startswith(head + "/") and not repeats_its_metric(m, names)]
         return rows
 
     def _format(self, metric: str, value: float) -> str:
