@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 from app.loss_plot import LossPlot
 from app.run_controller import StepCount, Timed
 from app.run_progress import RunProgress, format_duration, phase_group, phase_title
-from core.events import EvalEvent, PhaseEvent, RunInfo, StepEvent
+from core.events import EvalEvent, PhaseEvent, RunInfo, StepEvent, metrics_line, repeats_its_metric
 from core.kinds import KINDS
 from core.train.metrics_log import read_metrics
 
@@ -49,18 +49,6 @@ def short_where(where: str) -> str:
     if where.startswith("validation"):
         return f"validation ep. {where.rsplit(' ', 1)[-1]}"
     return where
-
-
-def repeats_its_metric(key: str, keys) -> bool:
-    """Whether `key` is the only per-structure value of a metric that is also among `keys` ("dice/grey matter"
-    beside "dice" and no other "dice/..."): it repeats the metric, so the table and the log leave it out."""
-    head, _, part = key.partition("/")
-    return bool(part) and head in keys and sum(k.startswith(head + "/") for k in keys) == 1
-
-
-def logged_metrics(values: dict[str, Any]) -> dict[str, float]:
-    """A task's numeric metrics for the log (the values that would repeat their metric left out)."""
-    return {k: float(v) for k, v in values.items() if isinstance(v, int | float) and not repeats_its_metric(k, values)}
 
 
 class MetricsTable(QTableWidget):
@@ -352,9 +340,7 @@ class MonitorPanel(QWidget):
         else:
             self.metrics.update_eval(event.model, event.metrics, where)
             self.metrics_title.setText(self.metrics.title())
-        parts = [f"{task} " + " ".join(f"{k}={v:.3f}" for k, v in logged_metrics(m).items())
-                 for task, m in event.metrics.items()]
-        self.log(f"[{model}, {where}] " + " | ".join(parts))
+        self.log(f"[{model}, {where}] {metrics_line(event.metrics)}")
         self._render()
 
     def run_ended(self, summary: dict[str, Any]) -> None:

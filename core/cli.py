@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import LorkdError
-from core.events import Control, EvalEvent, NullObserver, RunInfo, StepEvent
+from core.events import Control, EvalEvent, NullObserver, RunInfo, StepEvent, metrics_line
 
 
 class ProgressObserver(NullObserver):
@@ -57,9 +57,7 @@ class ProgressObserver(NullObserver):
             self._close()
 
     def on_eval(self, event: EvalEvent) -> None:
-        parts = [f"{task} " + " ".join(f"{k}={v:.3f}" for k, v in m.items() if isinstance(v, float))
-                 for task, m in event.metrics.items()]
-        self._write(f"[{event.phase} epoch {event.epoch + 1} {event.model}] " + " | ".join(parts))
+        self._write(f"[{event.phase} epoch {event.epoch + 1} {event.model}] {metrics_line(event.metrics)}")
 
     def on_log(self, message: str) -> None:
         self._write(message)

@@ -34,6 +34,21 @@ class EvalEvent:
     model: str = "student"  # "teacher" | "student"
 
 
+def repeats_its_metric(key: str, keys) -> bool:
+    """Whether `key` is the only per-structure value of a metric that is also among `keys` ("dice/grey matter"
+    beside "dice" and no other "dice/..."): it repeats the metric, so displays leave it out."""
+    head, _, part = key.partition("/")
+    return bool(part) and head in keys and sum(k.startswith(head + "/") for k in keys) == 1
+
+
+def metrics_line(metrics: dict[str, dict[str, float]]) -> str:
+    """An evaluation's metrics in one line ("grey dice=0.812 hd95=3.100 | brain ..."), for the CLI and the app's
+    log: numbers only, without the values that repeat their metric."""
+    return " | ".join(f"{task} " + " ".join(f"{k}={v:.3f}" for k, v in m.items()
+                                            if isinstance(v, int | float) and not repeats_its_metric(k, m))
+                      for task, m in metrics.items())
+
+
 @dataclass
 class PhaseEvent:
     """A stage of the run that reports no steps has begun (testing, exporting), for a progress display."""
